@@ -154,18 +154,15 @@ def _check_value(value: Any, tp: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise TypeError(f"expected {_describe(tp)}, got {value!r}")
         return tuple(_check_value(v, inner) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is int and is_number and isinstance(value, int):
+        return value
+    if tp is float and is_number:
+        return float(value)
+    if tp is str and isinstance(value, str):
+        return value
     raise TypeError(f"expected {_describe(tp)}, got {value!r}")
 
 

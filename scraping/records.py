@@ -42,8 +42,12 @@ class GenreRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenreRecord:
-        return cls(name=data["name"], source=data["source"], url=data.get("url"),
-                   extra=dict(data.get("extra") or {}))
+        return cls(
+            name=data["name"],
+            source=data["source"],
+            url=data.get("url"),
+            extra=dict(data.get("extra") or {}),
+        )
 
 
 @dataclass(frozen=True)

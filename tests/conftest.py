@@ -16,8 +16,11 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's config.toml or MICROGENRE_* variables."""
     for name in list(os.environ):
-        if (name.startswith("MICROGENRE_") and not name.startswith("MICROGENRE_TEST_")
-                and name != "MICROGENRE_REQUIRE_POSTGRES") or name == "DISCORD_TOKEN":
+        if (
+            name.startswith("MICROGENRE_")
+            and not name.startswith("MICROGENRE_TEST_")
+            and name != "MICROGENRE_REQUIRE_POSTGRES"
+        ) or name == "DISCORD_TOKEN":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -16,8 +14,6 @@ from bot.config import Config, load_config
 from bot.errors import MicrogenreError
 from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
 from bot.store.schema import ensure_schema_current
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -54,13 +50,6 @@ async def open_store(config: Config, *, check_schema: bool = True) -> AsyncItera
         await engine.dispose()
 
 
-def run_async(coro: Awaitable[T]) -> T:
-    async def _wrap() -> T:
-        return await coro
-
-    return asyncio.run(_wrap())
-
-
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -68,8 +57,9 @@ def echo_json(data: Any) -> None:
 def run_cli(group: click.Group, argv: Sequence[str] | None, *, prog: str = "microgenre") -> int:
     """Invoke ``group`` mapping errors to one line and an exit status."""
     try:
-        group.main(args=list(argv) if argv is not None else None, prog_name=prog,
-                   standalone_mode=False)
+        group.main(
+            args=list(argv) if argv is not None else None, prog_name=prog, standalone_mode=False
+        )
     except MicrogenreError as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
@@ -85,14 +75,3 @@ def run_cli(group: click.Group, argv: Sequence[str] | None, *, prog: str = "micr
         click.echo("Interrupted.", err=True)
         return 130
     return 0
-
-
-def command_runner(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Decorator for async command bodies: ``@command_runner async def body(...)``."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return asyncio.run(fn(*args, **kwargs))
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper

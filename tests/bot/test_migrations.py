@@ -1,0 +1,155 @@
+"""Migrations run up, down and up again on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.errors import SchemaOutOfDateError
+from bot.store import schema
+from bot.store.engine import create_engine
+from bot.store.models import Base
+
+EXPECTED_TABLES = {t.name for t in Base.metadata.sorted_tables}
+
+
+def _postgres_server_url() -> str | None:
+    return os.environ.get("MICROGENRE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards.
+
+    Skips where no server is configured, except in CI (MICROGENRE_REQUIRE_POSTGRES=1), where a
+    missing or unreachable server is a failure.
+    """
+    server = _postgres_server_url()
+    required = os.environ.get("MICROGENRE_REQUIRE_POSTGRES") == "1"
+    if not server:
+        if required:
+            pytest.fail("MICROGENRE_REQUIRE_POSTGRES=1 but MICROGENRE_TEST_POSTGRES_URL is unset")
+        pytest.skip("no PostgreSQL server (set MICROGENRE_TEST_POSTGRES_URL)")
+    import asyncpg
+
+    url = make_url(server)
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"mg_test_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if required:
+            pytest.fail(f"PostgreSQL required but unreachable: {exc}")
+        pytest.skip(f"PostgreSQL unreachable: {exc}")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def _schema(connection: Connection) -> dict[str, object]:
+    insp = inspect(connection)
+    tables = set(insp.get_table_names()) - {"alembic_version"}
+    return {
+        "tables": tables,
+        "genres_unique": {tuple(u["column_names"]) for u in insp.get_unique_constraints("genres")}
+        if "genres" in tables
+        else set(),
+        "votes_unique": {tuple(u["column_names"]) for u in insp.get_unique_constraints("votes")}
+        if "votes" in tables
+        else set(),
+        "generations_columns": {c["name"] for c in insp.get_columns("generations")}
+        if "generations" in tables
+        else set(),
+    }
+
+
+async def _inspect(engine: AsyncEngine) -> dict[str, object]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_schema)
+
+
+async def _round_trip(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        with pytest.raises(SchemaOutOfDateError, match="microgenre db upgrade"):
+            await schema.ensure_schema_current(engine)
+
+        await asyncio.to_thread(schema.upgrade, url, "head")
+        shape = await _inspect(engine)
+        assert shape["tables"] == EXPECTED_TABLES
+        assert ("name",) in shape["genres_unique"]  # type: ignore[operator]
+        assert ("generation_id", "user_id") in shape["votes_unique"]  # type: ignore[operator]
+        assert {"guild_id", "message_id", "user_id"} <= shape["generations_columns"]  # type: ignore[operator]
+        await schema.ensure_schema_current(engine)
+        assert await schema.current_revision(engine) == schema.head_revision()
+
+        await asyncio.to_thread(schema.downgrade, url, "base")
+        assert (await _inspect(engine))["tables"] == set()
+        assert await schema.current_revision(engine) is None
+
+        await asyncio.to_thread(schema.upgrade, url, "head")
+        assert (await _inspect(engine))["tables"] == EXPECTED_TABLES
+        await schema.ensure_schema_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_upgrade_downgrade_upgrade(sqlite_url: str) -> None:
+    await _round_trip(sqlite_url)
+
+
+@pytest.mark.postgres
+async def test_postgres_upgrade_downgrade_upgrade(postgres_url: str) -> None:
+    await _round_trip(postgres_url)
+
+
+async def test_every_migration_steps_down_and_up_one_at_a_time(sqlite_url: str) -> None:
+    from alembic.script import ScriptDirectory
+
+    revisions = list(
+        ScriptDirectory.from_config(schema.alembic_config(sqlite_url)).walk_revisions()
+    )
+    await asyncio.to_thread(schema.upgrade, sqlite_url, "head")
+    for _ in revisions:
+        await asyncio.to_thread(schema.downgrade, sqlite_url, "-1")
+    engine = create_engine(sqlite_url)
+    try:
+        assert (await _inspect(engine))["tables"] == set()
+    finally:
+        await engine.dispose()
+    for _ in revisions:
+        await asyncio.to_thread(schema.upgrade, sqlite_url, "+1")
+    engine = create_engine(sqlite_url)
+    try:
+        await schema.ensure_schema_current(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url: str) -> None:
+    from sqlalchemy import text
+
+    engine = create_engine(sqlite_url, busy_timeout_ms=1234)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.scalar(text("PRAGMA journal_mode"))) == "wal"
+            assert (await conn.scalar(text("PRAGMA busy_timeout"))) == 1234
+            assert (await conn.scalar(text("PRAGMA foreign_keys"))) == 1
+    finally:
+        await engine.dispose()
