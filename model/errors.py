@@ -1,0 +1,14 @@
+"""Errors raised by the model library whose message is safe to show to a user or an operator.
+
+``model/`` never imports the bot, so this hierarchy does not derive from
+``bot.errors.MicrogenreError``; the bot and the CLI treat :class:`ModelError` the same way
+(one readable line, no traceback).
+"""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base class: ``str(error)`` is a complete sentence a user may read."""
+
+    exit_code = 1
