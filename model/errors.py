@@ -12,3 +12,23 @@ class ModelError(Exception):
     """Base class: ``str(error)`` is a complete sentence a user may read."""
 
     exit_code = 1
+
+
+class ModelLoadError(ModelError):
+    """The base model or an adapter cannot be found or loaded."""
+
+    exit_code = 2
+
+
+class GenerationError(ModelError):
+    """The model could not deliver the requested genres within the attempt budget."""
+
+
+class TrainingError(ModelError):
+    """Training cannot start or failed (bad data, bad options, interrupted)."""
+
+
+class DatasetError(ModelError):
+    """The training data is missing, empty or malformed."""
+
+    exit_code = 2

