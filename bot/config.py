@@ -71,11 +71,42 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class ScrapingConfig:
+    # User-Agent of every request: names the project; add a contact (MusicBrainz asks for one).
+    user_agent: str = "Micro-Genre-Generator/0.1 (music micro-genre Discord bot)"
+    # Requests per second to one host (MusicBrainz asks for at most 1).
+    requests_per_second: float = 1.0
+    # Seconds before one request is abandoned (and retried).
+    timeout_s: float = 30.0
+    # Retries after a 429, a 5xx or a timeout (exponential backoff, Retry-After honoured).
+    max_retries: int = 4
+    # Longest wait before a retry in seconds, whatever Retry-After asks for.
+    max_backoff_s: float = 120.0
+    # Folder of the raw-response cache; empty: <data_dir>/cache/http.
+    cache_dir: str = ""
+    # Show a progress bar while fetching.
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not self.user_agent.strip():
+            raise ValueError("user_agent must not be empty")
+        if self.requests_per_second <= 0:
+            raise ValueError("requests_per_second must be > 0")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if self.max_backoff_s < 0:
+            raise ValueError("max_backoff_s must be >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    scraping: ScrapingConfig = field(default_factory=ScrapingConfig)
     # Folder the relative paths are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     # Where the settings came from, for messages ("built-in defaults" or a file path).
@@ -102,6 +133,7 @@ SECTIONS: dict[str, type] = {
     "database": DatabaseConfig,
     "discord": DiscordConfig,
     "model": ModelConfig,
+    "scraping": ScrapingConfig,
 }
 
 # Variables that override a key under a name of their own.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,13 +51,80 @@ class GenreRecord:
         )
 
 
+class ParseError(ValueError):
+    """Input that cannot be parsed at all: empty, not UTF-8, not JSON, the wrong kind of page.
+
+    The message is one line, safe to show (the CLI adds the file name and exits non-zero).
+    Partial damage (a truncated page, a malformed row) is not an error: parsers return what
+    they could read and count the rest in :attr:`ParseReport.skipped`.
+    """
+
+
 @dataclass(frozen=True)
 class ParseReport:
-    """What a parser produced and what it skipped (with reasons), for partial imports."""
+    """What a parser produced and what it skipped (with reasons), for partial imports.
+
+    ``meta`` carries facts about the document itself (e.g. ``{"genre-count": 2165}`` for a
+    MusicBrainz page, ``{"kind": "everynoise-main"}``).
+    """
 
     records: list[GenreRecord]
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
+
+
+def merge_extra(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Merge what a source says about a genre: lists are united (order kept), scalars of
+    ``new`` replace those of ``old``, empty values (None, "", []) never replace anything.
+
+    >>> merge_extra({"datasets": ["a"], "x": 1, "y": 2}, {"datasets": ["b"], "x": 5, "y": None})
+    {'datasets': ['a', 'b'], 'x': 5, 'y': 2}
+    """
+    merged = dict(old)
+    for key, value in new.items():
+        if value is None or value == "" or value == []:
+            continue
+        current = merged.get(key)
+        if isinstance(value, list | tuple) and isinstance(current, list | tuple):
+            combined = list(current)
+            for item in value:
+                if item not in combined:
+                    combined.append(item)
+            merged[key] = combined
+        else:
+            merged[key] = list(value) if isinstance(value, tuple) else value
+    return merged
+
+
+def merge_records(records: Iterable[GenreRecord]) -> list[GenreRecord]:
+    """One record per (genre key, source): the first spelling and the first non-empty url are
+    kept, extras merged with :func:`merge_extra` in input order. Records with an empty key are
+    dropped.
+
+    >>> a = GenreRecord.create("Post-Rock", "everynoise", extra={"datasets": ["x"]})
+    >>> b = GenreRecord.create("post rock", "everynoise", url="u", extra={"datasets": ["y"]})
+    >>> [(r.name, r.url, r.extra) for r in merge_records([a, b])]
+    [('post-rock', 'u', {'datasets': ['x', 'y']})]
+    """
+    merged: dict[tuple[str, str], GenreRecord] = {}
+    for record in records:
+        key = record.key
+        if not key:
+            continue
+        seen = merged.get((key, record.source))
+        if seen is None:
+            merged[(key, record.source)] = GenreRecord(
+                record.name, record.source, record.url, merge_extra({}, record.extra)
+            )
+        else:
+            merged[(key, record.source)] = GenreRecord(
+                seen.name,
+                seen.source,
+                seen.url or record.url,
+                merge_extra(seen.extra, record.extra),
+            )
+    return list(merged.values())
