@@ -1,0 +1,737 @@
+"""`microgenre dataset build`, `microgenre train`, `microgenre generate`, `microgenre eval`.
+
+The model library (``model/``) does the work; this module wires it to the configuration and the
+store. torch is imported only inside the commands that sample or train.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from bot.cli import main
+from bot.cli.common import open_store, state
+from bot.config import Config
+from bot.errors import InputError, MicrogenreError
+from model.errors import ModelError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "model" / "default_adapter"
+
+
+class ModelCommandError(MicrogenreError):
+    """A :class:`model.errors.ModelError` surfaced by a CLI command."""
+
+    def __init__(self, error: ModelError) -> None:
+        super().__init__(str(error))
+        self.exit_code = error.exit_code
+
+
+def _model_errors(fn: F) -> F:
+    """Turn model-library errors into one-line CLI errors."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ModelError as exc:
+            raise ModelCommandError(exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", module="transformers")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def adapter_path(config: Config, adapter: str | None) -> Path:
+    """The adapter to use: the option, the config, else the shipped default."""
+    chosen = adapter or config.model.adapter
+    path = config.resolve_path(chosen) if chosen else DEFAULT_ADAPTER
+    if not (path / "adapter_config.json").is_file():
+        hint = "" if chosen else " (the shipped default adapter is missing: reinstall)"
+        raise InputError(f"{path} is not a LoRA adapter folder{hint}.")
+    return path
+
+
+def store_configured(config: Config) -> bool:
+    """True when a store exists: an explicit database URL, or the SQLite file is there."""
+    if config.database.url:
+        return True
+    return (config.data_dir / "microgenre.db").is_file()
+
+
+def load_sampler(config: Config, adapter: Path) -> Any:
+    _quiet_transformers()
+    from model.sampler import Sampler
+
+    return Sampler.load(
+        config.model.base_model,
+        adapter,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        threads=config.model.threads,
+        data_dir=config.data_dir,
+        progress=_say,
+    )
+
+
+def load_fingerprint(adapter: Path) -> Any:
+    from model.filters import Fingerprint
+
+    path = adapter / "known_genres.fingerprint"
+    if not path.is_file():
+        _say(f"warning: {adapter} has no known_genres.fingerprint; novelty uses the store only")
+        return Fingerprint()
+    return Fingerprint.load(path)
+
+
+# ---------------------------------------------------------------- dataset
+
+
+@main.group()
+def dataset() -> None:
+    """Build the training dataset from the store's genres."""
+
+
+def _read_extra_genres(path: str | None) -> list[str]:
+    if not path:
+        return []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read extra genres ({exc})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+async def _records_and_extras(
+    config: Config, from_csv: str | None, extra_file: str | None, min_score: int | None
+) -> tuple[list[dict[str, Any]], list[str], str]:
+    from model.dataset import records_from_genres_csv
+
+    extras = _read_extra_genres(extra_file)
+    if from_csv:
+        records = await asyncio.to_thread(records_from_genres_csv, from_csv)
+        source = f"csv:{Path(from_csv).name}"
+        if min_score is not None and store_configured(config):
+            from bot.store.generated import well_voted_generated
+
+            async with open_store(config) as sessions:
+                extras += await well_voted_generated(sessions, min_score)
+        return records, extras, source
+    if not store_configured(config):
+        raise InputError(
+            "No store found: run `microgenre db upgrade` and `microgenre scrape`, "
+            "or pass --from-csv PATH."
+        )
+    from bot.store.genres import export_genres
+
+    async with open_store(config) as sessions:
+        records = await export_genres(sessions)
+        if min_score is not None:
+            from bot.store.generated import well_voted_generated
+
+            extras += await well_voted_generated(sessions, min_score)
+    if not records:
+        raise InputError("The store has no genres: run `microgenre scrape` first.")
+    return records, extras, "store"
+
+
+def _build_dataset(
+    config: Config,
+    output: Path,
+    *,
+    from_csv: str | None,
+    extra_file: str | None,
+    min_score: int | None,
+    seed: int,
+    valid_fraction: float,
+) -> dict[str, Any]:
+    from model.dataset import build_dataset, write_dataset
+
+    if from_csv and not Path(from_csv).is_file():
+        raise InputError(f"{from_csv}: no such file")
+    records, extras, source = asyncio.run(
+        _records_and_extras(config, from_csv, extra_file, min_score)
+    )
+    ds = build_dataset(records, seed=seed, valid_fraction=valid_fraction, extra_genres=extras)
+    ds.stats["source"] = source
+    ds.stats["extra_genres"] = len(extras)
+    write_dataset(ds, output)
+    return json.loads((output / "stats.json").read_text())
+
+
+def _print_dataset_stats(stats: dict[str, Any], output: Path) -> None:
+    click.echo(
+        f"dataset {output}: {stats['train']} training examples "
+        f"({sum(stats['like_examples'].values())} with like:), {stats['valid']} validation "
+        f"genres, {stats['known_genres']} known genres in the fingerprint "
+        f"(source: {stats.get('source')})"
+    )
+    click.echo(
+        f"leading words capped at {stats['balance_cap']} ({stats['balance_dropped']} dropped)"
+    )
+    click.echo("  top leading words   before          after")
+    after = {w: (c, s) for w, c, s in stats["leading_after"]}
+    for word, count, share in stats["leading_before"][:10]:
+        a_count, a_share = after.get(word, (0, 0.0))
+        click.echo(f"  {word:<18} {count:>5} {share:6.2%}   {a_count:>5} {a_share:6.2%}")
+
+
+@dataset.command("build")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dataset folder (default: <data_dir>/dataset).",
+)
+@click.option(
+    "--from-csv",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Read genres from a genres.csv table instead of the store.",
+)
+@click.option(
+    "--extra-genres",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File with extra training genres, one per line.",
+)
+@click.option(
+    "--include-generated-min-score",
+    type=int,
+    default=None,
+    help="Also train on generated genres whose vote score reaches N.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--valid-fraction", type=float, default=0.08, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
+@click.pass_context
+@_model_errors
+def dataset_build(
+    ctx: click.Context,
+    output: str | None,
+    from_csv: str | None,
+    extra_genres: str | None,
+    include_generated_min_score: int | None,
+    seed: int,
+    valid_fraction: float,
+    as_json: bool,
+) -> None:
+    """Build train/validation JSONL and the known-genre fingerprint."""
+    config = state(ctx).config
+    folder = Path(output) if output else config.data_dir / "dataset"
+    stats = _build_dataset(
+        config,
+        folder,
+        from_csv=from_csv,
+        extra_file=extra_genres,
+        min_score=include_generated_min_score,
+        seed=seed,
+        valid_fraction=valid_fraction,
+    )
+    if as_json:
+        click.echo(json.dumps(stats, indent=2, ensure_ascii=False))
+    else:
+        _print_dataset_stats(stats, folder)
+
+
+# ---------------------------------------------------------------- train
+
+
+class _BarProgress:
+    """Human progress: a tqdm bar with loss and ETA on stderr, one line per epoch."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        kind = event["event"]
+        if kind == "start":
+            self.bar = tqdm(
+                total=event["total_steps"], initial=event["step"], desc="training", unit="step"
+            )
+            click.echo(
+                f"training on {event['train_examples']} examples, {event['trainable_params']:,} "
+                f"LoRA parameters, {event['device']}/{event['dtype']}"
+                + (" (resumed)" if event.get("resumed") else ""),
+                err=True,
+            )
+        elif kind == "step" and self.bar is not None:
+            self.bar.update(event["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{event['loss']:.3f}", epoch=event["epoch"])
+        elif kind == "epoch" and self.bar is not None:
+            self.bar.write(
+                f"epoch {event['epoch']}: train loss {event['loss']:.4f}, "
+                f"validation loss {event['valid_loss']:.4f}"
+            )
+        elif kind == "done" and self.bar is not None:
+            self.bar.close()
+
+
+def _json_progress(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Adapter folder (default: <data_dir>/adapters/lora-<time>).",
+)
+@click.option(
+    "--dataset",
+    "dataset_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder from `dataset build`; default: build one from the store now.",
+)
+@click.option(
+    "--from-csv",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Build the dataset from a genres.csv table instead of the store.",
+)
+@click.option(
+    "--extra-genres",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File with extra training genres (e.g. well-voted generated), one per line.",
+)
+@click.option(
+    "--include-generated-min-score",
+    type=int,
+    default=None,
+    help="Also train on generated genres whose vote score reaches N.",
+)
+@click.option("--epochs", type=click.IntRange(1, 100), default=None)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
+@click.option("--lr", "learning_rate", type=float, default=None)
+@click.option("--lora-r", type=click.IntRange(1, 512), default=None)
+@click.option("--lora-alpha", type=click.IntRange(1, 4096), default=None)
+@click.option("--lora-dropout", type=click.FloatRange(0, 0.9), default=None)
+@click.option("--target-modules", default=None, help="Comma-separated module names.")
+@click.option("--max-steps", type=click.IntRange(0), default=None, help="Stop after N steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by an interrupted run.")
+@click.option("--progress-json", is_flag=True, help="JSON lines on stdout instead of a bar.")
+@click.pass_context
+@_model_errors
+def train(
+    ctx: click.Context,
+    output: str | None,
+    dataset_dir: str | None,
+    from_csv: str | None,
+    extra_genres: str | None,
+    include_generated_min_score: int | None,
+    epochs: int | None,
+    batch_size: int | None,
+    learning_rate: float | None,
+    lora_r: int | None,
+    lora_alpha: int | None,
+    lora_dropout: float | None,
+    target_modules: str | None,
+    max_steps: int | None,
+    seed: int,
+    no_resume: bool,
+    progress_json: bool,
+) -> None:
+    """Fine-tune a LoRA adapter on the store's genres (Ctrl-C saves a checkpoint to resume)."""
+    config = state(ctx).config
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    out = Path(output) if output else config.data_dir / "adapters" / f"lora-{stamp}"
+    emit: Callable[[dict[str, Any]], None] = _json_progress if progress_json else _BarProgress()
+    try:
+        _train(
+            config,
+            out,
+            emit,
+            dataset_dir=dataset_dir,
+            from_csv=from_csv,
+            extra_genres=extra_genres,
+            min_score=include_generated_min_score,
+            overrides={
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": learning_rate,
+                "lora_r": lora_r,
+                "lora_alpha": lora_alpha,
+                "lora_dropout": lora_dropout,
+                "max_steps": max_steps,
+                "target_modules": tuple(m.strip() for m in target_modules.split(",") if m.strip())
+                if target_modules
+                else None,
+            },
+            seed=seed,
+            resume=not no_resume,
+        )
+    except KeyboardInterrupt:
+        if progress_json:
+            _json_progress({"event": "error", "message": "interrupted; run again to resume"})
+        raise
+    except (MicrogenreError, ModelError) as exc:
+        if progress_json:
+            _json_progress({"event": "error", "message": str(exc)})
+        raise
+    if not progress_json:
+        click.echo(f"adapter written to {out}")
+
+
+def _train(
+    config: Config,
+    out: Path,
+    emit: Callable[[dict[str, Any]], None],
+    *,
+    dataset_dir: str | None,
+    from_csv: str | None,
+    extra_genres: str | None,
+    min_score: int | None,
+    overrides: dict[str, Any],
+    seed: int,
+    resume: bool,
+) -> None:
+    _quiet_transformers()
+    from model.train import TrainConfig
+    from model.train import train as run_training
+
+    if dataset_dir:
+        folder = Path(dataset_dir)
+        if not (folder / "train.jsonl").is_file():
+            raise InputError(f"{folder} is not a dataset folder (no train.jsonl).")
+    else:
+        folder = config.data_dir / "datasets" / out.name
+        _build_dataset(
+            config,
+            folder,
+            from_csv=from_csv,
+            extra_file=extra_genres,
+            min_score=min_score,
+            seed=seed,
+            valid_fraction=0.08,
+        )
+    values = {k: v for k, v in overrides.items() if v is not None}
+    cfg = TrainConfig(
+        base_model=config.model.base_model,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        threads=config.model.threads,
+        seed=seed,
+        **values,
+    )
+    run_training(
+        folder, out, cfg, progress=emit, data_dir=config.data_dir, resume=resume, name=out.name
+    )
+
+
+# ---------------------------------------------------------------- generate
+
+
+async def _generate(
+    config: Config,
+    adapter: Path,
+    *,
+    count: int,
+    seed: int | None,
+    like: str | None,
+    temperature: float | None,
+    record: bool,
+) -> Any:
+    from model.filters import Moderator
+    from model.pipeline import GenrePipeline
+    from model.sampler import LocalBackend
+
+    sampler = await asyncio.to_thread(load_sampler, config, adapter)
+    fingerprint = load_fingerprint(adapter)
+    backend = LocalBackend(sampler)
+    if not store_configured(config):
+        pipeline = GenrePipeline(backend, fingerprint, Moderator())
+        return await pipeline.generate(count, like=like, temperature=temperature, seed=seed)
+    from bot.store.generated import generated_names, record_generations, training_names
+
+    async with open_store(config) as sessions:
+        known = await training_names(sessions)
+        previous = await generated_names(sessions)
+        pipeline = GenrePipeline(backend, fingerprint, Moderator(), known=known)
+        outcome = await pipeline.generate(
+            count, like=like, temperature=temperature, seed=seed, exclude=previous
+        )
+        if record:
+            await record_generations(
+                sessions,
+                outcome.genres,
+                model_name=outcome.model,
+                options={"like": like, "temperature": temperature, "seed": seed, "cli": True},
+            )
+    return outcome
+
+
+@main.command()
+@click.option("-n", "--count", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
+@click.option("--like", default=None, help="Steer towards a genre or a word.")
+@click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=None)
+@click.option(
+    "--adapter", default=None, help="LoRA adapter folder (default: config, else shipped)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--no-record", is_flag=True, help="Do not store the genres (store only).")
+@click.option("--stats", "show_stats", is_flag=True, help="Print rejection statistics to stderr.")
+@click.pass_context
+@_model_errors
+def generate(
+    ctx: click.Context,
+    count: int,
+    seed: int | None,
+    like: str | None,
+    temperature: float | None,
+    adapter: str | None,
+    as_json: bool,
+    no_record: bool,
+    show_stats: bool,
+) -> None:
+    """Print COUNT distinct genres that do not exist yet, one per line."""
+    config = state(ctx).config
+    path = adapter_path(config, adapter)
+    started = time.perf_counter()
+    outcome = asyncio.run(
+        _generate(
+            config,
+            path,
+            count=count,
+            seed=seed,
+            like=like,
+            temperature=temperature,
+            record=not no_record,
+        )
+    )
+    for genre in outcome.genres:
+        if as_json:
+            click.echo(json.dumps({"genre": genre, "model": outcome.model}, ensure_ascii=False))
+        else:
+            click.echo(genre)
+    if show_stats:
+        stats = {**outcome.stats, "seconds": round(time.perf_counter() - started, 2)}
+        click.echo(json.dumps(stats, sort_keys=True), err=True)
+
+
+# ---------------------------------------------------------------- eval
+
+
+@main.command("eval")
+@click.option("-n", "--count", type=click.IntRange(10, 100_000), default=1000, show_default=True)
+@click.option(
+    "--adapter", default=None, help="LoRA adapter folder (default: config, else shipped)."
+)
+@click.option(
+    "--dataset",
+    "dataset_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Dataset folder with the validation split (default: <data_dir>/dataset).",
+)
+@click.option(
+    "--from-csv",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Rebuild the split from a genres.csv table (same seed as training).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=1.0, show_default=True)
+@click.option(
+    "--likes",
+    type=click.IntRange(0, 200),
+    default=20,
+    show_default=True,
+    help="Number of like: conditions to test (10 genres each).",
+)
+@click.option("--no-baseline", is_flag=True, help="Skip the markovify baseline.")
+@click.option("--update-card", is_flag=True, help="Store the results in the adapter's card.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_model_errors
+def eval_command(
+    ctx: click.Context,
+    count: int,
+    adapter: str | None,
+    dataset_dir: str | None,
+    from_csv: str | None,
+    seed: int,
+    temperature: float,
+    likes: int,
+    no_baseline: bool,
+    update_card: bool,
+    as_json: bool,
+) -> None:
+    """Quality of N generations vs a markovify baseline on the same training split."""
+    config = state(ctx).config
+    path = adapter_path(config, adapter)
+    result = asyncio.run(
+        _evaluate(config, path, count, dataset_dir, from_csv, seed, temperature, likes, no_baseline)
+    )
+    if update_card:
+        card_path = path / "model_card.json"
+        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+        card["eval"] = result
+        tmp = card_path.with_name(card_path.name + ".tmp")
+        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(card_path)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_eval_table(result))
+
+
+def _load_split(
+    config: Config, dataset_dir: str | None, from_csv: str | None, seed: int
+) -> tuple[list[Any], list[Any], str]:
+    from model.dataset import (
+        TRAIN_FILE,
+        VALID_FILE,
+        build_dataset,
+        read_examples,
+        records_from_genres_csv,
+    )
+
+    if from_csv:
+        if not Path(from_csv).is_file():
+            raise InputError(f"{from_csv}: no such file")
+        ds = build_dataset(records_from_genres_csv(from_csv), seed=seed)
+        return ds.train, ds.valid, f"csv:{from_csv}"
+    folder = Path(dataset_dir) if dataset_dir else config.data_dir / "dataset"
+    if not (folder / TRAIN_FILE).is_file():
+        raise InputError(
+            f"No dataset at {folder}: run `microgenre dataset build` or pass --from-csv PATH."
+        )
+    return read_examples(folder / TRAIN_FILE), read_examples(folder / VALID_FILE), str(folder)
+
+
+async def _evaluate(
+    config: Config,
+    adapter: Path,
+    count: int,
+    dataset_dir: str | None,
+    from_csv: str | None,
+    seed: int,
+    temperature: float,
+    likes: int,
+    no_baseline: bool,
+) -> dict[str, Any]:
+    import random
+
+    from model.evaluate import MarkovBackend, evaluate_backend
+    from model.filters import Moderator
+    from model.pipeline import GenrePipeline
+    from model.sampler import LocalBackend
+
+    train_examples, valid_examples, split_source = _load_split(config, dataset_dir, from_csv, seed)
+    fingerprint = load_fingerprint(adapter)
+    moderator = Moderator()
+    rng = random.Random(seed)
+    related = sorted({e.like for e in train_examples if e.like})
+    like_terms = rng.sample(related, min(likes, len(related))) if likes else []
+    sampler = await asyncio.to_thread(load_sampler, config, adapter)
+    backend = LocalBackend(sampler)
+    pipeline = GenrePipeline(backend, fingerprint, moderator, max_attempts=8)
+    model_table = await evaluate_backend(
+        backend,
+        pipeline,
+        n=count,
+        fingerprint=fingerprint,
+        train=train_examples,
+        valid=valid_examples,
+        seed=seed,
+        temperature=temperature,
+        likes=like_terms,
+    )
+    result: dict[str, Any] = {
+        "n": count,
+        "adapter": str(adapter),
+        "split": split_source,
+        "train_genres": len(train_examples),
+        "valid_genres": len(valid_examples),
+        "temperature": temperature,
+        "model": model_table,
+    }
+    if not no_baseline:
+        markov = MarkovBackend([e.genre for e in train_examples], seed=seed)
+        markov_pipeline = GenrePipeline(markov, fingerprint, moderator, max_attempts=8)
+        result["baseline"] = await evaluate_backend(
+            markov,
+            markov_pipeline,
+            n=count,
+            fingerprint=fingerprint,
+            train=train_examples,
+            valid=valid_examples,
+            seed=seed,
+            temperature=temperature,
+        )
+    return result
+
+
+def format_eval_table(result: dict[str, Any]) -> str:
+    """The side-by-side table `microgenre eval` prints."""
+    model = result["model"]
+    base = result.get("baseline")
+    cols = [("model", model)] + ([("markovify", base)] if base else [])
+    lines = [
+        f"eval: n={result['n']}, temperature {result['temperature']}, "
+        f"{result['valid_genres']} held-out validation genres ({result['split']})",
+        f"{'':34}" + "".join(f"{name:>14}" for name, _ in cols),
+    ]
+
+    def row(label: str, get: Callable[[dict[str, Any]], Any], fmt: str = "{:.1%}") -> None:
+        lines.append(f"{label:34}" + "".join(f"{fmt.format(get(t)):>14}" for _, t in cols))
+
+    row("raw well-formed", lambda t: t["raw"]["well_formed"])
+    row("raw unique (of well-formed)", lambda t: t["raw"]["unique"])
+    row("raw novel (of well-formed)", lambda t: t["raw"]["novel"])
+    row("raw exact known genre", lambda t: t["raw"]["known"])
+    row("validation genres re-invented", lambda t: t["raw"]["reinvented_valid"], "{}")
+    row("delivered well-formed", lambda t: t["delivered"]["well_formed"])
+    row("delivered unique", lambda t: t["delivered"]["unique"])
+    row("delivered novel", lambda t: t["delivered"]["novel"])
+    row("delivered 'musica ...' share", lambda t: t["delivered"]["musica_share"], "{:.2%}")
+    row("training 'musica ...' share", lambda t: t["delivered"]["musica_train_share"], "{:.2%}")
+    row("delivered genres / s", lambda t: t["delivered_per_s"], "{:.1f}")
+    lines.append("top leading words (delivered share / training share):")
+    for name, table in cols:
+        words = ", ".join(
+            f"{w} {s:.1%}/{ts:.1%}" for w, s, ts in table["delivered"]["top_leading"][:6]
+        )
+        lines.append(f"  {name}: {words}")
+    if "like" in model:
+        like = model["like"]
+        lines.append(
+            f"like: honoured (shares a word with the condition) {like['share_word']:.1%} "
+            f"over {like['genres']} genres from {like['likes']} conditions"
+        )
+    lines.append("samples: " + "; ".join(model["samples"][:10]))
+    return "\n".join(lines)
