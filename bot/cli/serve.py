@@ -1,0 +1,136 @@
+"""`microgenre serve`: the model behind an OpenAI-compatible HTTP API (the remote transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import ipaddress
+import logging
+import signal
+from typing import Any
+
+import click
+
+from bot.cli import main
+from bot.cli.common import state
+from bot.config import Config
+from bot.errors import InputError, MicrogenreError
+from model.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+def _is_loopback(host: str) -> bool:
+    """
+    >>> _is_loopback("127.0.0.1"), _is_loopback("localhost"), _is_loopback("0.0.0.0")
+    (True, True, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _load_factory(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise InputError(
+            f"--sampler-factory: cannot import {spec!r} (expected module:function)"
+        ) from None
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default: [serve] host, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port (default: [serve] port)."
+)
+@click.option(
+    "--sampler-factory",
+    default=None,
+    hidden=True,
+    help="module:function building the sampler in the worker (tests and benchmarks).",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, host: str | None, port: int | None, sampler_factory: str | None
+) -> None:
+    """Serve the model over an OpenAI-compatible API (POST /v1/completions, GET /v1/models,
+    GET /health) for the bot's remote transport. SIGTERM or Ctrl-C stops it cleanly."""
+    config = state(ctx).config
+    factory = _load_factory(sampler_factory) if sampler_factory else None
+    host = host or config.serve.host
+    port = config.serve.port if port is None else port
+    if not _is_loopback(host) and not config.serve.api_token:
+        click.echo(
+            f"Warning: serving on {host} without an API token; anyone who can reach this "
+            "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
+            err=True,
+        )
+    try:
+        asyncio.run(_serve(config, host, port, factory))
+    except ModelError as exc:
+        raise MicrogenreError(str(exc)) from None
+
+
+async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
+    from aiohttp import web
+
+    from model.worker.factory import make_local_client
+    from model.worker.server import ServeLimits, create_app
+
+    s = config.serve
+    limits = ServeLimits(
+        model_name=s.model_name,
+        max_n=s.max_n,
+        max_tokens=s.max_tokens,
+        max_prompt_chars=s.max_prompt_chars,
+        allow_reload=s.allow_reload,
+    )
+    client = make_local_client(config, sampler_factory=factory)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        click.echo(f"Loading {client.spec.base_model} ...", err=True)
+        starting = asyncio.ensure_future(client.start())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            return
+        starting.result()
+        app = create_app(client, limits, api_token=s.api_token)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise MicrogenreError(
+                f"Cannot listen on {host}:{port}: {exc.strerror or exc}."
+            ) from None
+        bound = runner.addresses[0] if runner.addresses else (host, port)
+        click.echo(
+            f"Serving {client.model_name} as '{limits.model_name}' on "
+            f"http://{_url_host(bound[0])}:{bound[1]} (Ctrl-C to stop)",
+            err=True,
+        )
+        await stopping
+        click.echo("Shutting down ...", err=True)
+    finally:
+        stopping.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        await client.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

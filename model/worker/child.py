@@ -1,0 +1,195 @@
+"""The worker process: owns the sampler, generates batches, beats its heart, dies with its parent.
+
+Started by :class:`model.worker.client.WorkerClient` with the multiprocessing "spawn" method, so
+torch is imported only here, never in the bot process. It talks over one duplex pipe:
+
+parent → child: ``("batch", id, [GenerationRequest])``, ``("reload", id, SamplerSpec)``,
+``("stop",)``.
+child → parent: ``("heartbeat", info)``, ``("ready", info)``, ``("fatal", message)``,
+``("result", id, [GenerationResult], seconds, rss)``, ``("batch_error", id, message)``,
+``("reloaded", id, info)``, ``("reload_failed", id, message)``.
+
+The child exits when the pipe closes (parent gone), when the parent process changes
+(``getppid``), or at once on Linux through ``PR_SET_PDEATHSIG``: no orphan keeps a model in RAM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from model.errors import ModelError
+from model.protocol import GenerationRequest
+from model.worker.batching import run_grouped
+from model.worker.settings import SamplerFactory, SamplerLike, SamplerSpec
+
+log = logging.getLogger(__name__)
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process in bytes (0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource
+
+            return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        except (ImportError, OSError):
+            return 0
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of an exception for the parent's error message."""
+    if isinstance(exc, ModelError):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(0)
+
+
+def smoke_test(sampler: SamplerLike, prompt: str) -> None:
+    """A short generation a freshly loaded adapter must pass before it serves anyone.
+
+    Raises ``ValueError`` when the sampler fails, returns malformed results or only empty text.
+    """
+    request = GenerationRequest(prompt=prompt, n=4, max_tokens=8, seed=0)
+    results = run_grouped(sampler.complete_batch, [request])
+    texts = results[0].texts
+    if not all(isinstance(t, str) for t in texts):
+        raise ValueError("the smoke generation returned something other than text")
+    if not any(t.strip() for t in texts):
+        raise ValueError("the smoke generation produced only empty text")
+
+
+class _Child:
+    def __init__(self, conn: Connection, parent_pid: int, heartbeat_interval_s: float) -> None:
+        self.conn = conn
+        self.parent_pid = parent_pid
+        self.interval = heartbeat_interval_s
+        self.send_lock = threading.Lock()
+        self.phase = "loading"
+        self.stop = threading.Event()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self.send_lock:
+            self.conn.send(message)
+
+    def heartbeat(self) -> None:
+        while not self.stop.wait(self.interval):
+            if os.getppid() != self.parent_pid:
+                os._exit(0)
+            try:
+                self.send(("heartbeat", {"rss": rss_bytes(), "phase": self.phase}))
+            except (OSError, ValueError):  # pipe closed: the parent is gone
+                os._exit(0)
+
+
+def child_main(
+    conn: Connection,
+    spec: SamplerSpec,
+    factory: SamplerFactory,
+    parent_pid: int,
+    heartbeat_interval_s: float,
+    smoke_prompt: str,
+    log_level: int = logging.WARNING,
+) -> None:
+    """Entry point of the worker process."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    logging.basicConfig(
+        level=log_level, format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s"
+    )
+    child = _Child(conn, parent_pid, heartbeat_interval_s)
+    threading.Thread(target=child.heartbeat, name="heartbeat", daemon=True).start()
+    try:
+        _serve(child, spec, factory, smoke_prompt)
+    except (EOFError, OSError, BrokenPipeError):
+        pass  # the parent closed the pipe: nothing left to serve
+    finally:
+        child.stop.set()
+
+
+def _serve(child: _Child, spec: SamplerSpec, factory: SamplerFactory, smoke_prompt: str) -> None:
+    started = time.monotonic()
+    try:
+        sampler = factory(spec)
+    except Exception as exc:
+        log.exception("loading the model failed")
+        child.send(("fatal", f"could not load the model: {describe(exc)}"))
+        return
+    child.phase = "ready"
+    info = {
+        "name": sampler.name,
+        "adapter": spec.adapter,
+        "pid": os.getpid(),
+        "load_s": time.monotonic() - started,
+        "rss": rss_bytes(),
+    }
+    child.send(("ready", info))
+    while True:
+        message = child.conn.recv()
+        kind = message[0]
+        if kind == "stop":
+            return
+        if kind == "batch":
+            _, batch_id, requests = message
+            child.phase = "generating"
+            t0 = time.monotonic()
+            try:
+                results = run_grouped(sampler.complete_batch, requests)
+            except Exception as exc:
+                log.exception("generation failed")
+                child.send(("batch_error", batch_id, describe(exc)))
+            else:
+                child.send(("result", batch_id, results, time.monotonic() - t0, rss_bytes()))
+            finally:
+                child.phase = "ready"
+        elif kind == "reload":
+            _, op_id, new_spec = message
+            child.phase = "reloading"
+            t0 = time.monotonic()
+            candidate: SamplerLike | None = None
+            try:
+                candidate = factory(new_spec)
+                smoke_test(candidate, smoke_prompt)
+            except Exception as exc:
+                log.warning("adapter %s rejected: %s", new_spec.adapter, describe(exc))
+                candidate = None
+                gc.collect()
+                child.send(("reload_failed", op_id, describe(exc)))
+            else:
+                sampler, candidate = candidate, None
+                gc.collect()
+                info = {
+                    "name": sampler.name,
+                    "adapter": new_spec.adapter,
+                    "load_s": time.monotonic() - t0,
+                }
+                child.send(("reloaded", op_id, info))
+            finally:
+                child.phase = "ready"
+        else:
+            log.warning("ignoring unknown message %r", kind)

@@ -1,0 +1,85 @@
+"""Build the generation client the configuration asks for.
+
+``config`` is the bot's :class:`bot.config.Config`, used by duck typing (``model/`` never
+imports the bot): ``config.worker``, ``config.model``, ``config.data_dir`` and
+``config.resolve_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from model.worker.client import WorkerClient
+from model.worker.remote import RemoteClient
+from model.worker.settings import (
+    SamplerFactory,
+    SamplerSpec,
+    WorkerSettings,
+    default_sampler_factory,
+)
+
+#: The adapter shipped with the package (used when ``[model] adapter`` is empty).
+DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "default_adapter"
+
+
+def default_adapter() -> str | None:
+    """The shipped adapter folder, or None while none is shipped (the base model serves)."""
+    if (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file():
+        return str(DEFAULT_ADAPTER_DIR)
+    return None
+
+
+def sampler_spec(config: Any) -> SamplerSpec:
+    """The weights ``[model]`` names, with paths resolved against the config file's folder."""
+    model = config.model
+    adapter = str(config.resolve_path(model.adapter)) if model.adapter else default_adapter()
+    base = model.base_model
+    candidate = config.resolve_path(base)
+    if ("/" in base or base.startswith(".")) and candidate.exists():
+        base = str(candidate)
+    return SamplerSpec(
+        base_model=base,
+        adapter=adapter,
+        device=model.device,
+        dtype=model.dtype,
+        threads=model.threads,
+        data_dir=str(config.data_dir),
+    )
+
+
+def worker_settings(config: Any) -> WorkerSettings:
+    w = config.worker
+    return WorkerSettings(
+        batch_window_ms=w.batch_window_ms,
+        max_batch_size=w.max_batch_size,
+        queue_size=w.queue_size,
+        heartbeat_interval_s=w.heartbeat_interval_s,
+        heartbeat_timeout_s=w.heartbeat_timeout_s,
+        request_timeout_s=w.request_timeout_s,
+        restart_backoff_s=w.restart_backoff_s,
+        start_timeout_s=w.start_timeout_s,
+    )
+
+
+def make_local_client(
+    config: Any, *, sampler_factory: SamplerFactory | None = None
+) -> WorkerClient:
+    """A supervised local worker for the configured model (whatever ``transport`` says)."""
+    return WorkerClient(
+        sampler_spec(config),
+        worker_settings(config),
+        sampler_factory=sampler_factory or default_sampler_factory,
+    )
+
+
+def make_client(
+    config: Any, *, sampler_factory: SamplerFactory | None = None
+) -> WorkerClient | RemoteClient:
+    """The client ``[worker] transport`` selects; start it with ``async with``."""
+    w = config.worker
+    if w.transport == "remote":
+        return RemoteClient(
+            w.url, w.api_token, model=w.remote_model, request_timeout_s=w.request_timeout_s
+        )
+    return make_local_client(config, sampler_factory=sampler_factory)

@@ -1,0 +1,117 @@
+"""A deterministic fake sampler for worker tests (runs inside the spawned worker process).
+
+Texts encode the request they answer, so a test can tell whether each caller got its own:
+``"<prompt>|<temperature>|<top_p>|<max_tokens>|<stop>|<seed>|<index>|<tag>"``.
+
+Prompts steer the fake: ``sleep:<s>`` sleeps ``s`` seconds before the batch is answered,
+``crash`` kills the process with SIGKILL, ``hang`` sleeps for an hour, ``raise`` raises. The
+adapter folder may hold ``fake.json`` with ``tag`` (appears in texts and the model name),
+``load_error`` (loading raises it) or ``empty`` (every completion is empty text).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from model.errors import ModelLoadError
+from model.protocol import GenerationRequest, GenerationResult
+from model.worker.settings import SamplerSpec
+
+
+class FakeSampler:
+    def __init__(self, spec: SamplerSpec) -> None:
+        options: dict[str, Any] = {}
+        if spec.base_model == "broken":
+            raise ModelLoadError("The base model 'broken' does not exist.")
+        if spec.adapter is not None:
+            card = Path(spec.adapter) / "fake.json"
+            if not card.is_file():
+                raise ModelLoadError(f"{spec.adapter} is not a LoRA adapter folder.")
+            options = json.loads(card.read_text())
+        if "load_error" in options:
+            raise ValueError(options["load_error"])
+        self.tag = str(options.get("tag", "base"))
+        self.empty = bool(options.get("empty", False))
+        self.name = f"fake+{self.tag}"
+
+    def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        delay = 0.0
+        for request in requests:
+            if request.prompt == "crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if request.prompt == "hang":
+                time.sleep(3600)
+            if request.prompt == "raise":
+                raise RuntimeError("the fake sampler was told to fail")
+            if request.prompt.startswith("sleep:"):
+                delay = max(delay, float(request.prompt.split(":", 1)[1]))
+        if delay:
+            time.sleep(delay)
+        rows = sum(r.n for r in requests)
+        results = []
+        for request in requests:
+            if self.empty:
+                texts = tuple("" for _ in range(request.n))
+            else:
+                texts = tuple(
+                    "|".join(
+                        str(part)
+                        for part in (
+                            request.prompt,
+                            request.temperature,
+                            request.top_p,
+                            request.max_tokens,
+                            ",".join(request.stop),
+                            request.seed,
+                            i,
+                            self.tag,
+                        )
+                    )
+                    for i in range(request.n)
+                )
+            results.append(
+                GenerationResult(
+                    texts=texts,
+                    model=self.name,
+                    prompt_tokens=len(request.prompt),
+                    completion_tokens=request.n,
+                    extra={
+                        "finished": [True] * request.n,
+                        "batch_rows": rows,
+                        "batch_requests": len(requests),
+                        "pid": os.getpid(),
+                    },
+                )
+            )
+        return results
+
+
+def fake_factory(spec: SamplerSpec) -> FakeSampler:
+    return FakeSampler(spec)
+
+
+def expected_prefix(request: GenerationRequest) -> str:
+    """The part of every fake text that depends only on the request."""
+    return "|".join(
+        str(part)
+        for part in (
+            request.prompt,
+            request.temperature,
+            request.top_p,
+            request.max_tokens,
+            ",".join(request.stop),
+            request.seed,
+        )
+    )
+
+
+def write_adapter(path: Path, **options: Any) -> Path:
+    """A fake adapter folder whose ``fake.json`` holds ``options``."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "fake.json").write_text(json.dumps(options))
+    return path
