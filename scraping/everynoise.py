@@ -145,6 +145,8 @@ def parse_genre_page(text: str) -> ParseReport:
     name = clean_name(title[len(_SITE_TITLE) + 3 :])
     if not genre_key(name):
         raise ParseError("the genre page names no genre")
+    if detect_page(text) == "everynoise-list":
+        raise ParseError("this is the Every Noise list (everynoise1d) page, not a genre page")
     skipped: dict[str, int] = {}
     lists: dict[str, list[GenreRecord]] = {"nearbyitem": [], "mirroritem": []}
     artists = 0
@@ -226,11 +228,12 @@ def detect_page(text: str) -> str | None:
     """``"everynoise-main"``, ``"everynoise-genre"``, ``"everynoise-list"`` or None."""
     if not _is_everynoise(text):
         return None
-    title = page_title(text) or ""
-    if title.startswith(_SITE_TITLE + " - ") or "id=nearbyitem" in text.replace('"', ""):
+    unquoted = text.replace('"', "")
+    titled = (page_title(text) or "").startswith(_SITE_TITLE + " - ")
+    if "id=nearbyitem" in unquoted or "id=mirroritem" in unquoted:
         return "everynoise-genre"
     if "genre scanme" in text:
-        return "everynoise-main"
-    if re.search(r"<tr\b", text, re.I) and "class=note" in text.replace('"', ""):
+        return "everynoise-genre" if titled else "everynoise-main"
+    if re.search(r"<tr\b", text, re.I) and "class=note" in unquoted:
         return "everynoise-list"
-    return None
+    return "everynoise-genre" if titled else None

@@ -20,7 +20,7 @@ import click
 from bot.cli import main
 from bot.cli.common import echo_json, open_store, state
 from bot.config import Config
-from bot.errors import InputError
+from bot.errors import InputError, MicrogenreError
 from scraping.files import SOURCES, data_files, kind_rank, read_document
 from scraping.records import GenreRecord, ParseError, ParseReport
 
@@ -131,7 +131,7 @@ def fetch_settings(config: Config) -> FetchSettings:
 
 
 async def collect_live(config: Config, source: str) -> ScrapeResult:
-    from scraping.fetch import Fetcher
+    from scraping.fetch import Fetcher, FetchError
     from scraping.live import scrape_everynoise, scrape_musicbrainz
 
     sources = LIVE_SOURCES if source == "all" else (source,)
@@ -144,8 +144,15 @@ async def collect_live(config: Config, source: str) -> ScrapeResult:
     async with Fetcher.open(fetch_settings(config)) as fetcher:
         for name in sources:
             scraper = scrape_everynoise if name == "everynoise" else scrape_musicbrainz
-            for label, report in await scraper(fetcher):
+            try:
+                reports = await scraper(fetcher)
+            except FetchError as exc:
+                raise MicrogenreError(f"cannot scrape {name}: {exc}") from None
+            except ParseError as exc:
+                raise MicrogenreError(f"cannot scrape {name}: unexpected page: {exc}") from None
+            for label, report in reports:
                 result.add(label, report, name)
+        log.info("fetch stats: %s", fetcher.stats)
     if not result.records:
         raise InputError(f"no {source} genres could be scraped")
     return result

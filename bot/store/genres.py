@@ -90,7 +90,7 @@ async def import_records(sessions: SessionMaker, records: Iterable[GenreRecord])
             rows = await session.execute(
                 select(Genre.name, Genre.id, Genre.origin).where(Genre.name.in_(chunk))
             )
-            existing.update({name: (gid, origin) for name, gid, origin in rows.tuples()})
+            existing.update({name: (gid, origin) for name, gid, origin in rows})
 
         new_keys = [k for k in keys if k not in existing]
         if new_keys:
@@ -105,7 +105,7 @@ async def import_records(sessions: SessionMaker, records: Iterable[GenreRecord])
                 added = await session.execute(
                     select(Genre.name, Genre.id).where(Genre.name.in_(chunk))
                 )
-                existing.update({name: (gid, ORIGIN_TRAINING) for name, gid in added.tuples()})
+                existing.update({name: (gid, ORIGIN_TRAINING) for name, gid in added})
         counts.added = len(new_keys)
         new_set = set(new_keys)
 
@@ -129,7 +129,7 @@ async def import_records(sessions: SessionMaker, records: Iterable[GenreRecord])
                     GenreSource.extra,
                 ).where(GenreSource.genre_id.in_(chunk))
             )
-            for genre_id, source, row_id, url, extra in source_rows.tuples():
+            for genre_id, source, row_id, url, extra in source_rows:
                 stored[(genre_id, source)] = (row_id, url, extra or {})
 
         inserts: list[dict[str, Any]] = []
