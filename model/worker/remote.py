@@ -25,6 +25,7 @@ from model.worker.errors import (
     InvalidRequestError,
     RemoteAuthError,
     WorkerBusyError,
+    WorkerCrashedError,
     WorkerError,
     WorkerTimeoutError,
     WorkerUnavailableError,
@@ -92,23 +93,32 @@ def parse_response(data: Any, request: GenerationRequest) -> GenerationResult:
     )
 
 
-async def _error_message(response: aiohttp.ClientResponse) -> str:
-    """The ``error.message`` of an OpenAI error body, else the start of the body text."""
+async def _error_details(response: aiohttp.ClientResponse) -> tuple[str, str | None]:
+    """``error.message`` and ``error.code`` of an OpenAI error body (else the body's text)."""
     try:
         raw = await response.read()
     except aiohttp.ClientError:
-        return f"HTTP {response.status}"
+        return f"HTTP {response.status}", None
     text = raw.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
     except ValueError:
-        return text[:200] or f"HTTP {response.status}"
+        return text[:200] or f"HTTP {response.status}", None
     message: Any = None
+    code: Any = None
     if isinstance(data, dict):
         error = data.get("error")
-        message = error.get("message") if isinstance(error, dict) else error
+        if isinstance(error, dict):
+            message, code = error.get("message"), error.get("code")
+        else:
+            message = error
         message = message or data.get("message") or data.get("detail")
-    return str(message).strip() if message else text[:200] or f"HTTP {response.status}"
+    text = str(message).strip() if message else text[:200] or f"HTTP {response.status}"
+    return text, str(code) if code is not None else None
+
+
+async def _error_message(response: aiohttp.ClientResponse) -> str:
+    return (await _error_details(response))[0]
 
 
 class RemoteClient:
@@ -191,7 +201,7 @@ class RemoteClient:
         return self._session.request(method, self.url + path, timeout=timeout, **kwargs)
 
     async def _http_error(self, response: aiohttp.ClientResponse) -> WorkerError:
-        message = await _error_message(response)
+        message, code = await _error_details(response)
         status = response.status
         if status in (401, 403):
             return RemoteAuthError(
@@ -210,6 +220,8 @@ class RemoteClient:
             )
         if status == 504:
             return WorkerTimeoutError(f"The generation server timed out: {message}")
+        if code == "worker_crashed":
+            return WorkerCrashedError(message)
         return WorkerUnavailableError(
             f"The generation server at {self.url} failed (HTTP {status}): {message}"
         )

@@ -32,6 +32,7 @@ from model.worker.errors import (
     AdapterRejectedError,
     InvalidRequestError,
     WorkerBusyError,
+    WorkerCrashedError,
     WorkerError,
     WorkerTimeoutError,
     WorkerUnavailableError,
@@ -234,6 +235,8 @@ def worker_error_response(exc: WorkerError) -> web.Response:
         return error_response(504, str(exc), type_="timeout", code="timeout")
     if isinstance(exc, InvalidRequestError | AdapterRejectedError):
         return error_response(400, str(exc))
+    if isinstance(exc, WorkerCrashedError):
+        return error_response(503, str(exc), type_="service_unavailable", code="worker_crashed")
     if isinstance(exc, WorkerUnavailableError):
         return error_response(503, str(exc), type_="service_unavailable", code="unavailable")
     return error_response(503, str(exc), type_="server_error", code="worker_error")

@@ -49,7 +49,7 @@ class FakeSampler:
             if request.prompt == "raise":
                 raise RuntimeError("the fake sampler was told to fail")
             if request.prompt.startswith("sleep:"):
-                delay = max(delay, float(request.prompt.split(":", 1)[1]))
+                delay = max(delay, float(request.prompt.split(":", 1)[1].split()[0]))
         if delay:
             time.sleep(delay)
         rows = sum(r.n for r in requests)

@@ -1,0 +1,247 @@
+"""Request validation, authentication and error mapping of the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from model.protocol import GenerationRequest, GenerationResult
+from model.worker.errors import (
+    AdapterRejectedError,
+    WorkerBusyError,
+    WorkerCrashedError,
+    WorkerError,
+    WorkerTimeoutError,
+    WorkerUnavailableError,
+)
+from model.worker.server import ServeLimits, create_app
+from tests.model.worker.conftest import serve_app
+
+
+class ScriptedBackend:
+    """In-process stand-in for the worker client: echoes, or raises what it is told."""
+
+    def __init__(self) -> None:
+        self.model_name: str | None = "fake+base"
+        self.raise_next: WorkerError | None = None
+        self.requests: list[GenerationRequest] = []
+        self.reloaded: list[str | None] = []
+
+    async def complete(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        if self.raise_next is not None:
+            raise self.raise_next
+        return GenerationResult(
+            texts=tuple(f"{request.prompt}#{i}" for i in range(request.n)),
+            model="fake+base",
+            prompt_tokens=2,
+            completion_tokens=3 * request.n,
+            extra={"finished": [i % 2 == 0 for i in range(request.n)]},
+        )
+
+    async def reload(self, adapter: str | None) -> None:
+        if adapter == "/bad":
+            raise AdapterRejectedError("The adapter /bad was rejected (broken).")
+        self.reloaded.append(adapter)
+
+    def health(self) -> dict[str, Any]:
+        return {"alive": True, "queue_length": 0}
+
+
+LIMITS = ServeLimits(max_n=8, max_tokens=32, max_prompt_chars=50)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, ScriptedBackend]]:
+    backend = ScriptedBackend()
+    runner, url = await serve_app(create_app(backend, LIMITS, api_token="s3cret"))
+    yield url, backend
+    await runner.cleanup()
+
+
+async def _post(
+    url: str, path: str, body: Any, token: str | None = "s3cret", raw: str | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            url + path,
+            json=None if raw is not None else body,
+            data=raw,
+            headers=headers,
+        ) as response,
+    ):
+        text = await response.text()
+        try:
+            data = await response.json(content_type=None)
+        except ValueError:
+            data = text
+        return response.status, data, dict(response.headers)
+
+
+async def test_completion_in_openai_shape(server: tuple[str, ScriptedBackend]) -> None:
+    url, backend = server
+    body = {
+        "model": "genre",
+        "prompt": ["genre:", "like: dub\ngenre:"],
+        "n": 2,
+        "max_tokens": 12,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "stop": "\n",
+        "seed": 7,
+    }
+    status, data, _ = await _post(url, "/v1/completions", body)
+    assert status == 200, data
+    assert data["object"] == "text_completion"
+    assert data["model"] == "fake+base"
+    assert [c["text"] for c in data["choices"]] == [
+        "genre:#0",
+        "genre:#1",
+        "like: dub\ngenre:#0",
+        "like: dub\ngenre:#1",
+    ]
+    assert [c["index"] for c in data["choices"]] == [0, 1, 2, 3]
+    assert [c["finish_reason"] for c in data["choices"]] == ["stop", "length"] * 2
+    assert data["usage"] == {"prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16}
+    assert backend.requests[0] == GenerationRequest(
+        "genre:", n=2, temperature=0.8, top_p=0.9, max_tokens=12, stop=("\n",), seed=7
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": "x", "n": 9}, "n"),
+        ({"prompt": ["a", "b", "c"], "n": 3}, "n"),
+        ({"prompt": "x", "n": 0}, "n"),
+        ({"prompt": "x", "n": "2"}, "n"),
+        ({"prompt": "x", "max_tokens": 33}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
+        ({"prompt": "x" * 51}, "prompt"),
+        ({"prompt": []}, "prompt"),
+        ({"prompt": [1, 2]}, "prompt"),
+        ({}, "prompt"),
+        ({"prompt": "x", "temperature": 2.5}, "temperature"),
+        ({"prompt": "x", "temperature": True}, "temperature"),
+        ({"prompt": "x", "top_p": 0}, "top_p"),
+        ({"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"prompt": "x", "stop": 3}, "stop"),
+        ({"prompt": "x", "seed": 1.5}, "seed"),
+        ({"prompt": "x", "stream": True}, "stream"),
+        ({"prompt": "x", "logprobs": 2}, "logprobs"),
+    ],
+)
+async def test_invalid_requests_are_400(
+    server: tuple[str, ScriptedBackend], body: dict[str, Any], param: str
+) -> None:
+    url, backend = server
+    status, data, _ = await _post(url, "/v1/completions", body)
+    assert status == 400
+    assert data["error"]["type"] == "invalid_request_error"
+    assert data["error"]["param"] == param
+    assert data["error"]["message"]
+    assert backend.requests == []
+
+
+async def test_malformed_json_and_unknown_model(server: tuple[str, ScriptedBackend]) -> None:
+    url, _ = server
+    status, data, _ = await _post(url, "/v1/completions", None, raw="{not json")
+    assert status == 400 and "not valid JSON" in data["error"]["message"]
+    status, data, _ = await _post(url, "/v1/completions", ["a list"])
+    assert status == 400
+    status, data, _ = await _post(url, "/v1/completions", {"model": "gpt-4", "prompt": "x"})
+    assert status == 404 and data["error"]["code"] == "model_not_found"
+    status, data, _ = await _post(url, "/v1/nothing", {})
+    assert status == 404 and "error" in data
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "S3CRET", "s3cret2"])
+async def test_missing_or_wrong_token_is_401(
+    server: tuple[str, ScriptedBackend], token: str | None
+) -> None:
+    url, backend = server
+    status, data, headers = await _post(url, "/v1/completions", {"prompt": "x"}, token=token)
+    assert status == 401
+    assert data["error"]["code"] == "invalid_api_key"
+    assert headers["WWW-Authenticate"] == "Bearer"
+    assert backend.requests == []
+    assert "s3cret" not in str(data)
+
+
+async def test_models_needs_the_token_but_health_does_not(
+    server: tuple[str, ScriptedBackend],
+) -> None:
+    url, _ = server
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/v1/models") as response:
+            assert response.status == 401
+        async with session.get(
+            url + "/v1/models", headers={"Authorization": "Bearer s3cret"}
+        ) as response:
+            data = await response.json()
+            assert [m["id"] for m in data["data"]] == ["genre"]
+            assert data["data"][0]["root"] == "fake+base"
+        async with session.get(url + "/health") as response:
+            assert response.status == 200
+            assert (await response.json())["alive"] is True
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        (WorkerBusyError(3), 429, "busy"),
+        (WorkerTimeoutError("too slow"), 504, "timeout"),
+        (WorkerCrashedError("it stopped unexpectedly"), 503, "worker_crashed"),
+        (WorkerUnavailableError("no worker"), 503, "unavailable"),
+        (WorkerError("Generation failed in the worker: boom."), 503, "worker_error"),
+    ],
+)
+async def test_worker_errors_map_to_statuses(
+    server: tuple[str, ScriptedBackend], error: WorkerError, status: int, code: str
+) -> None:
+    url, backend = server
+    backend.raise_next = error
+    got, data, headers = await _post(url, "/v1/completions", {"prompt": "x"})
+    assert got == status
+    assert data["error"]["code"] == code
+    assert data["error"]["message"] == str(error)
+    if status == 429:
+        assert headers["Retry-After"] == "3"
+
+
+async def test_load_lora_adapter(server: tuple[str, ScriptedBackend]) -> None:
+    url, backend = server
+    status, data, _ = await _post(
+        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": "/good"}
+    )
+    assert status == 200 and backend.reloaded == ["/good"]
+    status, data, _ = await _post(
+        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": "/bad"}
+    )
+    assert status == 400 and "rejected" in data["error"]["message"]
+    status, data, _ = await _post(url, "/v1/load_lora_adapter", {"lora_name": "genre"})
+    assert status == 400
+    status, data, _ = await _post(
+        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": "/good"}, token=None
+    )
+    assert status == 401
+
+
+async def test_reload_can_be_disabled() -> None:
+    app = create_app(ScriptedBackend(), ServeLimits(allow_reload=False))
+    runner, url = await serve_app(app)
+    try:
+        status, _, _ = await _post(url, "/v1/load_lora_adapter", {"lora_path": "/good"}, token=None)
+        assert status == 403
+    finally:
+        await runner.cleanup()
+
+
+def test_create_app_is_an_aiohttp_application() -> None:
+    assert isinstance(create_app(ScriptedBackend()), web.Application)
