@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.errors import DatasetError
+from model.train import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    FINGERPRINT,
+    LOSS_CURVE,
+    MODEL_CARD,
+    TrainConfig,
+    train,
+)
+
+
+def _config(model: Path, **kw: Any) -> TrainConfig:
+    values: dict[str, Any] = {
+        "base_model": str(model),
+        "epochs": 2,
+        "batch_size": 4,
+        "dtype": "float32",
+        "device": "cpu",
+        "learning_rate": 5e-3,
+        "warmup_steps": 1,
+        "threads": 1,
+        **kw,
+    }
+    return TrainConfig(**values)
+
+
+def _weights(path: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_training_writes_a_complete_adapter(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    events: list[dict[str, Any]] = []
+    out = tmp_path / "adapter"
+    result = train(tiny_dataset, out, _config(tiny_model_path), progress=events.append)
+    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, MODEL_CARD, FINGERPRINT, LOSS_CURVE):
+        assert (out / name).is_file(), name
+    assert not out.with_name("adapter.tmp").exists()
+    assert not out.with_name("adapter.work").exists()
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 2
+    steps = [e for e in events if e["event"] == "step"]
+    assert steps[-1]["step"] == steps[-1]["total_steps"] == result.steps
+    assert all({"loss", "eta_s", "total_steps"} <= e.keys() for e in steps)
+    card = json.loads((out / MODEL_CARD).read_text())
+    assert card["base_model"] == str(tiny_model_path)
+    assert card["data"]["train_examples"] > 0 and len(card["data"]["hash"]) == 64
+    assert card["hyperparameters"]["lora_r"] == 16
+    assert len(card["training"]["valid_loss_per_epoch"]) == 2
+    assert (out / LOSS_CURVE).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lora_round_trip_changes_only_lora_weights(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "adapter"
+    train(tiny_dataset, out, _config(tiny_model_path, epochs=1, lora_dropout=0.0))
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_path))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    peft_model = PeftModel.from_pretrained(base, str(out))
+    lora = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    assert lora
+    # lora_B starts at zero: training moved it.
+    assert any(float(v.abs().sum()) > 0 for k, v in lora.items() if "lora_B" in k)
+    for key, value in peft_model.get_base_model().state_dict().items():
+        if "lora_" in key:
+            continue
+        plain = key.replace(".base_layer", "")
+        assert torch.equal(value, before[plain]), key
+    # The saved weights equal the loaded ones.
+    saved = _weights(out / ADAPTER_WEIGHTS)
+    assert len(saved) == len(lora)
+    ids = torch.tensor([[1, 2, 3]])
+    adapted = peft_model(ids).logits
+    with peft_model.disable_adapter():
+        plain_logits = peft_model(ids).logits
+    assert not torch.allclose(adapted, plain_logits)
+
+
+def test_training_is_seeded(tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    import torch
+
+    cfg = _config(tiny_model_path, epochs=1)
+    train(tiny_dataset, tmp_path / "a", cfg)
+    train(tiny_dataset, tmp_path / "b", cfg)
+    a, b = _weights(tmp_path / "a" / ADAPTER_WEIGHTS), _weights(tmp_path / "b" / ADAPTER_WEIGHTS)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupt_leaves_no_adapter_and_resume_finishes(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "adapter"
+    cfg = _config(tiny_model_path, epochs=2)
+    seen: list[int] = []
+
+    def interrupt_at_step_3(event: dict[str, Any]) -> None:
+        if event["event"] == "step":
+            seen.append(event["step"])
+            if event["step"] == 3:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_dataset, out, cfg, progress=interrupt_at_step_3)
+    assert not out.exists()
+    assert (tmp_path / "adapter.work" / "checkpoint" / "state.json").is_file()
+
+    events: list[dict[str, Any]] = []
+    result = train(tiny_dataset, out, cfg, progress=events.append)
+    start = events[0]
+    assert start["resumed"] is True and start["step"] == 3
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps[0] == 4 and steps[-1] == result.steps
+    assert (out / ADAPTER_WEIGHTS).is_file()
+    assert not (tmp_path / "adapter.work").exists()
+
+
+def test_changed_config_does_not_resume(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "adapter"
+
+    def stop(event: dict[str, Any]) -> None:
+        if event["event"] == "step" and event["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_dataset, out, _config(tiny_model_path), progress=stop)
+    events: list[dict[str, Any]] = []
+    train(tiny_dataset, out, _config(tiny_model_path, lora_r=4, epochs=1), progress=events.append)
+    assert events[0]["resumed"] is False and events[0]["step"] == 0
+
+
+def test_early_stop_keeps_best_epoch(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    # A huge learning rate makes the validation loss worse after the first epoch.
+    cfg = _config(tiny_model_path, epochs=5, learning_rate=5.0, patience=1, min_delta=0.0)
+    result = train(tiny_dataset, tmp_path / "adapter", cfg)
+    if result.stopped_early:
+        assert result.epochs_run < 5
+        assert result.valid_losses[result.best_epoch - 1] == min(result.valid_losses)
+    else:  # the loss kept improving: every epoch ran
+        assert result.epochs_run == 5
+
+
+def test_missing_dataset_is_a_readable_error(tiny_model_path: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="dataset build"):
+        train(tmp_path / "nothing", tmp_path / "out", _config(tiny_model_path))
