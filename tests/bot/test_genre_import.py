@@ -14,6 +14,7 @@ from bot.store.engine import SessionMaker
 from bot.store.genres import export_genres, import_records, known_genre_keys
 from bot.store.models import ORIGIN_GENERATED, Genre, GenreSource
 from scraping.records import GenreRecord
+from tests.bot.test_migrations import postgres_url  # noqa: F401 (fixture)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "scraping"
 
@@ -259,3 +260,33 @@ def test_real_main_page_and_all_shared_data(
     assert total > 8000
     rerun = scrape_json(capsys, "--source", "all", "--from", str(shared_data))
     assert (rerun["added"], rerun["updated"]) == (0, 0)
+
+
+# --- PostgreSQL (skips where no server is configured, like the migration tests) -------------
+
+
+@pytest.mark.postgres
+async def test_import_on_postgres(postgres_url: str) -> None:  # noqa: F811 (the fixture)
+    import asyncio
+
+    from bot.store import schema
+    from bot.store.engine import create_engine, create_sessionmaker
+
+    await asyncio.to_thread(schema.upgrade, postgres_url, "head")
+    engine = create_engine(postgres_url)
+    try:
+        sessions = create_sessionmaker(engine)
+        records = [rec(f"scene {i}", x=i, parents=["p"]) for i in range(1234)]
+        records += [rec("Scene 7", "rym"), rec("música", "wikipedia", origin_geo=["Brasil"])]
+        first = await import_records(sessions, records)
+        assert (first.added, first.updated) == (1235, 0)
+        again = await import_records(sessions, records)
+        assert (again.added, again.updated, again.unchanged) == (0, 0, 1236)
+        changed = await import_records(sessions, [rec("scene 1", x=-1)])
+        assert (changed.added, changed.updated) == (0, 1)
+        exported = {g["key"]: g for g in await export_genres(sessions)}
+        assert exported["musica"]["display_name"] == "música"
+        assert [s["source"] for s in exported["scene 7"]["sources"]] == ["everynoise", "rym"]
+        assert exported["scene 1"]["sources"][0]["extra"] == {"x": -1, "parents": ["p"]}
+    finally:
+        await engine.dispose()

@@ -272,3 +272,45 @@ async def test_musicbrainz_pagination(
     reports = await scrape_musicbrainz(fetcher, page_size=2)
     names = [r.name for _, report in reports for r in report.records]
     assert names == ["2 tone", "2-step", "acid jazz"]
+
+
+async def test_live_scrape_end_to_end_then_from_cache(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`microgenre scrape` without --from: both live sources, then a re-run from the cache."""
+    from bot.cli.scrape import collect_live
+    from bot.config import load_config
+    from scraping import everynoise, musicbrainz
+
+    monkeypatch.setattr(everynoise, "MAIN_URL", site.url("/"))
+    monkeypatch.setattr(everynoise, "LIST_URL", site.url("/everynoise1d.html"))
+    monkeypatch.setattr(musicbrainz, "API_ROOT", site.url("/ws/2/"))
+    site.then("/", reply((FIXTURES / "everynoise_main_small.html").read_text()))
+    site.then("/everynoise1d.html", reply((FIXTURES / "everynoise1d_small.html").read_text()))
+    page0 = (
+        (FIXTURES / "musicbrainz_page0.json")
+        .read_text()
+        .replace('"genre-count": 3', '"genre-count": 2')
+    )
+    site.then("/ws/2/genre/all?fmt=json&limit=100&offset=0", reply(page0))
+    config = load_config(
+        None,
+        environ={
+            "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
+            "MICROGENRE_SCRAPING_REQUESTS_PER_SECOND": "1000",
+            "MICROGENRE_SCRAPING_PROGRESS": "false",
+        },
+    )
+    result = await collect_live(config, "all")
+    by_source = Counter(r.source for r in result.records)
+    assert by_source == {"everynoise": 8, "musicbrainz": 2}
+    assert [i["kind"] for i in result.inputs] == [
+        "everynoise-main",
+        "everynoise-list",
+        "musicbrainz-api",
+    ]
+    assert (tmp_path / "data" / "cache" / "http").is_dir()
+    hits = sum(site.hits.values())
+    again = await collect_live(config, "all")
+    assert len(again.records) == len(result.records)
+    assert sum(site.hits.values()) == hits  # every page came from the cache
