@@ -137,7 +137,12 @@ def _serve(child: _Child, spec: SamplerSpec, factory: SamplerFactory, smoke_prom
     try:
         sampler = factory(spec)
     except Exception as exc:
-        log.exception("loading the model failed")
+        # A ModelError is a complete, expected message; anything else is worth a traceback.
+        log.log(
+            logging.DEBUG if isinstance(exc, ModelError) else logging.ERROR,
+            "loading the model failed",
+            exc_info=True,
+        )
         child.send(("fatal", f"could not load the model: {describe(exc)}"))
         return
     child.phase = "ready"

@@ -264,7 +264,7 @@ class WorkerClient:
             raise WorkerUnavailableError("The generation worker has not been started.")
         if self._state == "failed":
             raise WorkerUnavailableError(
-                f"The generator is unavailable: {self._last_error}. It keeps retrying."
+                f"The generator is unavailable: {_sentence(self._last_error)} It keeps retrying."
             )
         if len(self._queue) >= self.settings.queue_size:
             raise WorkerBusyError(self.estimated_wait_s())
@@ -464,7 +464,9 @@ class WorkerClient:
             return
         self._batch = None
         self._last_error = message
-        self._fail(batch.items, WorkerError(f"Generation failed in the worker: {message}."))
+        self._fail(
+            batch.items, WorkerError(f"Generation failed in the worker: {_sentence(message)}")
+        )
 
     def _on_reload_done(self, handle: _Incarnation, kind: str, op_id: int, payload: Any) -> None:
         op = self._reload
@@ -544,16 +546,20 @@ class WorkerClient:
             # The very first start failed: report it to start() instead of retrying forever.
             self._state = "failed"
             self._started.set_exception(
-                WorkerStartError(f"The generator could not start: {self._last_error}.")
+                WorkerStartError(f"The generator could not start: {_sentence(self._last_error)}")
             )
-            self._fail_all(WorkerStartError(f"The generator could not start: {self._last_error}."))
+            self._fail_all(
+                WorkerStartError(f"The generator could not start: {_sentence(self._last_error)}")
+            )
             return
         self._crash_streak += 1
         if handle.fatal is not None or not handle.ready:
             # It cannot even load the model: fail the queue rather than let it wait in vain.
             self._state = "failed"
             self._fail_all(
-                WorkerUnavailableError(f"The generator is unavailable: {self._last_error}.")
+                WorkerUnavailableError(
+                    f"The generator is unavailable: {_sentence(self._last_error)}"
+                )
             )
         else:
             self._state = "restarting"
@@ -705,6 +711,15 @@ class WorkerClient:
         for op in ops:
             if not op.future.done():
                 op.future.set_exception(error)
+
+
+def _sentence(text: str | None) -> str:
+    """``text`` ending with exactly one full stop.
+
+    >>> _sentence("it broke."), _sentence("it broke")
+    ('it broke.', 'it broke.')
+    """
+    return (text or "unknown error").rstrip(". ") + "."
 
 
 def _resolve(path: str | os.PathLike[str]) -> tuple[Path, bool]:

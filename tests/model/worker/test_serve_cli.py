@@ -1,0 +1,136 @@
+"""`microgenre serve` as a real process: curl-style requests, the remote client, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from model.protocol import GenerationRequest
+from model.worker.errors import RemoteAuthError
+from model.worker.remote import RemoteClient
+from tests.conftest import REPO_ROOT
+
+TOKEN = "test-token-123"
+
+
+def _gone(pid: int) -> bool:
+    """True when the process no longer exists (a zombie awaiting its reaper counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
+
+
+def _wait_gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if _gone(pid):
+            return True
+        time.sleep(0.05)
+    return _gone(pid)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["MICROGENRE_SERVE_API_TOKEN"] = TOKEN
+    env["MICROGENRE_PATHS_DATA_DIR"] = str(tmp_path / "data")
+    command = [sys.executable, "-m", "bot", "serve", "--port", "0"]
+    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        url = None
+        lines = []
+        assert proc.stderr is not None
+        for line in proc.stderr:  # ends if the process dies
+            lines.append(line)
+            if line.startswith("Serving "):
+                url = line.split(" on ", 1)[1].split()[0]
+                break
+        assert url is not None, "".join(lines)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+
+
+async def _health(url: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as session, session.get(url + "/health") as response:
+        data = await response.json()
+        assert isinstance(data, dict)
+        return data
+
+
+async def test_openai_style_request_and_remote_client(
+    served: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, _ = served
+    body = '{"model": "genre", "prompt": "genre:", "n": 2, "max_tokens": 8, "stop": ["\\n"]}'
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "/v1/completions", data=body, headers=headers) as response,
+    ):
+        assert response.status == 200
+        data = await response.json()
+    assert [c["text"] for c in data["choices"]] == [
+        "genre:|1.0|1.0|8|\n|None|0|base",
+        "genre:|1.0|1.0|8|\n|None|1|base",
+    ]
+    async with RemoteClient(url, TOKEN) as client:
+        result = await client.complete(GenerationRequest("x", n=3, temperature=0.6))
+        assert len(result.texts) == 3 and result.model == "fake+base"
+        health = await client.fetch_health()
+        assert health["alive"] is True and health["requests_served"] == 2
+    async with RemoteClient(url, None) as anonymous:
+        with pytest.raises(RemoteAuthError, match="refused the API token"):
+            await anonymous.complete(GenerationRequest("x"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_stops_server_and_worker(
+    served: tuple[str, subprocess.Popen[str]], sig: signal.Signals
+) -> None:
+    url, proc = served
+    worker_pid = (await _health(url))["pid"]
+    assert isinstance(worker_pid, int) and not _gone(worker_pid)
+    proc.send_signal(sig)
+    assert proc.wait(15) == 0
+    assert _wait_gone(worker_pid, 5)
+
+
+async def test_worker_dies_with_a_killed_server(served: tuple[str, subprocess.Popen[str]]) -> None:
+    url, proc = served
+    worker_pid = (await _health(url))["pid"]
+    assert isinstance(worker_pid, int)
+    proc.kill()
+    proc.wait(10)
+    assert _wait_gone(worker_pid, 5)
+
+
+def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["MICROGENRE_MODEL_BASE_MODEL"] = "broken"
+    command = [sys.executable, "-m", "bot", "serve", "--port", "0"]
+    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: The generator could not start: could not load the model: "
+        "The base model 'broken' does not exist."
+    )
+    assert "Traceback" not in done.stderr
