@@ -57,6 +57,7 @@ class FetchSettings:
     cache_dir: Path | None = None  # None: no cache
     progress: bool = True
     respect_robots: bool = True
+    refresh: bool = False  # ignore cached responses (still store the new ones)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
@@ -235,7 +236,7 @@ class Fetcher:
 
     async def get_bytes(self, url: str, *, use_cache: bool = True) -> bytes:
         """The body of ``url`` (HTTP 200 only), from the cache when it is there."""
-        if use_cache and self.cache is not None:
+        if use_cache and not self.settings.refresh and self.cache is not None:
             cached = await asyncio.to_thread(self.cache.get, url)
             if cached is not None:
                 self.stats.cache_hits += 1

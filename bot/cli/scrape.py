@@ -9,6 +9,7 @@ store in one transaction and the command reports added / updated / unchanged / s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ def fetch_settings(config: Config) -> FetchSettings:
     )
 
 
-async def collect_live(config: Config, source: str) -> ScrapeResult:
+async def collect_live(config: Config, source: str, *, refresh: bool = False) -> ScrapeResult:
     from scraping.fetch import Fetcher, FetchError
     from scraping.live import scrape_everynoise, scrape_musicbrainz
 
@@ -141,7 +142,8 @@ async def collect_live(config: Config, source: str) -> ScrapeResult:
             f"live sources: {', '.join(LIVE_SOURCES)}"
         )
     result = ScrapeResult()
-    async with Fetcher.open(fetch_settings(config)) as fetcher:
+    settings = dataclasses.replace(fetch_settings(config), refresh=refresh)
+    async with Fetcher.open(settings) as fetcher:
         for name in sources:
             scraper = scrape_everynoise if name == "everynoise" else scrape_musicbrainz
             try:
@@ -158,7 +160,9 @@ async def collect_live(config: Config, source: str) -> ScrapeResult:
     return result
 
 
-async def _run(config: Config, source: str, from_path: str | None) -> dict[str, Any]:
+async def _run(
+    config: Config, source: str, from_path: str | None, refresh: bool = False
+) -> dict[str, Any]:
     from bot.store.genres import import_records
 
     started = time.perf_counter()
@@ -167,7 +171,7 @@ async def _run(config: Config, source: str, from_path: str | None) -> dict[str, 
         if from_path is not None:
             result = await collect_from_path(Path(from_path), source)
         else:
-            result = await collect_live(config, source)
+            result = await collect_live(config, source, refresh=refresh)
         counts = await import_records(sessions, result.records)
     data = counts.to_dict()
     for reason, n in result.skipped.items():
@@ -194,13 +198,22 @@ async def _run(config: Config, source: str, from_path: str | None) -> dict[str, 
     default=None,
     help="A saved page, a data file or a folder of them (recursive); default: fetch live.",
 )
+@click.option(
+    "--refresh",
+    is_flag=True,
+    help="Live only: fetch every page again instead of reusing the cached responses.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def scrape(ctx: click.Context, source: str, from_path: str | None, as_json: bool) -> None:
+def scrape(
+    ctx: click.Context, source: str, from_path: str | None, refresh: bool, as_json: bool
+) -> None:
     """Import real genres into the store (origin "training"), with their sources."""
     if from_path is not None:
         from_path = str(Path(from_path).expanduser())
-    data = asyncio.run(_run(state(ctx).config, source, from_path))
+    if refresh and from_path is not None:
+        raise click.UsageError("--refresh applies to live fetching, not to --from")
+    data = asyncio.run(_run(state(ctx).config, source, from_path, refresh))
     if as_json:
         echo_json(data)
         return

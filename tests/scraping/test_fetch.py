@@ -314,3 +314,6 @@ async def test_live_scrape_end_to_end_then_from_cache(
     again = await collect_live(config, "all")
     assert len(again.records) == len(result.records)
     assert sum(site.hits.values()) == hits  # every page came from the cache
+    # --refresh: the admin's way to pick up a changed site before retraining.
+    await collect_live(config, "everynoise", refresh=True)
+    assert site.hits["/"] == 2 and site.hits["/everynoise1d.html"] == 2
