@@ -1,0 +1,348 @@
+"""The Discord bot: a ``commands.Bot`` that receives its resources, and :func:`run_bot`.
+
+:func:`run_bot` is the entry point of ``microgenre bot``: it opens the store, starts the
+generation worker, builds the bot (an ``AutoShardedBot`` when ``[discord] shard_count`` >= 1),
+installs SIGTERM/SIGINT handlers (discord.py has none) and, on a signal, finishes or fails the
+in-flight work, stops the worker, closes the database and returns 0.
+
+Slash commands are synced in ``setup_hook`` to ``[discord] dev_guild_id`` (instant) or globally,
+and only when their payload changed since the last sync (its hash is kept in the data folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import MicrogenreError
+from bot.service import GenreService
+from bot.store.engine import SessionMaker
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.retrain import RetrainManager
+
+log = logging.getLogger(__name__)
+
+COG_MODULES = (
+    "bot.cogs.generation",
+    "bot.cogs.voting",
+    "bot.cogs.leaderboard",
+    "bot.cogs.admin",
+)
+SYNC_STATE_FILE = "command_sync.json"
+
+
+class MissingTokenError(MicrogenreError):
+    exit_code = 2
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Discord bot token: set the DISCORD_TOKEN environment variable "
+            "(or [discord] token in the config file)"
+        )
+
+
+def default_intents() -> discord.Intents:
+    """Guilds (slash commands, channels) and reactions (votes); no message content."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_reactions = True
+    return intents
+
+
+def user_message(error: BaseException) -> str | None:
+    """The text to show for an error a user can act on, or None for a bug."""
+    from model.errors import ModelError
+
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, app_commands.TransformerError):
+        return f"I could not understand the value {error.value!r}."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"Slow down a little: try again in {error.retry_after:.0f} s."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "This command only works inside a server."
+    if isinstance(error, app_commands.MissingPermissions | app_commands.CheckFailure):
+        return str(error) or "You are not allowed to use this command."
+    if isinstance(error, MicrogenreError | ModelError):
+        return str(error)
+    if isinstance(error, discord.Forbidden):
+        return (
+            "I am missing a permission in this channel (send messages, embed links, attach "
+            "files or add reactions): ask a server manager to check my role."
+        )
+    return None
+
+
+class MicrogenreBotMixin:
+    """Everything of the bot that does not depend on sharding."""
+
+    config: Config
+    sessions: SessionMaker
+    service: GenreService
+    retrainer: RetrainManager | None
+    genre_group: app_commands.Group
+    tree: app_commands.CommandTree[Any]
+
+    def _setup_resources(
+        self,
+        config: Config,
+        sessions: SessionMaker,
+        service: GenreService,
+        retrainer: RetrainManager | None,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.service = service
+        self.retrainer = retrainer
+        self.genre_group = app_commands.Group(
+            name="genre",
+            description="Invent, rate and browse musical micro-genres",
+            guild_only=True,
+        )
+        self.sync_result: str | None = None
+        self._work = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------------ start-up
+
+    async def setup_hook(self) -> None:
+        bot: Any = self
+        if self.retrainer is not None:
+            await self.retrainer.recover()
+        for module in COG_MODULES:
+            await bot.load_extension(module)
+        bot.tree.add_command(self.genre_group)
+        bot.tree.on_error = self.on_app_command_error
+        await self.sync_commands()
+
+    def _sync_state_path(self) -> Path:
+        return self.config.data_dir / SYNC_STATE_FILE
+
+    def command_payload(self, guild: discord.abc.Snowflake | None) -> list[dict[str, Any]]:
+        tree: app_commands.CommandTree[Any] = self.tree
+        return [c.to_dict(tree) for c in tree.get_commands(guild=guild)]
+
+    async def sync_commands(self, *, force: bool = False) -> str:
+        """Sync to the dev guild or globally when the command payload changed; returns what
+        was done ("synced ..." or "unchanged ...")."""
+        tree: app_commands.CommandTree[Any] = self.tree
+        guild_id = self.config.discord.dev_guild_id
+        guild = discord.Object(id=guild_id) if guild_id else None
+        if guild is not None:
+            tree.copy_global_to(guild=guild)
+        scope = f"guild:{guild_id}" if guild_id else "global"
+        payload = self.command_payload(guild)
+        digest = hashlib.sha256(
+            json.dumps(payload, sort_keys=True, default=str).encode()
+        ).hexdigest()
+        application_id = getattr(self, "application_id", None)
+        key = f"{application_id}:{scope}"
+        path = self._sync_state_path()
+        state: dict[str, str] = {}
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = {}
+        if not force and state.get(key) == digest:
+            self.sync_result = f"unchanged ({scope})"
+            log.info("slash commands unchanged (%s); not syncing", scope)
+            return self.sync_result
+        synced = await tree.sync(guild=guild)
+        state[key] = digest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+        self.sync_result = f"synced {len(synced)} commands ({scope})"
+        log.info("%s", self.sync_result)
+        return self.sync_result
+
+    # ------------------------------------------------------------------ errors
+
+    async def on_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """The one error handler: readable errors become ephemeral replies, bugs are logged."""
+        message = user_message(error)
+        if message is None:
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error(
+                "unexpected error in /%s (guild %s, channel %s, user %s)",
+                command,
+                interaction.guild_id,
+                interaction.channel_id,
+                interaction.user.id if interaction.user else None,
+                exc_info=error,
+            )
+            message = "Sorry, something went wrong on my side. It has been logged."
+        await send_error(interaction, message)
+
+    async def on_ready(self) -> None:
+        user = getattr(self, "user", None)
+        log.info("connected as %s (id %s)", user, getattr(user, "id", None))
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def shutdown_work(self) -> None:
+        """Let in-flight generations finish (bounded by ``shutdown_grace_s``), stop retraining."""
+        if self.retrainer is not None:
+            await self.retrainer.shutdown()
+        if self._work:
+            log.info("waiting for %d in-flight commands", self._work)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), self.config.bot.shutdown_grace_s)
+        if self._work:
+            log.warning("shutting down with %d commands still in flight", self._work)
+
+    @contextlib.contextmanager
+    def track_work(self) -> Iterator[None]:
+        """Count a command as in flight (a shutdown waits for it, up to the grace period)."""
+        self._work += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._work -= 1
+            if not self._work:
+                self._idle.set()
+
+
+async def send_error(interaction: discord.Interaction[Any], message: str) -> None:
+    """Tell the user ``message`` privately, replacing a public "thinking…" placeholder."""
+    text = f"⚠️ {message}"
+    try:
+        if not interaction.response.is_done():
+            await interaction.response.send_message(text, ephemeral=True)
+            return
+        if interaction.extras.get("public_defer"):
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not deliver an error message to interaction %s", interaction.id)
+
+
+class MicrogenreBot(MicrogenreBotMixin, commands.Bot):
+    def __init__(
+        self,
+        config: Config,
+        sessions: SessionMaker,
+        service: GenreService,
+        *,
+        retrainer: RetrainManager | None = None,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", default_intents())
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
+        self._setup_resources(config, sessions, service, retrainer)
+
+
+class ShardedMicrogenreBot(MicrogenreBotMixin, commands.AutoShardedBot):
+    def __init__(
+        self,
+        config: Config,
+        sessions: SessionMaker,
+        service: GenreService,
+        *,
+        retrainer: RetrainManager | None = None,
+        **options: Any,
+    ) -> None:
+        options.setdefault("intents", default_intents())
+        options.setdefault("shard_count", config.discord.shard_count)
+        super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
+        self._setup_resources(config, sessions, service, retrainer)
+
+
+def make_bot(
+    config: Config,
+    sessions: SessionMaker,
+    service: GenreService,
+    *,
+    retrainer: RetrainManager | None = None,
+    **options: Any,
+) -> MicrogenreBot | ShardedMicrogenreBot:
+    """A plain bot, or an auto-sharded one when ``[discord] shard_count`` >= 1."""
+    cls = ShardedMicrogenreBot if config.discord.shard_count >= 1 else MicrogenreBot
+    return cls(config, sessions, service, retrainer=retrainer, **options)
+
+
+async def serve_bot(
+    bot: MicrogenreBot | ShardedMicrogenreBot,
+    token: str,
+    *,
+    stop: asyncio.Event | None = None,
+    install_signals: bool = True,
+) -> None:
+    """Run ``bot`` until it stops by itself or ``stop`` is set (SIGTERM/SIGINT set it)."""
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    installed: list[signal.Signals] = []
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+                pass
+    try:
+        async with bot:
+            runner = asyncio.create_task(bot.start(token), name="discord-client")
+            stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+            done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                log.info("stopping: finishing in-flight work")
+                await bot.shutdown_work()
+                await bot.close()
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_bot(config: Config) -> int:
+    """``microgenre bot``: run until SIGTERM/SIGINT, then clean up and return 0."""
+    from bot.retrain import RetrainManager
+    from bot.service import create_generator
+    from bot.store.engine import create_engine, create_sessionmaker
+    from bot.store.generations import real_genre_names
+    from bot.store.schema import ensure_schema_current
+
+    token = config.discord.token
+    if not token:
+        raise MissingTokenError()
+    engine = create_engine(
+        config.database_url,
+        echo=config.database.echo,
+        busy_timeout_ms=config.database.sqlite_busy_timeout_ms,
+    )
+    try:
+        await ensure_schema_current(engine)
+        sessions = create_sessionmaker(engine)
+        known = await real_genre_names(sessions)
+        generator = await create_generator(config, known=known)
+        service = GenreService(generator, sessions)
+        try:
+            await service.start()
+            retrainer = RetrainManager(config, sessions, service)
+            bot = make_bot(config, sessions, service, retrainer=retrainer)
+            await serve_bot(bot, token)
+        finally:
+            await service.close()
+    finally:
+        await engine.dispose()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,122 @@
+"""Helpers shared by the cogs: the `/genre` group, admin check, replies, errors users can read."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from bot.errors import MicrogenreError
+
+if TYPE_CHECKING:
+    from bot.app import MicrogenreBot
+
+UPVOTE = "👍"
+DOWNVOTE = "👎"
+FAVORITE = "⭐"
+REACTIONS = (UPVOTE, DOWNVOTE, FAVORITE)
+EMBED_COLOUR = discord.Colour.from_rgb(122, 92, 255)
+
+
+class NotAdminError(app_commands.CheckFailure):
+    """Raised by :func:`require_admin`; its message is shown to the user."""
+
+    def __init__(self) -> None:
+        super().__init__("Only server managers (the Manage Server permission) can do that.")
+
+
+class GuildOnlyError(MicrogenreError):
+    def __init__(self) -> None:
+        super().__init__("This command only works inside a server.")
+
+
+def is_server_admin(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the caller may manage the guild: Manage Server or Administrator.
+
+    Checked explicitly on every admin command because guild admins can override the
+    ``default_permissions`` of a command for anyone.
+    """
+    perms = interaction.permissions
+    return bool(perms.manage_guild or perms.administrator)
+
+
+def require_admin(interaction: discord.Interaction[Any]) -> bool:
+    if not is_server_admin(interaction):
+        raise NotAdminError()
+    return True
+
+
+def subcommand(
+    callback: Callable[..., Any], *, name: str, description: str | None = None
+) -> app_commands.Command[Any, ..., Any]:
+    """An app command for a bound cog method (its docstring's first line describes it)."""
+    doc = description or (inspect.getdoc(callback) or name).splitlines()[0]
+    return app_commands.Command(name=name, description=doc[:100], callback=callback)
+
+
+def bot_of(interaction: discord.Interaction[Any]) -> MicrogenreBot:
+    from bot.app import MicrogenreBotMixin
+
+    client = interaction.client
+    assert isinstance(client, MicrogenreBotMixin)
+    return client  # type: ignore[return-value]
+
+
+def guild_id_of(interaction: discord.Interaction[Any]) -> int:
+    if interaction.guild_id is None:
+        raise GuildOnlyError()
+    return interaction.guild_id
+
+
+def jump_url(guild_id: int, channel_id: int | None, message_id: int | None) -> str | None:
+    if channel_id is None or message_id is None:
+        return None
+    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
+
+
+def mention(user_id: int | None) -> str:
+    return f"<@{user_id}>" if user_id else "someone"
+
+
+async def reply(
+    interaction: discord.Interaction[Any],
+    content: str | None = None,
+    *,
+    ephemeral: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Respond, or follow up when the interaction was already answered or deferred."""
+    if interaction.response.is_done():
+        await interaction.followup.send(content or "", ephemeral=ephemeral, **kwargs)
+    else:
+        await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
+
+
+def progress_bar(fraction: float, width: int = 20) -> str:
+    """A text progress bar.
+
+    >>> progress_bar(0.5, 10)
+    '█████░░░░░ 50%'
+    """
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * width)
+    return "█" * filled + "░" * (width - filled) + f" {fraction * 100:.0f}%"
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as a short human duration.
+
+    >>> format_duration(75), format_duration(3725), format_duration(None)
+    ('1m 15s', '1h 2m', '?')
+    """
+    if seconds is None or seconds < 0:
+        return "?"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60}m"

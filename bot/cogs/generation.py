@@ -1,0 +1,250 @@
+"""`/genre new`: generate genres, one message each with 👍 👎 ⭐, recorded in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.cogs.common import REACTIONS, bot_of, guild_id_of, mention, subcommand
+from bot.errors import InputError, MicrogenreError
+from bot.service import weirdness_temperature
+from bot.store.generations import attach_message, release_generation, reserve_generations
+from scraping.normalize import clean_name
+
+if TYPE_CHECKING:
+    from bot.app import MicrogenreBot
+
+log = logging.getLogger(__name__)
+
+# Queue-position edits of the placeholder message, at most this often (seconds).
+POSITION_EDIT_INTERVAL_S = 1.5
+
+
+class GuildBusyError(MicrogenreError):
+    def __init__(self, active: int) -> None:
+        super().__init__(
+            f"This server already has {active} genre requests generating; "
+            "try again in a few seconds."
+        )
+
+
+class NothingGeneratedError(MicrogenreError):
+    def __init__(self) -> None:
+        super().__init__(
+            "I could not come up with a genre this server has not seen yet; try again, "
+            "perhaps with more weirdness or another 'like'."
+        )
+
+
+def clean_like(text: str | None, max_chars: int) -> str | None:
+    """Validate the ``like`` option: trimmed, lower-cased, printable, not too long.
+
+    >>> clean_like("  Dream   Pop ", 60)
+    'dream pop'
+    >>> clean_like("", 60) is None
+    True
+    """
+    if text is None:
+        return None
+    cleaned = clean_name(text)
+    if not cleaned:
+        return None
+    if len(cleaned) > max_chars:
+        raise InputError(f"'like' is too long: at most {max_chars} characters, please.")
+    if any(not ch.isprintable() for ch in cleaned) or any(ch in cleaned for ch in "`*_~|<>@#"):
+        raise InputError("'like' may only contain words, spaces and simple punctuation.")
+    return cleaned
+
+
+def user_cooldown(interaction: discord.Interaction[Any]) -> app_commands.Cooldown | None:
+    """Per-user cooldown of `/genre new`, from ``[bot] cooldown_s`` (0: none)."""
+    seconds = bot_of(interaction).config.bot.cooldown_s
+    return app_commands.Cooldown(1, seconds) if seconds > 0 else None
+
+
+class PositionReporter:
+    """Edits the placeholder with the caller's place in line, throttled, never blocking."""
+
+    def __init__(self, interaction: discord.Interaction[Any], interval_s: float) -> None:
+        self.interaction = interaction
+        self.interval_s = interval_s
+        self.last_position: int | None = None
+        self.last_edit = 0.0
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def __call__(self, position: int) -> None:
+        if self.closed or position == self.last_position:
+            return
+        now = time.monotonic()
+        # Always show "generating now" (0); other changes at most every interval.
+        if position != 0 and now - self.last_edit < self.interval_s:
+            return
+        if self.task is not None and not self.task.done():
+            return
+        self.last_position = position
+        self.last_edit = now
+        self.task = asyncio.get_running_loop().create_task(self._edit(position))
+
+    async def _edit(self, position: int) -> None:
+        text = (
+            "🎛️ Generating now…"
+            if position <= 0
+            else f"⏳ Waiting for the generator: you are number {position} in line."
+        )
+        with contextlib.suppress(discord.HTTPException):
+            await self.interaction.edit_original_response(content=text)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.task is not None and not self.task.done():
+            with contextlib.suppress(asyncio.CancelledError, discord.HTTPException):
+                await self.task
+
+
+class GenerationCog(commands.Cog):
+    def __init__(self, bot: MicrogenreBot) -> None:
+        self.bot = bot
+        self.active: dict[int, int] = {}
+        self.commands_ = [subcommand(self.new, name="new")]
+
+    async def cog_load(self) -> None:
+        for command in self.commands_:
+            self.bot.genre_group.add_command(command)
+
+    async def cog_unload(self) -> None:
+        for command in self.commands_:
+            self.bot.genre_group.remove_command(command.name)
+
+    @app_commands.describe(
+        count="How many genres (1-5)",
+        like="Something the genres should resemble, e.g. 'shoegaze' or 'finnish folk'",
+        weirdness="1 = tame … 5 = wild",
+    )
+    @app_commands.checks.dynamic_cooldown(user_cooldown)
+    async def new(
+        self,
+        interaction: discord.Interaction[Any],
+        count: app_commands.Range[int, 1, 5] = 1,
+        like: app_commands.Range[str, 1, 100] | None = None,
+        weirdness: app_commands.Range[int, 1, 5] = 3,
+    ) -> None:
+        """Invent brand-new musical micro-genres"""
+        # Answer Discord first: the 3-second deadline must never depend on the generator.
+        await interaction.response.defer(thinking=True)
+        interaction.extras["public_defer"] = True
+        guild_id = guild_id_of(interaction)
+        config = self.bot.config.bot
+        cleaned_like = clean_like(like, config.max_like_chars)
+        active = self.active.get(guild_id, 0)
+        if active >= config.guild_concurrency:
+            raise GuildBusyError(active)
+        self.active[guild_id] = active + 1
+        with self.bot.track_work():
+            await self._generate_and_post(interaction, guild_id, count, cleaned_like, weirdness)
+
+    async def _generate_and_post(
+        self,
+        interaction: discord.Interaction[Any],
+        guild_id: int,
+        count: int,
+        cleaned_like: str | None,
+        weirdness: int,
+    ) -> None:
+        reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
+        try:
+            delivery = await self.bot.service.generate(
+                count,
+                like=cleaned_like,
+                temperature=weirdness_temperature(weirdness),
+                guild_id=guild_id,
+                user_id=interaction.user.id,
+                on_position=reporter,
+            )
+        finally:
+            await reporter.close()
+            left = self.active.get(guild_id, 1) - 1
+            if left > 0:
+                self.active[guild_id] = left
+            else:
+                self.active.pop(guild_id, None)
+        if not delivery.genres:
+            raise NothingGeneratedError()
+        options = {"count": count, "like": cleaned_like, "weirdness": weirdness}
+        reserved = await reserve_generations(
+            self.bot.sessions,
+            delivery.genres,
+            guild_id=guild_id,
+            channel_id=interaction.channel_id,
+            user_id=interaction.user.id,
+            model_name=delivery.model_name,
+            model_version_id=delivery.model_version_id,
+            options=options,
+        )
+        for r in reserved:
+            if r.generation_id is None:
+                self.bot.service.forget(guild_id, r.name)
+        issued = [r for r in reserved if r.generation_id is not None]
+        if not issued:
+            raise NothingGeneratedError()
+        await interaction.edit_original_response(content=self._header(interaction, issued, options))
+        missing_reactions = False
+        for r in issued:
+            assert r.generation_id is not None
+            try:
+                message = await interaction.followup.send(f"🎵 **{r.name}**", wait=True)
+            except discord.HTTPException:
+                await release_generation(self.bot.sessions, r.generation_id)
+                self.bot.service.forget(guild_id, r.name)
+                raise
+            await attach_message(
+                self.bot.sessions,
+                r.generation_id,
+                message_id=message.id,
+                channel_id=interaction.channel_id,
+            )
+            if not missing_reactions:
+                missing_reactions = not await self._add_reactions(message.channel.id, message.id)
+        if missing_reactions:
+            await interaction.followup.send(
+                "I cannot add reactions in this channel; vote by reacting with "
+                f"{' '.join(REACTIONS)} yourselves, or ask a server manager to give me the "
+                "Add Reactions permission.",
+                ephemeral=True,
+            )
+
+    @staticmethod
+    def _header(
+        interaction: discord.Interaction[Any], issued: list[Any], options: dict[str, Any]
+    ) -> str:
+        n = len(issued)
+        what = "a new micro-genre" if n == 1 else f"{n} new micro-genres"
+        extras = []
+        if options.get("like"):
+            extras.append(f"like *{options['like']}*")
+        extras.append(f"weirdness {options['weirdness']}")
+        return (
+            f"🎶 {what} for {mention(interaction.user.id)} ({', '.join(extras)}). "
+            "Vote with 👍 / 👎, ⭐ to keep one."
+        )
+
+    async def _add_reactions(self, channel_id: int, message_id: int) -> bool:
+        """Add 👍 👎 ⭐; False when the bot lacks the permission there."""
+        partial = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
+        for emoji in REACTIONS:
+            try:
+                await partial.add_reaction(emoji)
+            except discord.Forbidden:
+                return False
+        return True
+
+
+async def setup(bot: MicrogenreBot) -> None:
+    await bot.add_cog(GenerationCog(bot))

@@ -1,0 +1,578 @@
+"""Retraining from Discord: one run at a time, in its own process, behind a quality gate.
+
+A run (:class:`RetrainManager`):
+
+1. writes the community genres (net score >= ``[bot] retrain_min_score``, fewer than
+   ``retrain_max_downvotes`` downvotes) to ``<data>/runs/run-NNNN/community_genres.txt``;
+2. runs ``microgenre train --progress-json --output DIR --extra-genres FILE`` as a subprocess
+   and follows its JSON lines (``start``/``step``/``epoch``/``done``/``error`` events),
+   reporting progress to a callback at most every ``progress_edit_interval_s``;
+3. evaluates the new adapter (and the active one, unless its numbers are stored) with
+   ``microgenre eval --adapter DIR --json``;
+4. activates the new adapter (a ``ModelVersion`` row made active, then a hot reload of the
+   worker) only if it passes :func:`quality_gate`; otherwise the active model keeps serving.
+
+The commands are injectable (``[bot] train_command`` / ``eval_command``), so tests run a small
+script instead of real training. A run interrupted by a restart is marked failed at start-up
+(:meth:`RetrainManager.recover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import MicrogenreError
+from bot.store import runs as runs_store
+from bot.store.leaderboard import community_genres
+from bot.store.models import (
+    RUN_CANCELLED,
+    RUN_FAILED,
+    RUN_REJECTED,
+    RUN_RUNNING,
+    RUN_SUCCEEDED,
+)
+
+if TYPE_CHECKING:
+    from bot.config import BotConfig, Config
+    from bot.service import GenreService
+    from bot.store.engine import SessionMaker
+
+log = logging.getLogger(__name__)
+
+COMMUNITY_FILE = "community_genres.txt"
+TRAIN_LOG = "train.log"
+EVAL_LOG = "eval.log"
+LOSS_CURVE = "loss_curve.png"
+GATE_METRICS = ("well_formed", "novel")
+
+
+class RetrainBusyError(MicrogenreError):
+    """A run is already in progress; the message says how far it is."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        super().__init__(f"A retraining run is already in progress: {progress.summary()}")
+
+
+class NoRunError(MicrogenreError):
+    def __init__(self) -> None:
+        super().__init__("No retraining run is in progress.")
+
+
+@dataclass
+class Progress:
+    """What the progress message shows."""
+
+    run_id: int
+    status: str = "pending"
+    phase: str = "starting"  # starting, training, evaluating, activating, finished
+    step: int = 0
+    total_steps: int = 0
+    epoch: int | None = None
+    loss: float | None = None
+    eta_s: float | None = None
+    community_genres: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+    def summary(self) -> str:
+        """One line, e.g. ``run #3 training, step 40/100, loss 1.234, about 2m left``."""
+        parts = [f"run #{self.run_id} {self.phase}"]
+        if self.total_steps:
+            parts.append(f"step {self.step}/{self.total_steps}")
+        if self.loss is not None:
+            parts.append(f"loss {self.loss:.3f}")
+        if self.eta_s is not None and self.phase == "training":
+            from bot.cogs.common import format_duration
+
+            parts.append(f"about {format_duration(self.eta_s)} left")
+        return ", ".join(parts)
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str  # succeeded, rejected, failed, cancelled
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None
+    loss_curve: Path | None = None
+    progress: Progress | None = None
+
+
+ProgressCallback = Callable[[Progress], Awaitable[None]]
+FinishCallback = Callable[[RunOutcome], Awaitable[None]]
+
+
+def gate_metrics(data: Any) -> dict[str, float]:
+    """The raw well-formed and novelty rates in an evaluation's JSON output.
+
+    Accepts the table of :func:`model.evaluate.evaluate_backend` (``{"raw": {...}}``), a
+    report holding it under ``"model"``, or flat numbers.
+
+    >>> gate_metrics({"model": {"raw": {"well_formed": 0.9, "novel": 0.7, "n": 10}}})
+    {'well_formed': 0.9, 'novel': 0.7}
+    """
+    if not isinstance(data, dict):
+        return {}
+    for key in ("model", "adapter", "raw"):
+        inner = data.get(key)
+        if isinstance(inner, dict):
+            found = gate_metrics(inner)
+            if found:
+                return found
+    flat: dict[str, float] = {}
+    for name in GATE_METRICS:
+        for key in (name, f"{name}_rate"):
+            value = data.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                flat[name] = float(value)
+                break
+    return flat if len(flat) == len(GATE_METRICS) else {}
+
+
+def quality_gate(
+    new: dict[str, float], old: dict[str, float] | None, bounds: BotConfig
+) -> tuple[bool, list[str]]:
+    """Whether a new adapter may replace the active one, and why not.
+
+    >>> from bot.config import BotConfig
+    >>> quality_gate({"well_formed": 0.9, "novel": 0.6}, {"well_formed": 0.92, "novel": 0.6},
+    ...              BotConfig())
+    (True, [])
+    >>> quality_gate({"well_formed": 0.7, "novel": 0.6}, None, BotConfig())[1]
+    ['well-formed rate 0.70 is below the minimum 0.80']
+    """
+    reasons: list[str] = []
+    if not new:
+        return False, ["the evaluation produced no well-formed/novelty numbers"]
+    floors = {"well_formed": bounds.gate_min_well_formed, "novel": bounds.gate_min_novel}
+    labels = {"well_formed": "well-formed rate", "novel": "novelty rate"}
+    for name in GATE_METRICS:
+        value = new.get(name, 0.0)
+        if value < floors[name]:
+            reasons.append(f"{labels[name]} {value:.2f} is below the minimum {floors[name]:.2f}")
+        if old and name in old and value < old[name] - bounds.gate_max_regression:
+            reasons.append(
+                f"{labels[name]} {value:.2f} is worse than the active model's {old[name]:.2f}"
+            )
+    return not reasons, reasons
+
+
+def default_command(subcommand: str) -> list[str]:
+    """``microgenre <subcommand>`` run by this Python interpreter."""
+    return [sys.executable, "-m", "bot", subcommand]
+
+
+def render_loss_curve(losses: Sequence[tuple[int, float]], path: Path) -> Path | None:
+    """Plot (step, loss) pairs to ``path``; None when there is nothing to plot. Blocking."""
+    if not losses:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.add_subplot()
+    steps, values = zip(*losses, strict=True)
+    ax.plot(steps, values, color="#7a5cff")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("Retraining loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+class RetrainManager:
+    """Runs retraining jobs one at a time (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        sessions: SessionMaker,
+        service: GenreService,
+        *,
+        train_command: Sequence[str] | None = None,
+        eval_command: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.sessions = sessions
+        self.service = service
+        bot_cfg = config.bot
+        self.train_command = list(
+            train_command or bot_cfg.train_command or default_command("train")
+        )
+        self.eval_command = list(eval_command or bot_cfg.eval_command or default_command("eval"))
+        self.progress: Progress | None = None
+        self._task: asyncio.Task[RunOutcome] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._cancel_reason: str | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def recover(self) -> list[int]:
+        """Mark runs left pending/running by a previous process as failed."""
+        ids = await runs_store.fail_interrupted_runs(
+            self.sessions, "interrupted: the bot restarted while it was running"
+        )
+        if ids:
+            log.warning("marked interrupted training runs as failed: %s", ids)
+        return ids
+
+    async def start(
+        self,
+        *,
+        requested_by: int | None,
+        guild_id: int | None,
+        channel_id: int | None,
+        on_progress: ProgressCallback | None = None,
+        on_finish: FinishCallback | None = None,
+    ) -> Progress:
+        """Start a run in the background; raises :class:`RetrainBusyError` when one runs."""
+        async with self._lock:
+            if self.running and self.progress is not None:
+                raise RetrainBusyError(self.progress)
+            selected = await community_genres(
+                self.sessions,
+                min_score=self.config.bot.retrain_min_score,
+                max_downvotes=self.config.bot.retrain_max_downvotes,
+            )
+            info = await runs_store.create_run(
+                self.sessions,
+                requested_by=requested_by,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                options={"community_genres": len(selected)},
+            )
+            if info is None:  # another process holds a run
+                active = await runs_store.active_run(self.sessions)
+                progress = Progress(active.id if active else 0, phase="running elsewhere")
+                raise RetrainBusyError(progress)
+            self.progress = Progress(info.id, community_genres=len(selected))
+            self._cancel_reason = None
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(info.id, [name for name, _ in selected], on_progress, on_finish),
+                name=f"retrain-{info.id}",
+            )
+            return self.progress
+
+    async def wait(self) -> RunOutcome | None:
+        """Wait for the current run (tests, shutdown)."""
+        if self._task is None:
+            return None
+        return await asyncio.shield(self._task)
+
+    async def cancel(self, reason: str = "cancelled by an admin") -> Progress:
+        if not self.running or self.progress is None:
+            raise NoRunError()
+        self._cancel_reason = reason
+        self._terminate()
+        return self.progress
+
+    async def shutdown(self) -> None:
+        """Stop a run because the bot stops; it is recorded as failed."""
+        if self.running:
+            self._cancel_reason = "the bot shut down during the run"
+            self._terminate()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._task), 15)  # type: ignore[arg-type]
+
+    def _terminate(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            asyncio.get_running_loop().call_later(5, self._kill, proc)
+        elif self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    @staticmethod
+    def _kill(proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ the run
+
+    async def _run(
+        self,
+        run_id: int,
+        community: list[str],
+        on_progress: ProgressCallback | None,
+        on_finish: FinishCallback | None,
+    ) -> RunOutcome:
+        progress = self.progress
+        assert progress is not None
+        run_dir = self.config.data_dir / "runs" / f"run-{run_id:04d}"
+        adapter_dir = run_dir / "adapter"
+        try:
+            outcome = await self._train_and_gate(
+                run_id, run_dir, adapter_dir, community, progress, on_progress
+            )
+        except asyncio.CancelledError:
+            outcome = RunOutcome(run_id, RUN_CANCELLED, self._cancel_reason or "cancelled")
+        except MicrogenreError as exc:
+            outcome = RunOutcome(run_id, RUN_FAILED, str(exc))
+        except Exception as exc:
+            log.exception("retraining run %s failed unexpectedly", run_id)
+            outcome = RunOutcome(run_id, RUN_FAILED, f"unexpected error: {exc}")
+        if self._cancel_reason and outcome.status not in (RUN_SUCCEEDED, RUN_REJECTED):
+            shut_down = "shut down" in self._cancel_reason
+            outcome.status = RUN_FAILED if shut_down else RUN_CANCELLED
+            outcome.reason = self._cancel_reason
+        outcome.progress = progress
+        if outcome.loss_curve is None and progress.losses:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            outcome.loss_curve = await asyncio.to_thread(
+                render_loss_curve, progress.losses, run_dir / LOSS_CURVE
+            )
+        progress.phase = "finished"
+        progress.status = outcome.status
+        await runs_store.update_run(
+            self.sessions,
+            run_id,
+            status=outcome.status,
+            error=None if outcome.status == RUN_SUCCEEDED else outcome.reason,
+            result={
+                "reason": outcome.reason,
+                "metrics": outcome.metrics,
+                "baseline": outcome.baseline,
+                "adapter": outcome.adapter,
+            },
+            progress=progress.fraction,
+            step=progress.step,
+            total_steps=progress.total_steps,
+            loss=progress.loss,
+        )
+        log.info("retraining run %s %s: %s", run_id, outcome.status, outcome.reason)
+        if on_finish is not None:
+            try:
+                await on_finish(outcome)
+            except Exception:
+                log.exception("reporting the end of run %s failed", run_id)
+        return outcome
+
+    async def _train_and_gate(
+        self,
+        run_id: int,
+        run_dir: Path,
+        adapter_dir: Path,
+        community: list[str],
+        progress: Progress,
+        on_progress: ProgressCallback | None,
+    ) -> RunOutcome:
+        extra_file = run_dir / COMMUNITY_FILE
+        await asyncio.to_thread(_write_lines, extra_file, community)
+        await runs_store.update_run(self.sessions, run_id, status=RUN_RUNNING)
+        progress.status = RUN_RUNNING
+        progress.phase = "training"
+        command = [*self.train_command, "--progress-json", "--output", str(adapter_dir)]
+        if community:
+            command += ["--extra-genres", str(extra_file)]
+        await self._train(run_id, command, run_dir / TRAIN_LOG, progress, on_progress)
+
+        progress.phase = "evaluating"
+        await self._report(run_id, progress, on_progress, force=True)
+        metrics = await self._evaluate(str(adapter_dir), run_dir / EVAL_LOG)
+        active = await runs_store.active_version(self.sessions)
+        baseline = gate_metrics(active.metrics) if active is not None else {}
+        if not baseline:
+            baseline_adapter = active.path if active is not None else None
+            baseline = await self._evaluate(baseline_adapter, run_dir / "eval-active.log")
+        new = gate_metrics(metrics)
+        passed, reasons = quality_gate(new, gate_metrics(baseline) or None, self.config.bot)
+        curve = adapter_dir / LOSS_CURVE
+        outcome = RunOutcome(
+            run_id,
+            RUN_REJECTED,
+            "; ".join(reasons),
+            metrics=new,
+            baseline=gate_metrics(baseline),
+            adapter=str(adapter_dir),
+            loss_curve=curve if curve.is_file() else None,
+        )
+        if not passed:
+            return outcome
+
+        progress.phase = "activating"
+        await self._report(run_id, progress, on_progress, force=True)
+        version = await runs_store.add_version(
+            self.sessions,
+            name=f"run-{run_id:04d}",
+            path=str(adapter_dir),
+            base_model=self.config.model.base_model,
+            metrics={**new, "evaluation": metrics},
+            activate=True,
+        )
+        try:
+            await self.service.reload(str(adapter_dir), version=(version.id, version.name))
+        except Exception as exc:
+            await runs_store.set_active_version(self.sessions, active.id if active else None)
+            outcome.status = RUN_FAILED
+            outcome.reason = f"the worker rejected the new adapter: {exc}"
+            return outcome
+        await runs_store.update_run(self.sessions, run_id, model_version_id=version.id)
+        outcome.status = RUN_SUCCEEDED
+        outcome.reason = f"activated as {version.name}"
+        return outcome
+
+    async def _spawn(self, command: list[str], log_path: Path) -> asyncio.subprocess.Process:
+        log_file = await asyncio.to_thread(log_path.open, "ab")
+        try:
+            return await asyncio.create_subprocess_exec(
+                *command,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise MicrogenreError(f"cannot run {command[0]}: {exc.strerror}") from None
+        finally:
+            log_file.close()
+
+    async def _train(
+        self,
+        run_id: int,
+        command: list[str],
+        log_path: Path,
+        progress: Progress,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        proc = await self._spawn(command, log_path)
+        self._proc = proc
+        error: str | None = None
+        done = False
+        assert proc.stdout is not None
+        try:
+            async for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                kind = event.get("event")
+                if isinstance(event.get("total_steps"), int):
+                    progress.total_steps = event["total_steps"]
+                if isinstance(event.get("step"), int):
+                    progress.step = event["step"]
+                if isinstance(event.get("loss"), int | float):
+                    progress.loss = float(event["loss"])
+                    if kind == "step":
+                        progress.losses.append((progress.step, progress.loss))
+                if isinstance(event.get("eta_s"), int | float):
+                    progress.eta_s = float(event["eta_s"])
+                if isinstance(event.get("epoch"), int):
+                    progress.epoch = event["epoch"]
+                if kind == "error":
+                    error = str(event.get("message") or event.get("error") or "training failed")
+                if kind == "done":
+                    done = True
+                    progress.step = progress.total_steps or progress.step
+                await self._report(run_id, progress, on_progress, force=kind in ("start", "done"))
+            rc = await proc.wait()
+        finally:
+            self._proc = None
+            if proc.returncode is None:
+                self._kill(proc)
+        if self._cancel_reason:
+            raise asyncio.CancelledError()
+        if rc != 0 or error or not done:
+            detail = error or _last_line(log_path) or f"exit status {rc}"
+            raise MicrogenreError(f"training failed: {detail}")
+
+    async def _evaluate(self, adapter: str | None, log_path: Path) -> dict[str, Any]:
+        command = list(self.eval_command)
+        if adapter is not None:
+            command += ["--adapter", adapter]
+        command.append("--json")
+        proc = await self._spawn(command, log_path)
+        self._proc = proc
+        try:
+            assert proc.stdout is not None
+            out = await proc.stdout.read()
+            rc = await proc.wait()
+        finally:
+            self._proc = None
+        if self._cancel_reason:
+            raise asyncio.CancelledError()
+        if rc != 0:
+            detail = _last_line(log_path) or f"exit status {rc}"
+            raise MicrogenreError(f"evaluation failed: {detail}")
+        text = out.decode("utf-8", "replace").strip()
+        try:
+            data = json.loads(text)
+        except ValueError:
+            # Tolerate log lines before the JSON document.
+            start = text.find("{")
+            try:
+                data = json.loads(text[start:]) if start >= 0 else None
+            except ValueError:
+                data = None
+        if not isinstance(data, dict):
+            raise MicrogenreError("evaluation failed: it did not print a JSON object")
+        return data
+
+    _last_report: float = 0.0
+
+    async def _report(
+        self,
+        run_id: int,
+        progress: Progress,
+        on_progress: ProgressCallback | None,
+        *,
+        force: bool = False,
+    ) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_report < self.config.bot.progress_edit_interval_s:
+            return
+        self._last_report = now
+        await runs_store.update_run(
+            self.sessions,
+            run_id,
+            progress=progress.fraction,
+            step=progress.step,
+            total_steps=progress.total_steps,
+            loss=progress.loss,
+        )
+        if on_progress is not None:
+            try:
+                await on_progress(progress)
+            except Exception:
+                log.warning("progress report of run %s failed", run_id, exc_info=True)
+
+
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [ln.strip() for ln in path.read_text("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:300] if lines else None

@@ -1,0 +1,315 @@
+"""The generation service the cogs use: per-guild novelty, queue positions, hot reload.
+
+:class:`GenreService` sits between the cogs and a :class:`Generator` (the model pipeline over the
+worker client in production, a scripted fake in tests). It keeps, per guild, the set of genres
+already issued there (loaded once from the store, then updated by every delivery) and passes it
+as the ``exclude`` set, so a genre is never offered twice in one server even when requests run
+concurrently; real genres are excluded by the generator's fingerprint and checked again here.
+
+The production generator (:class:`PipelineGenerator`) imports ``model.worker`` and
+``model.pipeline`` lazily; neither imports torch in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.store.engine import SessionMaker
+from bot.store.generations import active_model_version, issued_names, real_genre_names
+from scraping.normalize import genre_key
+
+if TYPE_CHECKING:
+    from bot.config import Config
+
+log = logging.getLogger(__name__)
+
+# Called with the caller's place in line (1 = next batch, 0 = being generated now); may return
+# an awaitable, which is scheduled as a task.
+PositionCallback = Callable[[int], object]
+
+# Weirdness 1..5 of `/genre new` mapped to a sampling temperature.
+WEIRDNESS_TEMPERATURE = {1: 0.6, 2: 0.8, 3: 1.0, 4: 1.2, 5: 1.4}
+# Attempts to top up a delivery when concurrent requests in the same guild took some names.
+MAX_TOP_UPS = 2
+
+
+def weirdness_temperature(weirdness: int) -> float:
+    """Sampling temperature for a weirdness level (clamped to 1..5).
+
+    >>> weirdness_temperature(3), weirdness_temperature(9)
+    (1.0, 1.4)
+    """
+    return WEIRDNESS_TEMPERATURE[min(5, max(1, weirdness))]
+
+
+@dataclass(frozen=True)
+class GeneratorOutput:
+    genres: list[str]
+    model_name: str
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Generator(Protocol):
+    """What :class:`GenreService` needs from the model side."""
+
+    async def generate(
+        self,
+        count: int,
+        *,
+        like: str | None,
+        temperature: float | None,
+        exclude: Collection[str],
+        on_position: PositionCallback | None,
+    ) -> GeneratorOutput: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    @property
+    def queue_length(self) -> int: ...
+
+    async def reload(self, adapter_path: str | None) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Genres generated for one `/genre new`."""
+
+    genres: list[str]
+    model_name: str
+    model_version_id: int | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+class GenreService:
+    """Generation for the bot; see the module docstring."""
+
+    def __init__(self, generator: Generator, sessions: SessionMaker) -> None:
+        self.generator = generator
+        self.sessions = sessions
+        self._issued: dict[int | None, set[str]] = {}
+        self._issued_locks: dict[int | None, asyncio.Lock] = {}
+        self._real_keys: set[str] | None = None
+        self._version: tuple[int, str] | None = None
+        self._in_flight = 0
+        self._closed = False
+
+    async def start(self) -> None:
+        """Load the real genre keys and the active model version from the store."""
+        names = await real_genre_names(self.sessions)
+        self._real_keys = {genre_key(n) for n in names}
+        self._version = await active_model_version(self.sessions)
+
+    @property
+    def queue_length(self) -> int:
+        """Requests waiting for the generator (its own queue, else the service's in-flight)."""
+        try:
+            return int(self.generator.queue_length)
+        except Exception:  # a generator that cannot tell
+            return self._in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def active_version(self) -> tuple[int, str] | None:
+        return self._version
+
+    def health(self) -> dict[str, Any]:
+        try:
+            health = dict(self.generator.health())
+        except Exception as exc:  # health must never raise into /genre stats
+            health = {"state": "unknown", "last_error": str(exc)}
+        health.setdefault("queue_length", self.queue_length)
+        health["bot_in_flight"] = self._in_flight
+        return health
+
+    async def _issued_in(self, guild_id: int | None) -> set[str]:
+        lock = self._issued_locks.setdefault(guild_id, asyncio.Lock())
+        async with lock:
+            if guild_id not in self._issued:
+                names = await issued_names(self.sessions, guild_id)
+                self._issued[guild_id] = {genre_key(n) for n in names}
+            return self._issued[guild_id]
+
+    def forget(self, guild_id: int | None, name: str) -> None:
+        """A delivered genre was not posted after all: it may be issued again."""
+        issued = self._issued.get(guild_id)
+        if issued is not None:
+            issued.discard(genre_key(name))
+
+    async def generate(
+        self,
+        count: int,
+        *,
+        like: str | None = None,
+        temperature: float | None = None,
+        guild_id: int | None,
+        user_id: int | None,
+        on_position: PositionCallback | None = None,
+    ) -> Delivery:
+        """``count`` genres never issued in ``guild_id`` and not real.
+
+        Model errors (busy, crashed, could not generate) propagate unchanged.
+        """
+        if self._real_keys is None:
+            await self.start()
+        real = self._real_keys or set()
+        issued = await self._issued_in(guild_id)
+        start = time.perf_counter()
+        self._in_flight += 1
+        delivered: list[str] = []
+        stats: dict[str, int] = {}
+        model_name = ""
+        try:
+            for _ in range(1 + MAX_TOP_UPS):
+                missing = count - len(delivered)
+                if missing <= 0:
+                    break
+                # Names of this guild plus this request's own (the set is shared and live).
+                exclude = {*issued}
+                out = await self.generator.generate(
+                    missing,
+                    like=like,
+                    temperature=temperature,
+                    exclude=exclude,
+                    on_position=on_position,
+                )
+                model_name = out.model_name
+                for key, value in out.stats.items():
+                    stats[key] = stats.get(key, 0) + value
+                for name in out.genres:
+                    key = genre_key(name)
+                    # Another request of this guild may have taken it while we waited.
+                    if not key or key in issued or key in real:
+                        stats["dropped_concurrent"] = stats.get("dropped_concurrent", 0) + 1
+                        continue
+                    issued.add(key)
+                    delivered.append(name)
+                    if len(delivered) == count:
+                        break
+        finally:
+            self._in_flight -= 1
+        version = self._version
+        log.debug("generated %d genres for guild %s user %s", len(delivered), guild_id, user_id)
+        return Delivery(
+            genres=delivered,
+            model_name=model_name or (version[1] if version else ""),
+            model_version_id=version[0] if version else None,
+            stats=stats,
+            elapsed_s=time.perf_counter() - start,
+        )
+
+    async def reload(
+        self, adapter_path: str | None, *, version: tuple[int, str] | None = None
+    ) -> None:
+        """Hot-reload the generator onto ``adapter_path``; raises when the adapter is rejected."""
+        await self.generator.reload(adapter_path)
+        self._version = (
+            version if version is not None else await active_model_version(self.sessions)
+        )
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.generator.close()
+
+
+class _PositionBackend:
+    """A completion backend that passes ``on_position`` on to the worker client."""
+
+    def __init__(self, client: Any, on_position: PositionCallback | None) -> None:
+        self.client = client
+        self.on_position = on_position
+
+    async def complete(self, request: Any) -> Any:
+        if self.on_position is None:
+            return await self.client.complete(request)
+        return await self.client.complete(request, on_position=self.on_position)
+
+
+class PipelineGenerator:
+    """:class:`Generator` over ``model.pipeline.GenrePipeline`` and a worker client.
+
+    ``client`` is a started ``model.worker`` client (local or remote); ``known`` are the real
+    genre names the novelty check refuses, on top of the adapter's own fingerprint.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        known: Iterable[str] = (),
+        fingerprint: Any = None,
+        moderator: Any = None,
+        pipeline_options: dict[str, Any] | None = None,
+    ) -> None:
+        from model.filters import Fingerprint
+
+        self.client = client
+        base = fingerprint if fingerprint is not None else Fingerprint()
+        known = list(known)
+        self.fingerprint = base.union(Fingerprint.from_names(known)) if known else base
+        self.moderator = moderator
+        self.options = dict(pipeline_options or {})
+
+    async def generate(
+        self,
+        count: int,
+        *,
+        like: str | None,
+        temperature: float | None,
+        exclude: Collection[str],
+        on_position: PositionCallback | None,
+    ) -> GeneratorOutput:
+        from model.pipeline import GenrePipeline
+
+        pipeline = GenrePipeline(
+            _PositionBackend(self.client, on_position),
+            self.fingerprint,
+            self.moderator,
+            **self.options,
+        )
+        outcome = await pipeline.generate(
+            count, like=like, temperature=temperature, exclude=exclude
+        )
+        return GeneratorOutput(list(outcome.genres), outcome.model, dict(outcome.stats))
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.client.health())
+
+    @property
+    def queue_length(self) -> int:
+        return int(self.client.health().get("queue_length", 0))
+
+    async def reload(self, adapter_path: str | None) -> None:
+        await self.client.reload(adapter_path)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def create_generator(config: Config, *, known: Iterable[str] = ()) -> PipelineGenerator:
+    """Start the configured worker client and wrap it in a :class:`PipelineGenerator`.
+
+    Imports ``model.worker`` here, not at module level; the worker process owns torch.
+    """
+    from model.filters import Moderator
+    from model.worker import make_client
+
+    client = make_client(config)
+    await client.start()
+    moderator: Any = None
+    try:
+        moderator = Moderator()
+    except Exception as exc:  # the classifier is optional
+        log.warning("moderation is off: %s", exc)
+    return PipelineGenerator(client, known=known, moderator=moderator)

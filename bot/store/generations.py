@@ -1,0 +1,271 @@
+"""Generated genres delivered to Discord: reserving, attaching messages, looking them up.
+
+A genre is issued at most once per guild. :func:`reserve_generations` inserts the rows *before*
+the messages are posted, so the unique constraint on ``(guild_id, genre_id)`` settles races
+between concurrent requests; :func:`attach_message` fills in the message id afterwards and
+:func:`release_generation` removes a row whose message could not be posted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.store.engine import SessionMaker
+from bot.store.models import (
+    ORIGIN_GENERATED,
+    ORIGIN_TRAINING,
+    Generation,
+    Genre,
+    ModelVersion,
+)
+from scraping.normalize import genre_key
+
+MAX_NAME = 200
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """A genre reserved for one guild: ``generation_id`` is None when it could not be issued."""
+
+    name: str
+    generation_id: int | None
+    reason: str | None = None  # "real", "issued" or "invalid" when not issued
+
+
+@dataclass(frozen=True)
+class GenerationRef:
+    """What the voting cog needs to know about a genre message."""
+
+    id: int
+    guild_id: int | None
+    genre_name: str
+    user_id: int | None
+
+
+async def issued_names(sessions: SessionMaker, guild_id: int | None) -> set[str]:
+    """Display names of every genre issued in ``guild_id`` (the CLI scope when None)."""
+    condition = (
+        Generation.guild_id.is_(None) if guild_id is None else Generation.guild_id == guild_id
+    )
+    async with sessions.begin() as session:
+        rows = await session.scalars(
+            select(Genre.display_name)
+            .join(Generation, Generation.genre_id == Genre.id)
+            .where(condition)
+        )
+        return set(rows.all())
+
+
+async def real_genre_names(sessions: SessionMaker) -> list[str]:
+    """Display names of every real (training) genre in the store."""
+    async with sessions.begin() as session:
+        rows = await session.scalars(
+            select(Genre.display_name).where(Genre.origin == ORIGIN_TRAINING)
+        )
+        return list(rows.all())
+
+
+async def active_model_version(sessions: SessionMaker) -> tuple[int, str] | None:
+    """``(id, name)`` of the active model version, if any."""
+    async with sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(ModelVersion.id, ModelVersion.name).where(ModelVersion.active.is_(True))
+            )
+        ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+
+async def _genre_id(session: Any, name: str) -> tuple[int, str] | None:
+    """Id and origin of the genre with ``name``'s key, creating a generated genre if new."""
+    key = genre_key(name)
+    if not key or len(key) > MAX_NAME or len(name) > MAX_NAME:
+        return None
+    row = (await session.execute(select(Genre.id, Genre.origin).where(Genre.name == key))).first()
+    if row is not None:
+        return int(row[0]), str(row[1])
+    try:
+        async with session.begin_nested():
+            genre = Genre(name=key, display_name=name, origin=ORIGIN_GENERATED)
+            session.add(genre)
+            await session.flush()
+            return genre.id, ORIGIN_GENERATED
+    except IntegrityError:  # created by a concurrent request in the meantime
+        row = (await session.execute(select(Genre.id, Genre.origin).where(Genre.name == key))).one()
+        return int(row[0]), str(row[1])
+
+
+async def reserve_generations(
+    sessions: SessionMaker,
+    names: Sequence[str],
+    *,
+    guild_id: int | None,
+    channel_id: int | None,
+    user_id: int | None,
+    model_name: str | None,
+    model_version_id: int | None,
+    options: dict[str, Any],
+) -> list[Reserved]:
+    """Insert one generation per name; names that are real or already issued here are refused."""
+    reserved: list[Reserved] = []
+    async with sessions.begin() as session:
+        for name in names:
+            found = await _genre_id(session, name)
+            if found is None:
+                reserved.append(Reserved(name, None, "invalid"))
+                continue
+            genre_id, origin = found
+            if origin == ORIGIN_TRAINING:
+                reserved.append(Reserved(name, None, "real"))
+                continue
+            if guild_id is not None:
+                taken = await session.scalar(
+                    select(Generation.id).where(
+                        Generation.guild_id == guild_id, Generation.genre_id == genre_id
+                    )
+                )
+                if taken is not None:
+                    reserved.append(Reserved(name, None, "issued"))
+                    continue
+            try:
+                async with session.begin_nested():
+                    generation = Generation(
+                        genre_id=genre_id,
+                        guild_id=guild_id,
+                        channel_id=channel_id,
+                        user_id=user_id,
+                        model_name=model_name,
+                        model_version_id=model_version_id,
+                        options=options,
+                    )
+                    session.add(generation)
+                    await session.flush()
+                    reserved.append(Reserved(name, generation.id))
+            except IntegrityError:
+                reserved.append(Reserved(name, None, "issued"))
+    return reserved
+
+
+async def attach_message(
+    sessions: SessionMaker, generation_id: int, *, message_id: int, channel_id: int | None
+) -> None:
+    async with sessions.begin() as session:
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == generation_id)
+            .values(message_id=message_id, channel_id=channel_id)
+        )
+
+
+async def release_generation(sessions: SessionMaker, generation_id: int) -> None:
+    """Forget a reservation whose message was never posted (the genre may be issued again)."""
+    async with sessions.begin() as session:
+        await session.execute(delete(Generation).where(Generation.id == generation_id))
+
+
+async def generation_by_message(sessions: SessionMaker, message_id: int) -> GenerationRef | None:
+    async with sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(Generation.id, Generation.guild_id, Genre.display_name, Generation.user_id)
+                .join(Genre, Genre.id == Generation.genre_id)
+                .where(Generation.message_id == message_id)
+            )
+        ).first()
+    if row is None:
+        return None
+    return GenerationRef(int(row[0]), row[1], str(row[2]), row[3])
+
+
+@dataclass(frozen=True)
+class GenreLookup:
+    """Everything `/genre check` says about a name."""
+
+    query: str
+    key: str
+    display_name: str | None
+    origin: str | None
+    sources: list[str]
+    # This guild's generation of it, if any.
+    generation_id: int | None = None
+    user_id: int | None = None
+    created_at: datetime | None = None
+    message_id: int | None = None
+    channel_id: int | None = None
+    upvotes: int = 0
+    downvotes: int = 0
+    favorites: int = 0
+    # Guilds other than this one where it was issued.
+    elsewhere: int = 0
+
+    @property
+    def score(self) -> int:
+        return self.upvotes - self.downvotes
+
+
+async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) -> GenreLookup:
+    """What the store knows about ``name`` from the point of view of ``guild_id``."""
+    from bot.store.models import Favorite, GenreSource, Vote
+
+    key = genre_key(name)
+    async with sessions.begin() as session:
+        genre = await session.scalar(select(Genre).where(Genre.name == key))
+        if genre is None:
+            return GenreLookup(name, key, None, None, [])
+        sources = list(
+            (
+                await session.scalars(
+                    select(GenreSource.source).where(GenreSource.genre_id == genre.id)
+                )
+            ).all()
+        )
+        gens = (
+            await session.execute(
+                select(
+                    Generation.id,
+                    Generation.guild_id,
+                    Generation.user_id,
+                    Generation.created_at,
+                    Generation.message_id,
+                    Generation.channel_id,
+                ).where(Generation.genre_id == genre.id)
+            )
+        ).all()
+        here = next((g for g in gens if g[1] == guild_id), None)
+        elsewhere = sum(1 for g in gens if g[1] != guild_id)
+        up = down = favs = 0
+        if here is not None:
+            values = (
+                await session.scalars(select(Vote.value).where(Vote.generation_id == here[0]))
+            ).all()
+            up = sum(1 for v in values if v > 0)
+            down = sum(1 for v in values if v < 0)
+            favs = len(
+                (
+                    await session.scalars(
+                        select(Favorite.id).where(Favorite.generation_id == here[0])
+                    )
+                ).all()
+            )
+    return GenreLookup(
+        query=name,
+        key=key,
+        display_name=genre.display_name,
+        origin=genre.origin,
+        sources=sorted(set(sources)),
+        generation_id=None if here is None else here[0],
+        user_id=None if here is None else here[2],
+        created_at=None if here is None else here[3],
+        message_id=None if here is None else here[4],
+        channel_id=None if here is None else here[5],
+        upvotes=up,
+        downvotes=down,
+        favorites=favs,
+        elsewhere=elsewhere,
+    )

@@ -1,0 +1,98 @@
+"""Votes (👍 +1 / 👎 -1) and favorites (⭐) from reaction events.
+
+Every function is idempotent, so a duplicated or replayed gateway event never double-counts:
+adding a vote is an upsert on ``(generation_id, user_id)`` (the latest reaction wins, so
+switching 👍 → 👎 still counts once), removing a reaction only deletes the vote when it still
+has that reaction's value (removing the old 👍 after switching to 👎 keeps the 👎).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot.store.engine import SessionMaker
+from bot.store.models import Favorite, Vote, utcnow
+
+
+def _insert(session: Any, table: Any) -> Any:
+    """The dialect's INSERT with ON CONFLICT support (SQLite and PostgreSQL)."""
+    if session.bind.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def set_vote(sessions: SessionMaker, generation_id: int, user_id: int, value: int) -> bool:
+    """Record ``user_id``'s vote; returns True when something changed."""
+    if value not in (-1, 1):
+        raise ValueError("a vote is -1 or +1")
+    async with sessions.begin() as session:
+        current = await session.scalar(
+            select(Vote.value).where(Vote.generation_id == generation_id, Vote.user_id == user_id)
+        )
+        if current == value:
+            return False
+        stmt = _insert(session, Vote).values(
+            generation_id=generation_id, user_id=user_id, value=value
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["generation_id", "user_id"],
+            set_={"value": value, "updated_at": utcnow()},
+        )
+        await session.execute(stmt)
+        return True
+
+
+async def remove_vote(sessions: SessionMaker, generation_id: int, user_id: int, value: int) -> bool:
+    """Withdraw the vote if it still has ``value``; returns True when a row was deleted."""
+    async with sessions.begin() as session:
+        result = await session.execute(
+            delete(Vote).where(
+                Vote.generation_id == generation_id, Vote.user_id == user_id, Vote.value == value
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+async def add_favorite(sessions: SessionMaker, generation_id: int, user_id: int) -> bool:
+    async with sessions.begin() as session:
+        stmt = _insert(session, Favorite).values(generation_id=generation_id, user_id=user_id)
+        result = await session.execute(
+            stmt.on_conflict_do_nothing(index_elements=["generation_id", "user_id"])
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+async def remove_favorite(sessions: SessionMaker, generation_id: int, user_id: int) -> bool:
+    async with sessions.begin() as session:
+        result = await session.execute(
+            delete(Favorite).where(
+                Favorite.generation_id == generation_id, Favorite.user_id == user_id
+            )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+async def tally(sessions: SessionMaker, generation_id: int) -> dict[str, int]:
+    """``{"up", "down", "score", "favorites"}`` of one generation."""
+    async with sessions.begin() as session:
+        rows = dict(
+            (
+                await session.execute(
+                    select(Vote.value, func.count())
+                    .where(Vote.generation_id == generation_id)
+                    .group_by(Vote.value)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        favorites = await session.scalar(
+            select(func.count())
+            .select_from(Favorite)
+            .where(Favorite.generation_id == generation_id)
+        )
+    up, down = int(rows.get(1, 0)), int(rows.get(-1, 0))
+    return {"up": up, "down": down, "score": up - down, "favorites": int(favorites or 0)}

@@ -1,0 +1,684 @@
+"""A fake Discord (REST + gateway) on 127.0.0.1 for driving the real discord.py client.
+
+Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE`` and
+``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``). It implements what the bot uses:
+
+* gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED, and
+  :meth:`FakeDiscord.dispatch` for any event (INTERACTION_CREATE, MESSAGE_REACTION_ADD/REMOVE);
+* REST: ``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``, application command
+  sync (global and guild), interaction callbacks, webhook follow-ups and ``@original`` edits,
+  channel messages, reactions (the bot's own reactions are echoed back as gateway events, as
+  Discord does).
+
+Every REST call is recorded in :attr:`FakeDiscord.calls`; unknown routes answer 404 and are
+recorded too, so a test can assert nothing unexpected was called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import WSMsgType, web
+
+API_PREFIX = "/api/v10"
+DISCORD_EPOCH_MS = 1420070400000
+ALL_PERMISSIONS = (1 << 50) - 1
+MEMBER_PERMISSIONS = (
+    0x0000000000000400 | 0x0000000000000800 | 0x0000000000000040
+)  # view, send, react
+MANAGE_GUILD = 0x20
+ADD_REACTIONS = 0x40
+
+
+def snowflake(counter: itertools.count[int]) -> int:
+    return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + next(counter) % (1 << 22)
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class RecordedCall:
+    method: str
+    path: str  # without the /api/v10 prefix
+    query: dict[str, str]
+    json: Any = None
+    files: list[str] = field(default_factory=list)
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class FakeUser:
+    id: int
+    username: str
+    bot: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "username": self.username,
+            "discriminator": "0",
+            "global_name": self.username,
+            "avatar": None,
+            "bot": self.bot,
+            "public_flags": 0,
+        }
+
+    def member(self, permissions: int) -> dict[str, Any]:
+        return {
+            "user": self.payload(),
+            "roles": [],
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "pending": False,
+            "nick": None,
+            "avatar": None,
+            "permissions": str(permissions),
+        }
+
+
+@dataclass
+class Interaction:
+    id: int
+    token: str
+    user: FakeUser
+    guild_id: int
+    channel_id: int
+    sent_at: float
+
+
+class FakeDiscord:
+    """See the module docstring."""
+
+    def __init__(self, *, guild_id: int = 1000, channel_id: int = 2000) -> None:
+        self._ids = itertools.count(1)
+        self.bot_user = FakeUser(900001, "microgenre", bot=True)
+        self.application_id = self.bot_user.id
+        self.owner = FakeUser(900002, "owner")
+        self.guild_id = guild_id
+        self.channel_id = channel_id
+        self.calls: list[RecordedCall] = []
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.originals: dict[str, int] = {}  # interaction token -> message id
+        self.reactions: dict[int, dict[str, set[int]]] = {}
+        self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or "guild:<id>"
+        self.interactions: dict[str, Interaction] = {}
+        # Channels where the bot may not add reactions (403, like Discord without the perm).
+        self.no_reactions_in: set[int] = set()
+        self.identified = asyncio.Event()
+        self.identify_count = 0
+        self._sockets: list[web.WebSocketResponse] = []
+        self._seq = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self._changed = asyncio.Condition()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.base_url}{API_PREFIX}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None)
+        assert sockets
+        self.port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def patch(self, monkeypatch: Any) -> None:
+        """Point the discord.py classes at this server for the test's duration."""
+        import yarl
+        from discord.gateway import DiscordWebSocket
+        from discord.http import Route
+
+        monkeypatch.setattr(Route, "BASE", self.api_base)
+        monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
+
+    # ------------------------------------------------------------------ payloads
+
+    def guild_payload(self) -> dict[str, Any]:
+        everyone = {
+            "id": str(self.guild_id),
+            "name": "@everyone",
+            "permissions": str(MEMBER_PERMISSIONS),
+            "position": 0,
+            "color": 0,
+            "hoist": False,
+            "managed": False,
+            "mentionable": False,
+            "flags": 0,
+        }
+        channel = {
+            "id": str(self.channel_id),
+            "type": 0,
+            "guild_id": str(self.guild_id),
+            "name": "genres",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
+        return {
+            "id": str(self.guild_id),
+            "name": "Test Server",
+            "icon": None,
+            "owner_id": str(self.owner.id),
+            "roles": [everyone],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "channels": [channel],
+            "threads": [],
+            "members": [{k: v for k, v in self.bot_user.member(0).items() if k != "permissions"}],
+            "presences": [],
+            "voice_states": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "member_count": 3,
+            "large": False,
+            "unavailable": False,
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "system_channel_id": None,
+            "system_channel_flags": 0,
+            "afk_timeout": 300,
+        }
+
+    def message_payload(
+        self,
+        message_id: int,
+        channel_id: int,
+        content: str,
+        *,
+        embeds: list[Any] | None = None,
+        attachments: list[str] | None = None,
+        interaction_token: str | None = None,
+        flags: int = 0,
+    ) -> dict[str, Any]:
+        return {
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "guild_id": str(self.guild_id),
+            "author": self.bot_user.payload(),
+            "content": content,
+            "timestamp": iso_now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [
+                {
+                    "id": str(snowflake(self._ids)),
+                    "filename": name,
+                    "size": 1,
+                    "url": f"{self.base_url}/attachments/{name}",
+                    "proxy_url": f"{self.base_url}/attachments/{name}",
+                }
+                for name in attachments or []
+            ],
+            "embeds": embeds or [],
+            "pinned": False,
+            "type": 0 if interaction_token is None else 20,
+            "flags": flags,
+            "webhook_id": str(self.application_id) if interaction_token else None,
+            "application_id": str(self.application_id) if interaction_token else None,
+            "components": [],
+        }
+
+    # ------------------------------------------------------------------ gateway
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_str(
+            json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
+        )
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                op = data.get("op")
+                if op == 1:
+                    await ws.send_str(json.dumps({"op": 11, "d": None}))
+                elif op == 2:
+                    self.identify_count += 1
+                    await self._send_ready(ws, data["d"])
+                elif op == 6:
+                    await self._send(ws, "RESUMED", {})
+        finally:
+            if ws in self._sockets:
+                self._sockets.remove(ws)
+        return ws
+
+    async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
+        await ws.send_str(json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data}))
+
+    async def _send_ready(self, ws: web.WebSocketResponse, identify: dict[str, Any]) -> None:
+        ready: dict[str, Any] = {
+            "v": 10,
+            "user": self.bot_user.payload(),
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": "fake-session",
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(self.application_id), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+        }
+        if identify.get("shard") is not None:
+            ready["shard"] = identify["shard"]
+        await self._send(ws, "READY", ready)
+        await self._send(ws, "GUILD_CREATE", self.guild_payload())
+        self.identified.set()
+
+    async def dispatch(self, event: str, data: Any) -> None:
+        """Send a gateway event to every connected client."""
+        for ws in list(self._sockets):
+            if not ws.closed:
+                await self._send(ws, event, data)
+
+    # ------------------------------------------------------------------ test helpers
+
+    def member(self, name: str, *, user_id: int | None = None, bot: bool = False) -> FakeUser:
+        return FakeUser(user_id or snowflake(self._ids), name, bot=bot)
+
+    async def invoke(
+        self,
+        user: FakeUser,
+        command: str,
+        subcommand: str | None = None,
+        options: dict[str, Any] | None = None,
+        *,
+        permissions: int = MEMBER_PERMISSIONS,
+        app_permissions: int = ALL_PERMISSIONS,
+    ) -> Interaction:
+        """Dispatch an INTERACTION_CREATE for ``/command [subcommand] options``."""
+        types = {bool: 5, int: 4, float: 10, str: 3}
+        option_list: list[dict[str, Any]] = []
+        for key, value in (options or {}).items():
+            if isinstance(value, FakeUser):
+                option_list.append({"name": key, "type": 6, "value": str(value.id)})
+            else:
+                option_list.append({"name": key, "type": types[type(value)], "value": value})
+        data: dict[str, Any] = {"id": str(snowflake(self._ids)), "name": command, "type": 1}
+        if subcommand is None:
+            data["options"] = option_list
+        else:
+            data["options"] = [{"name": subcommand, "type": 1, "options": option_list}]
+        resolved_users = {
+            str(v.id): v.payload() for v in (options or {}).values() if isinstance(v, FakeUser)
+        }
+        if resolved_users:
+            data["resolved"] = {"users": resolved_users}
+        if f"guild:{self.guild_id}" in self.commands:
+            data["guild_id"] = str(self.guild_id)
+        interaction_id = snowflake(self._ids)
+        token = f"token-{interaction_id}"
+        payload = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": 2,
+            "data": data,
+            "guild_id": str(self.guild_id),
+            "guild": {"id": str(self.guild_id), "features": [], "locale": "en-US"},
+            "channel_id": str(self.channel_id),
+            "channel": {
+                "id": str(self.channel_id),
+                "type": 0,
+                "name": "genres",
+                "guild_id": str(self.guild_id),
+                "permissions": str(permissions),
+                "nsfw": False,
+                "parent_id": None,
+                "position": 0,
+            },
+            "member": user.member(permissions),
+            "token": token,
+            "version": 1,
+            "app_permissions": str(app_permissions),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "context": 0,
+            "attachment_size_limit": 8 * 1024 * 1024,
+        }
+        interaction = Interaction(
+            interaction_id, token, user, self.guild_id, self.channel_id, time.monotonic()
+        )
+        self.interactions[token] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def react(self, user: FakeUser, message_id: int, emoji: str, *, add: bool = True) -> None:
+        """Dispatch MESSAGE_REACTION_ADD (with member) or MESSAGE_REACTION_REMOVE."""
+        message = self.messages.get(message_id)
+        channel_id = int(message["channel_id"]) if message else self.channel_id
+        data: dict[str, Any] = {
+            "user_id": str(user.id),
+            "channel_id": str(channel_id),
+            "message_id": str(message_id),
+            "guild_id": str(self.guild_id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
+        }
+        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, set())
+        if add:
+            users.add(user.id)
+            data["member"] = user.member(MEMBER_PERMISSIONS)
+            data["message_author_id"] = str(self.bot_user.id)
+            data["burst_colors"] = []
+            await self.dispatch("MESSAGE_REACTION_ADD", data)
+        else:
+            users.discard(user.id)
+            await self.dispatch("MESSAGE_REACTION_REMOVE", data)
+
+    def calls_matching(self, method: str, path_contains: str) -> list[RecordedCall]:
+        return [c for c in self.calls if c.method == method and path_contains in c.path]
+
+    async def wait_for(self, predicate: Callable[[], Any], within: float = 10.0) -> Any:
+        """Wait until ``predicate()`` is truthy (re-checked after every REST call)."""
+        deadline = time.monotonic() + within
+        async with self._changed:
+            while True:
+                value = predicate()
+                if value:
+                    return value
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("fake Discord: condition not reached")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), min(remaining, 0.2))
+
+    def followups(self, interaction: Interaction) -> list[dict[str, Any]]:
+        """Messages posted as follow-ups of ``interaction`` (not ephemeral), in order."""
+        return [
+            m
+            for m in self.messages.values()
+            if m.get("_token") == interaction.token and not m.get("_original")
+        ]
+
+    def original(self, interaction: Interaction) -> dict[str, Any] | None:
+        mid = self.originals.get(interaction.token)
+        return None if mid is None else self.messages.get(mid)
+
+    # ------------------------------------------------------------------ REST
+
+    @staticmethod
+    def _json(data: Any, status: int = 200) -> web.Response:
+        if status == 204:
+            return web.Response(status=204)
+        # discord.py checks the content type for equality with "application/json".
+        return web.Response(
+            status=status,
+            body=json.dumps(data).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    async def _read_body(self, request: web.Request) -> tuple[Any, list[str]]:
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            files: list[str] = []
+            payload: Any = None
+            for key, value in form.items():
+                if key == "payload_json":
+                    payload = json.loads(str(value))
+                elif hasattr(value, "filename"):
+                    files.append(value.filename)
+            return payload, files
+        if request.can_read_body:
+            text = await request.text()
+            return (json.loads(text) if text else None), []
+        return None, []
+
+    async def _rest(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["tail"]
+        body, files = await self._read_body(request)
+        call = RecordedCall(request.method, unquote(path), dict(request.query), body, files)
+        self.calls.append(call)
+        try:
+            return await self._route(call)
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _route(self, call: RecordedCall) -> web.Response:
+        m, parts = call.method, call.path.strip("/").split("/")
+        body = call.json or {}
+        app = str(self.application_id)
+        if m == "GET" and parts == ["users", "@me"]:
+            return self._json(self.bot_user.payload())
+        if m == "GET" and parts == ["oauth2", "applications", "@me"]:
+            return self._json(
+                {
+                    "id": app,
+                    "name": "microgenre",
+                    "description": "",
+                    "icon": None,
+                    "bot_public": True,
+                    "bot_require_code_grant": False,
+                    "owner": self.owner.payload(),
+                    "verify_key": "0" * 64,
+                    "flags": 0,
+                }
+            )
+        if m == "GET" and parts == ["gateway", "bot"]:
+            return self._json(
+                {
+                    "url": self.gateway_url,
+                    "shards": 1,
+                    "session_start_limit": {
+                        "total": 1000,
+                        "remaining": 1000,
+                        "reset_after": 0,
+                        "max_concurrency": 1,
+                    },
+                }
+            )
+        if m == "GET" and parts == ["gateway"]:
+            return self._json({"url": self.gateway_url})
+        if parts[:2] == ["applications", app] and parts[-1] == "commands":
+            scope = "global" if len(parts) == 3 else f"guild:{parts[3]}"
+            if m == "PUT":
+                stored = [
+                    {**c, "id": str(snowflake(self._ids)), "application_id": app, "version": "1"}
+                    | ({"guild_id": parts[3]} if scope != "global" else {})
+                    for c in body
+                ]
+                self.commands[scope] = stored
+                return self._json(stored)
+            if m == "GET":
+                return self._json(self.commands.get(scope, []))
+        if m == "POST" and parts[0] == "interactions" and parts[-1] == "callback":
+            return self._interaction_callback(parts[2], body, call.files)
+        if parts[0] == "webhooks" and len(parts) >= 3 and parts[1] == app:
+            return self._webhook(m, parts[2], parts[3:], body, call.files)
+        if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
+            return await self._channel_messages(m, int(parts[1]), parts[3:], body, call.files)
+        return self._json({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _interaction_callback(
+        self, token: str, body: dict[str, Any], files: list[str]
+    ) -> web.Response:
+        interaction = self.interactions.get(token)
+        if interaction is None:
+            return self._json({"message": "Unknown interaction", "code": 10062}, status=404)
+        kind = body.get("type")
+        data = body.get("data") or {}
+        flags = int(data.get("flags") or 0)
+        message_id = snowflake(self._ids)
+        content = "" if kind == 5 else str(data.get("content") or "")
+        message = self.message_payload(
+            message_id,
+            interaction.channel_id,
+            content,
+            embeds=data.get("embeds"),
+            attachments=files,
+            interaction_token=token,
+            flags=flags,
+        )
+        message.update(
+            _token=token, _original=True, _deferred=kind == 5, _ephemeral=bool(flags & 64)
+        )
+        self.messages[message_id] = message
+        self.originals[token] = message_id
+        response: dict[str, Any] = {
+            "interaction": {
+                "id": str(interaction.id),
+                "type": 2,
+                "response_message_id": str(message_id),
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(flags & 64),
+            },
+            "resource": {"type": kind},
+        }
+        if kind == 4:
+            response["resource"]["message"] = self._public(message)
+        return self._json(response)
+
+    @staticmethod
+    def _public(message: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in message.items() if not k.startswith("_")}
+
+    def _webhook(
+        self, m: str, token: str, rest: list[str], body: dict[str, Any], files: list[str]
+    ) -> web.Response:
+        interaction = self.interactions.get(token)
+        if interaction is None:
+            return self._json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if m == "POST" and not rest:
+            message_id = snowflake(self._ids)
+            flags = int(body.get("flags") or 0)
+            message = self.message_payload(
+                message_id,
+                interaction.channel_id,
+                str(body.get("content") or ""),
+                embeds=body.get("embeds"),
+                attachments=files,
+                interaction_token=token,
+                flags=flags,
+            )
+            message.update(_token=token, _ephemeral=bool(flags & 64))
+            self.messages[message_id] = message
+            return self._json(self._public(message))
+        if len(rest) == 2 and rest[0] == "messages":
+            key = rest[1]
+            target = self.originals.get(token, 0) if key == "@original" else int(key)
+            found = self.messages.get(target)
+            if found is None:
+                return self._json({"message": "Unknown Message", "code": 10008}, status=404)
+            if m == "GET":
+                return self._json(self._public(found))
+            if m == "PATCH":
+                if "content" in body:
+                    found["content"] = body["content"] or ""
+                if "embeds" in body:
+                    found["embeds"] = body["embeds"] or []
+                found["edited_timestamp"] = iso_now()
+                found["_deferred"] = False
+                return self._json(self._public(found))
+            if m == "DELETE":
+                found["_deleted"] = True
+                return self._json(None, status=204)
+        return self._json({"message": "404: Not Found", "code": 0}, status=404)
+
+    async def _channel_messages(
+        self, m: str, channel_id: int, rest: list[str], body: dict[str, Any], files: list[str]
+    ) -> web.Response:
+        if not rest and m == "POST":
+            message_id = snowflake(self._ids)
+            message = self.message_payload(
+                message_id,
+                channel_id,
+                str(body.get("content") or ""),
+                embeds=body.get("embeds"),
+                attachments=files,
+            )
+            self.messages[message_id] = message
+            return self._json(self._public(message))
+        if not rest:
+            return self._json({"message": "404: Not Found", "code": 0}, status=404)
+        message_id = int(rest[0])
+        stored = self.messages.get(message_id)
+        if stored is None:
+            return self._json({"message": "Unknown Message", "code": 10008}, status=404)
+        if len(rest) == 1:
+            if m == "GET":
+                return self._json(self._public(stored))
+            if m == "PATCH":
+                if "content" in body:
+                    stored["content"] = body["content"] or ""
+                if "embeds" in body:
+                    stored["embeds"] = body["embeds"] or []
+                stored["edited_timestamp"] = iso_now()
+                return self._json(self._public(stored))
+        if len(rest) == 4 and rest[1] == "reactions" and rest[3] == "@me" and m == "PUT":
+            if channel_id in self.no_reactions_in:
+                return self._json({"message": "Missing Permissions", "code": 50013}, status=403)
+            emoji = rest[2]
+            self.reactions.setdefault(message_id, {}).setdefault(emoji, set()).add(self.bot_user.id)
+            # Discord tells the bot about its own reactions too.
+            asyncio.get_running_loop().create_task(
+                self.dispatch(
+                    "MESSAGE_REACTION_ADD",
+                    {
+                        "user_id": str(self.bot_user.id),
+                        "channel_id": str(channel_id),
+                        "message_id": str(message_id),
+                        "guild_id": str(self.guild_id),
+                        "emoji": {"id": None, "name": emoji},
+                        "member": self.bot_user.member(ALL_PERMISSIONS),
+                        "message_author_id": str(self.bot_user.id),
+                        "burst": False,
+                        "burst_colors": [],
+                        "type": 0,
+                    },
+                )
+            )
+            return self._json(None, status=204)
+        return self._json({"message": "404: Not Found", "code": 0}, status=404)
