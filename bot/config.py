@@ -179,6 +179,53 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class BotConfig:
+    # Seconds a user waits between two /genre new commands.
+    cooldown_s: float = 10.0
+    # Most /genre new requests of one server generating at the same time; more are told to wait.
+    guild_concurrency: int = 4
+    # Longest text accepted for the "like" option of /genre new.
+    max_like_chars: int = 60
+    # Retraining uses generated genres whose net score (upvotes - downvotes) reaches this...
+    retrain_min_score: int = 2
+    # ...and leaves out any genre with at least this many downvotes, whatever its score.
+    retrain_max_downvotes: int = 3
+    # Quality gate for a retrained adapter: its well-formed rate must be at least this...
+    gate_min_well_formed: float = 0.8
+    # ...its novelty rate (share of well-formed outputs that are not real genres) at least this...
+    gate_min_novel: float = 0.5
+    # ...and neither rate may fall more than this below the active model's.
+    gate_max_regression: float = 0.05
+    # The retraining progress message is edited at most this often, in seconds.
+    progress_edit_interval_s: float = 5.0
+    # Command run for retraining; empty: this Python running `microgenre train`. Arguments
+    # `--progress-json --output DIR [--extra-genres FILE]` are appended.
+    train_command: tuple[str, ...] = ()
+    # Command run to evaluate an adapter; empty: `microgenre eval`. `--adapter DIR --json`
+    # are appended.
+    eval_command: tuple[str, ...] = ()
+    # Seconds a shutdown waits for in-flight /genre new requests before failing them.
+    shutdown_grace_s: float = 10.0
+
+    def validate(self) -> None:
+        if self.cooldown_s < 0:
+            raise ValueError("cooldown_s must be >= 0")
+        if self.guild_concurrency < 1:
+            raise ValueError("guild_concurrency must be >= 1")
+        if self.max_like_chars < 1:
+            raise ValueError("max_like_chars must be >= 1")
+        if self.retrain_max_downvotes < 1:
+            raise ValueError("retrain_max_downvotes must be >= 1")
+        for name in ("gate_min_well_formed", "gate_min_novel", "gate_max_regression"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.progress_edit_interval_s < 0:
+            raise ValueError("progress_edit_interval_s must be >= 0")
+        if self.shutdown_grace_s < 0:
+            raise ValueError("shutdown_grace_s must be >= 0")
+
+
+@dataclass(frozen=True)
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -187,6 +234,7 @@ class Config:
     scraping: ScrapingConfig = field(default_factory=ScrapingConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    bot: BotConfig = field(default_factory=BotConfig)
     # Folder the relative paths are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
     # Where the settings came from, for messages ("built-in defaults" or a file path).
@@ -216,6 +264,7 @@ SECTIONS: dict[str, type] = {
     "scraping": ScrapingConfig,
     "worker": WorkerConfig,
     "serve": ServeConfig,
+    "bot": BotConfig,
 }
 
 # Variables that override a key under a name of their own.
