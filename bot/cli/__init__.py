@@ -36,7 +36,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 def _register() -> None:
     # Imported for their side effect of adding commands to `main`.
-    from bot.cli import db, model, scrape, serve, stats  # noqa: F401
+    from bot.cli import bot, db, model, scrape, serve, stats  # noqa: F401
 
 
 _register()
