@@ -28,8 +28,8 @@ import re
 from typing import Any
 from urllib.parse import urljoin
 
-from scraping.html import Element, page_title, parse_style, split_elements, strip_tags
 from scraping.normalize import clean_name, genre_key
+from scraping.pagetext import Element, page_title, parse_style, split_elements, strip_tags
 from scraping.records import GenreRecord, ParseError, ParseReport
 
 SOURCE = "everynoise"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from scraping.normalize import clean_name, genre_key
@@ -28,8 +29,9 @@ class GenreRecord:
     url: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # Computed once per record (imports touch it several times per record).
         return genre_key(self.name)
 
     @classmethod
