@@ -185,7 +185,7 @@ class BotConfig:
     # Most /genre new requests of one server generating at the same time; more are told to wait.
     guild_concurrency: int = 4
     # Longest text accepted for the "like" option of /genre new.
-    max_like_chars: int = 60
+    max_like_chars: int = 48
     # Retraining uses generated genres whose net score (upvotes - downvotes) reaches this...
     retrain_min_score: int = 2
     # ...and leaves out any genre with at least this many downvotes, whatever its score.

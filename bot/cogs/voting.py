@@ -8,7 +8,10 @@ or racing events never double-count.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import discord
@@ -46,6 +49,21 @@ def reaction_kind(emoji: discord.PartialEmoji) -> str | None:
 class VotingCog(commands.Cog):
     def __init__(self, bot: MicrogenreBot) -> None:
         self.bot = bot
+        # discord.py runs every event handler as its own task; one lock per (message, user),
+        # taken before the first await, keeps that user's events on that message in order
+        # (an add followed by a remove must not be applied the other way round).
+        self._locks: dict[tuple[int, int], asyncio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def _ordered(self, payload: discord.RawReactionActionEvent) -> AsyncIterator[None]:
+        key = (payload.message_id, payload.user_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
 
     def _ignored(self, payload: discord.RawReactionActionEvent) -> bool:
         if payload.guild_id is None:
@@ -63,6 +81,10 @@ class VotingCog(commands.Cog):
         kind = reaction_kind(payload.emoji)
         if kind is None or self._ignored(payload):
             return
+        async with self._ordered(payload):
+            await self._added(payload, kind)
+
+    async def _added(self, payload: discord.RawReactionActionEvent, kind: str) -> None:
         ref = await generation_by_message(self.bot.sessions, payload.message_id)
         if ref is None or ref.guild_id != payload.guild_id:
             return
@@ -77,6 +99,10 @@ class VotingCog(commands.Cog):
         kind = reaction_kind(payload.emoji)
         if kind is None or self._ignored(payload):
             return
+        async with self._ordered(payload):
+            await self._removed(payload, kind)
+
+    async def _removed(self, payload: discord.RawReactionActionEvent, kind: str) -> None:
         ref = await generation_by_message(self.bot.sessions, payload.message_id)
         if ref is None or ref.guild_id != payload.guild_id:
             return
