@@ -12,20 +12,53 @@ import asyncio
 
 from scraping import everynoise, musicbrainz
 from scraping.fetch import Fetcher, FetchError
-from scraping.records import ParseReport
+from scraping.records import ParseError, ParseReport
 
 # Stop paging after this many MusicBrainz pages whatever the count says (about 2 200 genres
 # in 2024: 23 pages).
 MAX_MUSICBRAINZ_PAGES = 200
 
 
-async def scrape_everynoise(fetcher: Fetcher) -> list[tuple[str, ParseReport]]:
-    """The main map and the list page, each parsed in a worker thread."""
+async def scrape_everynoise(
+    fetcher: Fetcher, genre_pages: int = 0
+) -> list[tuple[str, ParseReport]]:
+    """The main map and the list page, each parsed in a worker thread; then the genre pages
+    (similar and opposite genres) of the ``genre_pages`` most popular genres (list order).
+
+    A genre page that cannot be fetched or read is counted in its report's ``skipped``, it
+    does not end the run (at 1 request/s, all 5 000+ pages take about 1.5 hours).
+    """
+    from tqdm import tqdm
+
     urls = [everynoise.MAIN_URL, everynoise.LIST_URL]
     main_text, list_text = await fetcher.get_many(urls, desc="everynoise")
     main = await asyncio.to_thread(everynoise.parse_main_page, main_text)
     listing = await asyncio.to_thread(everynoise.parse_list_page, list_text)
-    return [(everynoise.MAIN_URL, main), (everynoise.LIST_URL, listing)]
+    results = [(everynoise.MAIN_URL, main), (everynoise.LIST_URL, listing)]
+    if genre_pages <= 0:
+        return results
+    page_of = {r.key: r.url for r in main.records if r.url}
+    ranked = [page_of[r.key] for r in listing.records if r.key in page_of]
+    listed = set(ranked)
+    kind = {"kind": "everynoise-genre"}
+    ranked += [url for url in page_of.values() if url not in listed]
+    with tqdm(
+        total=min(genre_pages, len(ranked)),
+        desc="genre pages",
+        unit="page",
+        disable=not fetcher.settings.progress,
+    ) as bar:
+        for url in ranked[:genre_pages]:
+            try:
+                text = await fetcher.get_text(url)
+                report = await asyncio.to_thread(everynoise.parse_genre_page, text)
+            except FetchError as exc:
+                report = ParseReport([], {"genre page not fetched": 1}, {**kind, "error": str(exc)})
+            except ParseError as exc:
+                report = ParseReport([], {"unexpected genre page": 1}, {**kind, "error": str(exc)})
+            results.append((url, report))
+            bar.update(1)
+    return results
 
 
 async def scrape_musicbrainz(

@@ -131,7 +131,9 @@ def fetch_settings(config: Config) -> FetchSettings:
     )
 
 
-async def collect_live(config: Config, source: str, *, refresh: bool = False) -> ScrapeResult:
+async def collect_live(
+    config: Config, source: str, *, refresh: bool = False, genre_pages: int = 0
+) -> ScrapeResult:
     from scraping.fetch import Fetcher, FetchError
     from scraping.live import scrape_everynoise, scrape_musicbrainz
 
@@ -145,9 +147,11 @@ async def collect_live(config: Config, source: str, *, refresh: bool = False) ->
     settings = dataclasses.replace(fetch_settings(config), refresh=refresh)
     async with Fetcher.open(settings) as fetcher:
         for name in sources:
-            scraper = scrape_everynoise if name == "everynoise" else scrape_musicbrainz
             try:
-                reports = await scraper(fetcher)
+                if name == "everynoise":
+                    reports = await scrape_everynoise(fetcher, genre_pages)
+                else:
+                    reports = await scrape_musicbrainz(fetcher)
             except FetchError as exc:
                 raise MicrogenreError(f"cannot scrape {name}: {exc}") from None
             except ParseError as exc:
@@ -161,7 +165,11 @@ async def collect_live(config: Config, source: str, *, refresh: bool = False) ->
 
 
 async def _run(
-    config: Config, source: str, from_path: str | None, refresh: bool = False
+    config: Config,
+    source: str,
+    from_path: str | None,
+    refresh: bool = False,
+    genre_pages: int = 0,
 ) -> dict[str, Any]:
     from bot.store.genres import import_records
 
@@ -171,7 +179,7 @@ async def _run(
         if from_path is not None:
             result = await collect_from_path(Path(from_path), source)
         else:
-            result = await collect_live(config, source, refresh=refresh)
+            result = await collect_live(config, source, refresh=refresh, genre_pages=genre_pages)
         counts = await import_records(sessions, result.records)
     data = counts.to_dict()
     for reason, n in result.skipped.items():
@@ -203,17 +211,30 @@ async def _run(
     is_flag=True,
     help="Live only: fetch every page again instead of reusing the cached responses.",
 )
+@click.option(
+    "--genre-pages",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Live Every Noise only: also fetch the genre pages (similar/opposite genres) of the "
+    "N most popular genres.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def scrape(
-    ctx: click.Context, source: str, from_path: str | None, refresh: bool, as_json: bool
+    ctx: click.Context,
+    source: str,
+    from_path: str | None,
+    refresh: bool,
+    genre_pages: int,
+    as_json: bool,
 ) -> None:
     """Import real genres into the store (origin "training"), with their sources."""
     if from_path is not None:
         from_path = str(Path(from_path).expanduser())
-    if refresh and from_path is not None:
-        raise click.UsageError("--refresh applies to live fetching, not to --from")
-    data = asyncio.run(_run(state(ctx).config, source, from_path, refresh))
+    if (refresh or genre_pages) and from_path is not None:
+        raise click.UsageError("--refresh and --genre-pages apply to live fetching, not --from")
+    data = asyncio.run(_run(state(ctx).config, source, from_path, refresh, genre_pages))
     if as_json:
         echo_json(data)
         return

@@ -317,3 +317,38 @@ async def test_live_scrape_end_to_end_then_from_cache(
     # --refresh: the admin's way to pick up a changed site before retraining.
     await collect_live(config, "everynoise", refresh=True)
     assert site.hits["/"] == 2 and site.hits["/everynoise1d.html"] == 2
+
+
+async def test_live_everynoise_with_genre_pages(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scraping import everynoise
+    from scraping.live import scrape_everynoise
+
+    monkeypatch.setattr(everynoise, "BASE_URL", site.url("/"))
+    monkeypatch.setattr(everynoise, "MAIN_URL", site.url("/"))
+    monkeypatch.setattr(everynoise, "LIST_URL", site.url("/everynoise1d.html"))
+    site.then("/", reply((FIXTURES / "everynoise_main_small.html").read_text()))
+    site.then("/everynoise1d.html", reply((FIXTURES / "everynoise1d_small.html").read_text()))
+    genre_page = (FIXTURES / "everynoise_genre_small.html").read_text()
+    site.then("/engenremap-champeta.html", reply(genre_page.replace("breakbeat", "champeta")))
+    # /engenremap-drumandbass.html is missing (404): counted, the run goes on.
+    site.then("/engenremap-postrock.html", reply("<html><title>Oops</title></html>"))
+    fetcher = Fetcher(aiohttp.ClientSession(), settings(tmp_path, max_retries=0), sleep=Sleeps())
+    try:
+        reports = await scrape_everynoise(fetcher, genre_pages=10)
+    finally:
+        await fetcher.session.close()
+    pages = reports[2:]
+    # No list rank for these (the list fixture has other genres): main page order.
+    assert [url.rsplit("/", 1)[-1] for url, _ in pages] == [
+        "engenremap-champeta.html",
+        "engenremap-drumandbass.html",
+        "engenremap-musicapopularbrasileira.html",
+        "engenremap-postrock.html",
+    ]
+    champeta = pages[0][1].records[0]
+    assert champeta.name == "champeta"
+    assert champeta.extra["similar"] == ["big beat", "nu skool breaks"]
+    assert pages[1][1].skipped == {"genre page not fetched": 1}
+    assert pages[3][1].skipped == {"unexpected genre page": 1}
