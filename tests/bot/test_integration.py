@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -247,8 +248,7 @@ async def test_retrain_refused_for_non_admin_even_without_default_permissions(
             inter = await fake_discord.invoke(
                 mallory, "retrain", sub, permissions=MEMBER_PERMISSIONS
             )
-            await fake_discord.wait_for(lambda i=inter: fake_discord.original(i) is not None)
-            reply = fake_discord.original(inter)
+            reply = await fake_discord.wait_for(partial(fake_discord.original, inter))
             assert reply is not None and reply["_ephemeral"]
             assert "Manage Server" in reply["content"]
     async with sessions.begin() as s:

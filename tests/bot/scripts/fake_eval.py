@@ -1,0 +1,24 @@
+"""Stands in for `microgenre eval --adapter DIR --json`.
+
+Usage: fake_eval.py NEW_WELL_FORMED NEW_NOVEL [--adapter DIR] --json
+A retrained adapter (a path containing "run-") gets the given rates, anything else 0.9/0.6.
+"""
+
+import json
+import sys
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    adapter = args[args.index("--adapter") + 1] if "--adapter" in args else None
+    if adapter is not None and "run-" in adapter:
+        well_formed, novel = float(args[0]), float(args[1])
+    else:
+        well_formed, novel = 0.9, 0.6
+    print("loading model...", file=sys.stderr)
+    print(json.dumps({"model": {"raw": {"n": 100, "well_formed": well_formed, "novel": novel}}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Stands in for `microgenre train --progress-json`: prints JSON progress lines.
+
+Usage: fake_train.py MODE [STEP_DELAY_S] --progress-json --output DIR [--extra-genres FILE]
+MODE: ok (writes an adapter), fail (reports an error event and exits 1).
+"""
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    mode = args[0]
+    delay = float(args[1]) if len(args) > 1 and not args[1].startswith("--") else 0.0
+    output = Path(args[args.index("--output") + 1])
+    extra = args[args.index("--extra-genres") + 1] if "--extra-genres" in args else None
+    total = 6
+
+    def emit(**event: object) -> None:
+        print(json.dumps(event), flush=True)
+
+    emit(event="start", step=0, total_steps=total, extra_genres=extra)
+    for step in range(1, total + 1):
+        time.sleep(delay)
+        if mode == "fail" and step == 3:
+            emit(event="error", message="CUDA out of memory (pretend)")
+            return 1
+        emit(
+            event="step",
+            step=step,
+            total_steps=total,
+            loss=3.0 / step,
+            eta_s=(total - step) * delay,
+        )
+        if step % 3 == 0:
+            emit(event="epoch", epoch=step // 3, step=step, total_steps=total, loss=3.0 / step)
+    work = output.with_name(output.name + ".tmp")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "adapter_config.json").write_text("{}")
+    if extra:
+        shutil.copy(extra, work / "extra_genres.txt")
+    work.rename(output)
+    emit(event="done", step=total, total_steps=total, loss=0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Retraining: through Discord with fake train/eval scripts, and the manager on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.config import BotConfig
+from bot.retrain import Progress, RetrainBusyError, RetrainManager, gate_metrics, quality_gate
+from bot.service import GenreService
+from bot.store import runs as runs_store
+from bot.store.generations import attach_message, reserve_generations
+from bot.store.models import ModelVersion, TrainingRun
+from bot.store.votes import set_vote
+from tests.bot.fakes import ScriptedGenerator, make_config, running_bot
+from tests.fake_discord import FakeDiscord
+from tests.fake_discord.server import MANAGE_GUILD, MEMBER_PERMISSIONS
+
+pytestmark = pytest.mark.timeout(60)
+
+SCRIPTS = Path(__file__).parent / "scripts"
+ADMIN = MEMBER_PERMISSIONS | MANAGE_GUILD
+
+
+def commands(
+    mode: str = "ok", delay: float = 0.0, well: float = 0.9, novel: float = 0.7
+) -> dict[str, Any]:
+    return {
+        "train_command": [sys.executable, str(SCRIPTS / "fake_train.py"), mode, str(delay)],
+        "eval_command": [sys.executable, str(SCRIPTS / "fake_eval.py"), str(well), str(novel)],
+    }
+
+
+async def seed_votes(sessions: Any) -> None:
+    """'liked genre' +3, 'split genre' +2 but 3 downvotes, 'meh genre' +1."""
+    names = ["liked genre", "split genre", "meh genre"]
+    reserved = await reserve_generations(
+        sessions,
+        names,
+        guild_id=1000,
+        channel_id=2000,
+        user_id=1,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    votes = {"liked genre": [1, 1, 1], "split genre": [1] * 5 + [-1] * 3, "meh genre": [1]}
+    for i, r in enumerate(reserved):
+        assert r.generation_id is not None
+        await attach_message(sessions, r.generation_id, message_id=10 + i, channel_id=2000)
+        for user, value in enumerate(votes[r.name], start=100):
+            await set_vote(sessions, r.generation_id, user, value)
+
+
+async def test_retrain_from_discord_activates_a_passing_adapter(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    await seed_votes(sessions)
+    gen = ScriptedGenerator()
+    config = make_config(tmp_path)
+    async with running_bot(config, sessions, gen, retrainer_options=commands()) as running:
+        admin = fake_discord.member("admin")
+        inter = await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+        result = await fake_discord.wait_for(
+            lambda: [c for c in fake_discord.calls_matching("POST", "/channels/2000/messages")]
+        )
+        outcome = await running.retrainer.wait()
+    assert outcome.status == "succeeded", outcome.reason
+    [post] = result
+    assert post.files == ["loss_curve.png"]
+    embed = post.json["embeds"][0]
+    assert "succeeded" in embed["title"]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert (
+        fields["Well-formed"] == "0.90 (active: 0.90)" and fields["Novel"] == "0.70 (active: 0.60)"
+    )
+    # The progress message (the deferred reply) was edited with a bar, step and loss.
+    edits = [
+        c.json["content"]
+        for c in fake_discord.calls
+        if c.method == "PATCH" and inter.token in c.path and c.json and c.json.get("content")
+    ]
+    assert any("step 3/6" in e and "loss 1.000" in e and "%" in e for e in edits)
+    # Activated and hot-reloaded.
+    adapter = tmp_path / "data" / "runs" / "run-0001" / "adapter"
+    assert gen.reloads == [str(adapter)]
+    async with sessions.begin() as s:
+        version = (await s.execute(select(ModelVersion))).scalar_one()
+        run = (await s.execute(select(TrainingRun))).scalar_one()
+    assert version.active and version.path == str(adapter) and version.metrics["novel"] == 0.7
+    assert run.status == "succeeded" and run.model_version_id == version.id
+    assert running.service.active_version == (version.id, version.name)
+    # Community genres: net score >= 2 and fewer than 3 downvotes.
+    community = (adapter / "extra_genres.txt").read_text().splitlines()
+    assert community == ["liked genre"]
+
+
+async def test_gate_rejection_failure_busy_and_cancel(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    gen = ScriptedGenerator()
+    config = make_config(tmp_path)
+    async with running_bot(
+        config, sessions, gen, retrainer_options=commands("ok", 0.0, well=0.5)
+    ) as running:
+        admin = fake_discord.member("admin")
+        await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+        await asyncio.sleep(0.2)
+        outcome = await running.retrainer.wait()
+        assert outcome.status == "rejected"
+        assert "well-formed rate 0.50 is below the minimum 0.80" in outcome.reason
+        assert gen.reloads == []
+
+        # A failing trainer: the reason is reported, the active model keeps serving.
+        running.retrainer.train_command = commands("fail")["train_command"]
+        await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+        await asyncio.sleep(0.2)
+        outcome = await running.retrainer.wait()
+        assert outcome.status == "failed" and "CUDA out of memory" in outcome.reason
+
+        # A slow run: a second request is told the progress; cancel stops it.
+        running.retrainer.train_command = commands("ok", 1.0)["train_command"]
+        await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+        await fake_discord.wait_for(lambda: running.retrainer.running)
+        second = await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+        await fake_discord.wait_for(
+            lambda: [
+                c
+                for c in fake_discord.calls
+                if second.token in c.path and c.method == "POST" and c.json and "flags" in c.json
+            ]
+        )
+        busy = [
+            c.json["content"]
+            for c in fake_discord.calls
+            if second.token in c.path and c.method == "POST" and c.json and "flags" in c.json
+        ]
+        assert "already in progress" in busy[0] and "run #3" in busy[0]
+        cancel = await fake_discord.invoke(admin, "retrain", "cancel", permissions=ADMIN)
+        await fake_discord.wait_for(lambda: fake_discord.original(cancel) is not None)
+        outcome = await running.retrainer.wait()
+        assert outcome.status == "cancelled" and "cancelled by" in outcome.reason
+        status = await fake_discord.invoke(admin, "retrain", "status", permissions=ADMIN)
+        await fake_discord.wait_for(lambda: fake_discord.original(status) is not None)
+        reply = fake_discord.original(status)
+        assert reply is not None and "#3: **cancelled**" in reply["content"]
+    async with sessions.begin() as s:
+        statuses = (await s.execute(select(TrainingRun.status).order_by(TrainingRun.id))).all()
+        assert [r[0] for r in statuses] == ["rejected", "failed", "cancelled"]
+        assert (await s.execute(select(ModelVersion))).first() is None
+
+
+async def test_interrupted_run_is_marked_failed_at_startup(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    info = await runs_store.create_run(
+        sessions, requested_by=1, guild_id=1, channel_id=1, options={}
+    )
+    assert info is not None
+    await runs_store.update_run(sessions, info.id, status="running")
+    async with running_bot(make_config(tmp_path), sessions, ScriptedGenerator()):
+        pass
+    run = await runs_store.get_run(sessions, info.id)
+    assert run is not None and run.status == "failed" and "restarted" in (run.error or "")
+
+
+async def test_progress_reports_are_throttled(sessions: Any, tmp_path: Path) -> None:
+    config = make_config(tmp_path, progress_edit_interval_s=60.0)
+    service = GenreService(ScriptedGenerator(), sessions)
+    manager = RetrainManager(config, sessions, service, **commands())
+    reports: list[Progress] = []
+
+    async def on_progress(p: Progress) -> None:
+        reports.append(Progress(p.run_id, phase=p.phase, step=p.step))
+
+    await manager.start(requested_by=1, guild_id=1, channel_id=1, on_progress=on_progress)
+    with pytest.raises(RetrainBusyError):
+        await manager.start(requested_by=2, guild_id=1, channel_id=1)
+    outcome = await manager.wait()
+    assert outcome is not None and outcome.status == "succeeded"
+    # Six steps and two epochs, but only the forced reports: start, done, evaluating, activating.
+    assert [(r.phase, r.step) for r in reports] == [
+        ("training", 0),
+        ("training", 6),
+        ("evaluating", 6),
+        ("activating", 6),
+    ]
+
+
+def test_quality_gate_bounds() -> None:
+    bounds = BotConfig(gate_min_well_formed=0.8, gate_min_novel=0.5, gate_max_regression=0.05)
+    assert quality_gate(
+        {"well_formed": 0.86, "novel": 0.55}, {"well_formed": 0.9, "novel": 0.6}, bounds
+    ) == (True, [])
+    ok, reasons = quality_gate(
+        {"well_formed": 0.84, "novel": 0.7}, {"well_formed": 0.95, "novel": 0.6}, bounds
+    )
+    assert not ok and reasons == ["well-formed rate 0.84 is worse than the active model's 0.95"]
+    assert quality_gate({}, None, bounds)[0] is False
+    assert gate_metrics({"well_formed_rate": 1, "novel_rate": 0.5}) == {
+        "well_formed": 1.0,
+        "novel": 0.5,
+    }
+    assert gate_metrics({"raw": {"well_formed": 0.5}}) == {}
