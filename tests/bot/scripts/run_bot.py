@@ -1,0 +1,46 @@
+"""Run `microgenre bot` (the real CLI entry point) against a fake Discord.
+
+Usage: python tests/bot/scripts/run_bot.py API_BASE GATEWAY_URL
+The config comes from the environment (DISCORD_TOKEN, MICROGENRE_*). The model worker is the
+real supervised WorkerClient with a torch-free scripted sampler. On exit it prints one JSON line
+with the exit status and whether torch was imported in this (the bot's) process.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+
+def main() -> int:
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    import bot.service
+    from bot.cli import entry
+
+    Route.BASE = sys.argv[1]
+    DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])
+
+    async def create_generator(config, *, known=()):  # type: ignore[no-untyped-def]
+        from model.filters import Moderator
+        from model.worker import WorkerClient
+        from model.worker.factory import sampler_spec, worker_settings
+        from tests.bot.scripted_sampler import scripted_factory
+
+        client = WorkerClient(
+            sampler_spec(config), worker_settings(config), sampler_factory=scripted_factory
+        )
+        await client.start()
+        return bot.service.PipelineGenerator(client, known=known, moderator=Moderator())
+
+    bot.service.create_generator = create_generator  # type: ignore[assignment]
+    code = entry(["-v", "bot"])
+    print(json.dumps({"exit": code, "torch_loaded": "torch" in sys.modules}), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""`microgenre bot` as a real process: real worker client, SIGTERM exits 0, no torch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.store.stats import store_stats
+from tests.fake_discord import FakeDiscord
+
+pytestmark = pytest.mark.timeout(120)
+
+LAUNCHER = Path(__file__).parent / "scripts" / "run_bot.py"
+
+
+async def test_bot_process_serves_and_stops_cleanly_on_sigterm(
+    fake_discord: FakeDiscord, sessions: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
+        "DISCORD_TOKEN": "fake-token",
+        "MICROGENRE_DATABASE_URL": sqlite_url,
+        "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
+        "MICROGENRE_BOT_COOLDOWN_S": "0",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LAUNCHER),
+        fake_discord.api_base,
+        fake_discord.gateway_url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(fake_discord.identified.wait(), 60)
+        ann = fake_discord.member("ann")
+        inter = await fake_discord.invoke(ann, "genre", "new", {"count": 2})
+        messages = await fake_discord.wait_for(
+            lambda: len(fake_discord.followups(inter)) == 2 and fake_discord.followups(inter),
+            within=60,
+        )
+        callback = fake_discord.calls_matching("POST", f"/interactions/{inter.id}/")[0]
+        assert callback.at - inter.sent_at < 1.0
+        assert all(m["content"].startswith("🎵 **") for m in messages)
+        await fake_discord.wait_for(
+            lambda: len(fake_discord.reactions.get(int(messages[-1]["id"]), {})) == 3
+        )
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stdout is not None and proc.stderr is not None
+    out = (await proc.stdout.read()).decode()
+    err = (await proc.stderr.read()).decode()
+    assert rc == 0, err[-3000:]
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report == {"exit": 0, "torch_loaded": False}
+    assert "Traceback" not in err
+    stats = await store_stats(sessions)
+    assert stats["generated_genres"] == 2
+
+
+def test_missing_token_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import entry
+
+    assert entry(["bot"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: no Discord bot token") and len(err.splitlines()) == 1
