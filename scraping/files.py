@@ -222,14 +222,37 @@ def parse_parent_map_json(data: Any) -> ParseReport:
 # --- Wikipedia-derived files --------------------------------------------------------------
 
 
+_MAX_NAME_WORDS = 8
+_MAX_NAME_CHARS = 80
+
+
+def _name_like(line: str) -> bool:
+    """Could this line be one genre name (not prose, code or a key/value pair)?"""
+    words = line.split()
+    return (
+        len(line) <= _MAX_NAME_CHARS
+        and len(words) <= _MAX_NAME_WORDS
+        and not any(mark in line for mark in ("=", "{", "}", "<", ">", "\t", ": ", "://"))
+    )
+
+
 def parse_beets_txt(text: str) -> ParseReport:
-    """beets ``genres.txt``: one genre per line."""
+    """beets ``genres.txt``: one genre per line.
+
+    Refuses text that is not such a list (most lines prose or code), so a stray notes file
+    in a folder is not imported line by line; in a list, odd lines are skipped and counted.
+    """
     if "\x00" in text:
         raise ParseError("binary data in a text genre list")
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if lines and sum(_name_like(line) for line in lines) < 0.9 * len(lines):
+        raise ParseError("not a genre list (expected one short genre name per line)")
     skipped: dict[str, int] = {}
     records = []
-    for line in text.splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
+    for line in lines:
+        if not _name_like(line):
+            _count(skipped, "not a genre name")
             continue
         record = _record(line, "wikipedia", skipped, datasets=["beets_genres"])
         if record:
@@ -639,9 +662,14 @@ def decode_utf8(data: bytes) -> tuple[str, bool]:
     return text, bool(leftover)
 
 
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the largest shared file is 2.6 MB
+
+
 def read_document(path: Path) -> ParseReport:
     """Read and parse one file (blocking: run it in a thread)."""
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ParseError(f"larger than {MAX_FILE_BYTES // 2**20} MiB: not a genre list")
         data = path.read_bytes()
     except OSError as exc:
         raise ParseError(f"cannot read: {exc.strerror or exc}") from None

@@ -248,3 +248,35 @@ def test_real_discogs_and_rym_distinct_counts(shared_data: Path) -> None:
     assert len(discogs) == 365  # 370 styles + 15 top-level genres, merged (README)
     rym = merge_records(read_document(shared_data / "rym/rym-genre-tree.json").records)
     assert len(rym) == 2427
+
+
+def test_prose_text_file_is_not_a_genre_list(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text(
+        "Remember to ask the admins about the retraining schedule next week.\n"
+        "The bot should post new genres every evening, not every hour.\n"
+        "todo: fix the config = values\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ParseError, match="not a genre list"):
+        read_document(path)
+
+
+def test_odd_line_in_a_genre_list_is_skipped(tmp_path: Path) -> None:
+    lines = [f"genre {i}" for i in range(20)]
+    lines.append("this line is clearly a sentence that somebody pasted into the list")
+    path = tmp_path / "genres.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = read_document(path)
+    assert len(report.records) == 20
+    assert report.skipped == {"not a genre name": 1}
+
+
+def test_oversized_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scraping import files
+
+    monkeypatch.setattr(files, "MAX_FILE_BYTES", 10)
+    path = tmp_path / "genres.txt"
+    path.write_text("rock\njazz\nblues\n", encoding="utf-8")
+    with pytest.raises(ParseError, match="larger than"):
+        read_document(path)
