@@ -350,7 +350,7 @@ def parse_wikipedia_infobox_json(data: Any) -> ParseReport:
             continue
         dates = [d for d in item.get("origin_dates") or [] if isinstance(d, int)]
         years = (
-            f"{min(dates)}–{max(dates)}"
+            f"{min(dates)}-{max(dates)}"
             if len(set(dates)) > 1
             else (f"{dates[0]}" if dates else None)
         )

@@ -109,7 +109,7 @@ def test_extras_of_the_formats() -> None:
     tree = {r.name: r.extra["parents"] for r in read_document(DATA / "wikipedia/tree.yaml").records}
     assert tree["post-rock"] == ["alternative rock"] and tree["alternative rock"] == ["rock"]
     infobox = {r.name: r.extra for r in read_document(DATA / "wikipedia/infobox.json").records}
-    assert infobox["2 step garage"]["origin_years"] == "1993–1996"
+    assert infobox["2 step garage"]["origin_years"] == "1993-1996"
     assert infobox["2 step garage"]["origin_geo"] == ["London", "England"]
     assert infobox["grime"]["derived_from"] == ["2 step garage"]
     assert infobox["2-step"]["alias_of"] == ["2 step garage"]
