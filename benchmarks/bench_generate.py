@@ -1,0 +1,148 @@
+"""Generation benchmark: cold/warm CLI time, batched throughput vs a one-genre-per-call loop.
+
+    .venv/bin/python benchmarks/bench_generate.py [--n 200] [--loop-calls 8] [--skip-cli]
+
+1. ``microgenre generate -n 20`` in a fresh data folder (first run: includes the GGUF
+   conversion), then again (warm); checks the 20 genres are distinct, well-formed and absent from
+   ``../shared/data/genres.csv``.
+2. Throughput of the pipeline (``generate -n N`` after load): novel genres per second.
+3. The earlier project's way on the same merged weights: one ``generate(max_length=200)`` call per
+   genre, parse the first line, keep it if novel; novel genres per second and the speed-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+
+def real_keys() -> set[str]:
+    from scraping.normalize import genre_key
+
+    path = SHARED / "genres.csv"
+    if not path.is_file():
+        return set()
+    with path.open(encoding="utf-8", newline="") as fh:
+        return {genre_key(row["genre"]) for row in csv.DictReader(fh)}
+
+
+def cli_runs(data_dir: Path, adapter: str | None) -> list[dict[str, object]]:
+    from model.filters import validate
+    from scraping.normalize import genre_key
+
+    keys = real_keys()
+    env = {**os.environ, "MICROGENRE_PATHS_DATA_DIR": str(data_dir)}
+    cmd = [str(ROOT / ".venv" / "bin" / "microgenre"), "generate", "-n", "20"]
+    if adapter:
+        cmd += ["--adapter", adapter]
+    runs: list[dict[str, object]] = []
+    for label in ("cold (with conversion)", "warm"):
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=data_dir.parent)
+        seconds = time.perf_counter() - start
+        genres = proc.stdout.split("\n")[:-1]
+        runs.append(
+            {
+                "run": label,
+                "seconds": round(seconds, 1),
+                "exit": proc.returncode,
+                "count": len(genres),
+                "distinct": len({genre_key(g) for g in genres}),
+                "well_formed": sum(validate(g) is None for g in genres),
+                "in_genres_csv": sum(genre_key(g) in keys for g in genres),
+                "sample": genres[:5],
+                "stderr": proc.stderr.strip().splitlines()[-2:],
+            }
+        )
+    return runs
+
+
+def throughput(n: int, loop_calls: int, adapter: str | None, data_dir: Path) -> dict[str, object]:
+    import torch
+
+    from bot.cli.model import DEFAULT_ADAPTER
+    from model.filters import Fingerprint, Moderator, validate
+    from model.pipeline import GenrePipeline
+    from model.sampler import LocalBackend, Sampler
+    from model.textformat import build_prompt, parse_completion
+
+    path = Path(adapter) if adapter else DEFAULT_ADAPTER
+    t0 = time.perf_counter()
+    sampler = Sampler.load("smollm2-135m", path, data_dir=data_dir)
+    load_s = time.perf_counter() - t0
+    fingerprint = Fingerprint.load(path / "known_genres.fingerprint")
+    pipeline = GenrePipeline(LocalBackend(sampler), fingerprint, Moderator())
+    asyncio.run(pipeline.generate(10, seed=1))  # warm-up (first batch, classifier load)
+    t0 = time.perf_counter()
+    outcome = asyncio.run(pipeline.generate(n, seed=2))
+    batched_s = time.perf_counter() - t0
+    batched_rate = len(outcome.genres) / batched_s
+
+    # One genre per call, max_length=200, as the earlier project did.
+    tok, model = sampler.tokenizer, sampler.model
+    enc = tok(build_prompt(), return_tensors="pt", add_special_tokens=False)
+    novel: set[str] = set()
+    t0 = time.perf_counter()
+    for i in range(loop_calls):
+        torch.manual_seed(100 + i)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=1.0,
+                top_p=0.95,
+                max_length=200,
+                pad_token_id=tok.pad_token_id,
+            )
+        text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        name = parse_completion(text)
+        if name and validate(name) is None and fingerprint.match(name) is None:
+            novel.add(name)
+    loop_s = time.perf_counter() - t0
+    loop_rate = len(novel) / loop_s if novel else 1 / loop_s  # at most one genre per call
+    return {
+        "model": sampler.name,
+        "load_s": round(load_s, 2),
+        "n": n,
+        "batched_s": round(batched_s, 2),
+        "batched_novel_per_s": round(batched_rate, 2),
+        "pipeline_stats": outcome.stats,
+        "loop_calls": loop_calls,
+        "loop_s": round(loop_s, 2),
+        "loop_novel": len(novel),
+        "loop_novel_per_s": round(loop_rate, 3),
+        "speedup": round(batched_rate / loop_rate, 1),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--loop-calls", type=int, default=8)
+    parser.add_argument("--adapter", default=None)
+    parser.add_argument("--skip-cli", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
+        data_dir = Path(tmp) / "data"
+        report: dict[str, object] = {}
+        if not args.skip_cli:
+            report["cli"] = cli_runs(data_dir, args.adapter)
+        report["throughput"] = throughput(args.n, args.loop_calls, args.adapter, data_dir)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
