@@ -46,7 +46,7 @@ def progress_text(progress: Progress) -> str:
     >>> p = Progress(3, phase="training", step=5, total_steps=10, loss=1.5, eta_s=30)
     >>> print(progress_text(p))
     🏋️ Retraining run #3 — training
-    `██████████░░░░░░░░░░ 50%` step 5/10 · loss 1.500 · ETA 30s
+    `██████████░░░░░░░░░░ 50%` · step 5/10 · loss 1.500 · ETA 30s
     """
     lines = [f"🏋️ Retraining run #{progress.run_id} — {progress.phase}"]
     detail = [f"`{progress_bar(progress.fraction)}`"]

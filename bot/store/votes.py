@@ -78,17 +78,12 @@ async def remove_favorite(sessions: SessionMaker, generation_id: int, user_id: i
 async def tally(sessions: SessionMaker, generation_id: int) -> dict[str, int]:
     """``{"up", "down", "score", "favorites"}`` of one generation."""
     async with sessions.begin() as session:
-        rows = dict(
-            (
-                await session.execute(
-                    select(Vote.value, func.count())
-                    .where(Vote.generation_id == generation_id)
-                    .group_by(Vote.value)
-                )
-            )
-            .tuples()
-            .all()
+        result = await session.execute(
+            select(Vote.value, func.count())
+            .where(Vote.generation_id == generation_id)
+            .group_by(Vote.value)
         )
+        rows = {int(value): int(n) for value, n in result.all()}
         favorites = await session.scalar(
             select(func.count())
             .select_from(Favorite)

@@ -24,7 +24,7 @@ def main() -> int:
     Route.BASE = sys.argv[1]
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])
 
-    async def create_generator(config, *, known=()):  # type: ignore[no-untyped-def]
+    async def create_generator(config, *, known=()):
         from model.filters import Moderator
         from model.worker import WorkerClient
         from model.worker.factory import sampler_spec, worker_settings
@@ -36,7 +36,7 @@ def main() -> int:
         await client.start()
         return bot.service.PipelineGenerator(client, known=known, moderator=Moderator())
 
-    bot.service.create_generator = create_generator  # type: ignore[assignment]
+    bot.service.create_generator = create_generator
     code = entry(["-v", "bot"])
     print(json.dumps({"exit": code, "torch_loaded": "torch" in sys.modules}), flush=True)
     return code

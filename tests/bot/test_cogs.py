@@ -1,0 +1,200 @@
+"""Cog callbacks called directly with specced fakes (no gateway, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from unittest.mock import AsyncMock, MagicMock, create_autospec
+
+import discord
+import pytest
+from discord import app_commands
+
+from bot.app import user_message
+from bot.cogs.common import NotAdminError, require_admin
+from bot.cogs.generation import GenerationCog, GuildBusyError, NothingGeneratedError, clean_like
+from bot.cogs.voting import VotingCog
+from bot.errors import InputError
+from bot.service import GenreService
+from bot.store.generations import generation_by_message
+from bot.store.votes import tally
+from tests.bot.fakes import ScriptedGenerator, make_config
+
+GUILD, CHANNEL = 1000, 2000
+
+
+class FakeBot:
+    """The attributes of MicrogenreBot the cogs use."""
+
+    def __init__(self, tmp_path: Path, sessions: Any, generator: ScriptedGenerator, **bot_cfg: Any):
+        self.config = make_config(tmp_path, **bot_cfg)
+        self.sessions = sessions
+        self.service = GenreService(generator, sessions)
+        self.genre_group = app_commands.Group(name="genre", description="g")
+        self.user = MagicMock(spec=discord.ClientUser, id=1)
+        self.partial = create_autospec(discord.PartialMessage, instance=True)
+        self.partial.add_reaction = AsyncMock()
+        channel = MagicMock(spec=discord.PartialMessageable)
+        channel.get_partial_message.return_value = self.partial
+        self.get_partial_messageable = MagicMock(return_value=channel)
+        self.get_user = MagicMock(return_value=None)
+
+    def track_work(self) -> Any:
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+def fake_interaction(user_id: int = 42) -> Any:
+    interaction = MagicMock(spec=discord.Interaction)
+    interaction.guild_id = GUILD
+    interaction.channel_id = CHANNEL
+    interaction.user = MagicMock(spec=discord.Member, id=user_id)
+    interaction.extras = {}
+    interaction.response = MagicMock(spec=discord.InteractionResponse)
+    interaction.response.defer = AsyncMock()
+    interaction.edit_original_response = AsyncMock()
+    interaction.followup = MagicMock(spec=discord.Webhook)
+    ids = iter(range(5000, 6000))
+
+    async def send(content: str = "", **kwargs: Any) -> Any:
+        message = MagicMock(spec=discord.WebhookMessage, id=next(ids), content=content)
+        message.channel = MagicMock(id=CHANNEL)
+        return message
+
+    interaction.followup.send = AsyncMock(side_effect=send)
+    return interaction
+
+
+async def test_new_defers_first_posts_and_records(sessions: Any, tmp_path: Path) -> None:
+    gen = ScriptedGenerator()
+    gen.enqueue(["glass harp dub", "polder grime"])
+    bot = FakeBot(tmp_path, sessions, gen)
+    cog = GenerationCog(bot)  # type: ignore[arg-type]
+    interaction = fake_interaction()
+    await cog.new(interaction, count=2, like=None, weirdness=1)
+    interaction.response.defer.assert_awaited_once_with(thinking=True)
+    sent = [c.args[0] for c in interaction.followup.send.await_args_list]
+    assert sent == ["🎵 **glass harp dub**", "🎵 **polder grime**"]
+    assert [c.args[0] for c in bot.partial.add_reaction.await_args_list] == ["👍", "👎", "⭐"] * 2
+    ref = await generation_by_message(sessions, 5000)
+    assert ref is not None and ref.genre_name == "glass harp dub" and ref.user_id == 42
+    assert gen.calls[0]["temperature"] == 0.6
+
+
+async def test_new_refuses_when_the_guild_is_at_its_cap(sessions: Any, tmp_path: Path) -> None:
+    gen = ScriptedGenerator()
+    gen.gate = asyncio.Event()
+    gen.enqueue(["a b", "c d"])
+    bot = FakeBot(tmp_path, sessions, gen, guild_concurrency=1)
+    cog = GenerationCog(bot)  # type: ignore[arg-type]
+    first = asyncio.create_task(cog.new(fake_interaction(1), count=1, like=None, weirdness=3))
+    await asyncio.sleep(0.05)
+    second = fake_interaction(2)
+    with pytest.raises(GuildBusyError):
+        await cog.new(second, count=1, like=None, weirdness=3)
+    second.response.defer.assert_awaited_once()  # deferred before refusing
+    gen.gate.set()
+    await first
+    assert cog.active == {}
+
+
+async def test_new_reports_when_nothing_new_is_left(sessions: Any, tmp_path: Path) -> None:
+    bot = FakeBot(tmp_path, sessions, ScriptedGenerator())
+    cog = GenerationCog(bot)  # type: ignore[arg-type]
+    with pytest.raises(NothingGeneratedError):
+        await cog.new(fake_interaction(), count=1, like=None, weirdness=3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("  Dream  Pop ", "dream pop"), ("", None), (None, None), ("Sigur Rós", "sigur rós")],
+)
+def test_clean_like_accepts(raw: str | None, expected: str | None) -> None:
+    assert clean_like(raw, 48) == expected
+
+
+@pytest.mark.parametrize("raw", ["x" * 49, "<@123>", "**bold**", "line\u0000break"])
+def test_clean_like_refuses(raw: str) -> None:
+    with pytest.raises(InputError):
+        clean_like(raw, 48)
+
+
+def reaction(
+    user_id: int, message_id: int, emoji: str, *, add: bool = True, bot: bool = False
+) -> Any:
+    data: dict[str, Any] = {
+        "user_id": str(user_id),
+        "channel_id": str(CHANNEL),
+        "message_id": str(message_id),
+        "guild_id": str(GUILD),
+        "burst": False,
+        "type": 0,
+    }
+    event = discord.RawReactionActionEvent(
+        data,  # type: ignore[arg-type]
+        discord.PartialEmoji(name=emoji),
+        "REACTION_ADD" if add else "REACTION_REMOVE",
+    )
+    if add:
+        event.member = MagicMock(spec=discord.Member, bot=bot)
+    return event
+
+
+async def test_voting_cog_rules(sessions: Any, tmp_path: Path) -> None:
+    gen = ScriptedGenerator()
+    gen.enqueue(["moss waltz"])
+    bot = FakeBot(tmp_path, sessions, gen)
+    await GenerationCog(bot).new(fake_interaction(), count=1, like=None, weirdness=3)  # type: ignore[arg-type]
+    ref = await generation_by_message(sessions, 5000)
+    assert ref is not None
+    cog = VotingCog(bot)  # type: ignore[arg-type]
+    add, remove = cog.on_raw_reaction_add, cog.on_raw_reaction_remove
+    events = [
+        add(reaction(7, 5000, "👍")),
+        add(reaction(7, 5000, "👍")),  # duplicate
+        add(reaction(8, 5000, "👍🏾")),  # skin tone counts as 👍
+        add(reaction(9, 5000, "👎")),
+        add(reaction(1, 5000, "👍")),  # the bot itself
+        add(reaction(10, 5000, "👍", bot=True)),  # another bot
+        add(reaction(7, 9999, "👍")),  # not a genre message
+        add(reaction(7, 5000, "⭐")),
+        add(reaction(7, 5000, "⭐")),
+    ]
+    # Handlers race like discord.py's tasks do.
+    await asyncio.gather(*events)
+    assert await tally(sessions, ref.id) == {"up": 2, "down": 1, "score": 1, "favorites": 1}
+    await asyncio.gather(
+        add(reaction(9, 5000, "👍")),  # switch: 👎 → 👍
+        remove(reaction(9, 5000, "👎", add=False)),  # the stale 👎 removal keeps the 👍
+        remove(reaction(8, 5000, "👍", add=False)),
+        remove(reaction(7, 5000, "⭐", add=False)),
+    )
+    assert await tally(sessions, ref.id) == {"up": 2, "down": 0, "score": 2, "favorites": 0}
+
+
+def test_error_messages_for_users() -> None:
+    from model.worker.errors import WorkerBusyError
+
+    busy = WorkerBusyError(12.0)
+    wrapped = app_commands.CommandInvokeError(MagicMock(), busy)
+    assert user_message(wrapped) == str(busy)
+    assert user_message(app_commands.CommandOnCooldown(MagicMock(), 9.6)) == (
+        "Slow down a little: try again in 10 s."
+    )
+    assert "Manage Server" in (user_message(NotAdminError()) or "")
+    forbidden = discord.Forbidden(MagicMock(status=403, reason="x"), {"message": "no", "code": 1})
+    assert "missing a permission" in (user_message(forbidden) or "")
+    assert user_message(app_commands.CommandInvokeError(MagicMock(), KeyError("x"))) is None
+
+
+def test_require_admin_checks_the_real_permissions() -> None:
+    interaction = MagicMock(spec=discord.Interaction)
+    interaction.permissions = discord.Permissions(send_messages=True)
+    with pytest.raises(NotAdminError):
+        require_admin(interaction)
+    interaction.permissions = discord.Permissions(manage_guild=True)
+    assert require_admin(interaction)
+    interaction.permissions = discord.Permissions(administrator=True)
+    assert require_admin(interaction)

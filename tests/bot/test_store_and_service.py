@@ -1,0 +1,170 @@
+"""Store queries (votes, leaderboard, community selection), the generation service, the map."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
+from bot.service import GenreService
+from bot.store.generations import attach_message, reserve_generations
+from bot.store.leaderboard import community_genres, top_generations, user_favorites
+from bot.store.models import Generation, utcnow
+from bot.store.votes import add_favorite, remove_vote, set_vote, tally
+from tests.bot.fakes import ScriptedGenerator
+
+
+async def issue(sessions: Any, names: list[str], guild: int = 1, start: int = 100) -> list[int]:
+    reserved = await reserve_generations(
+        sessions,
+        names,
+        guild_id=guild,
+        channel_id=2,
+        user_id=3,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    ids = []
+    for i, r in enumerate(reserved):
+        assert r.generation_id is not None, r
+        await attach_message(sessions, r.generation_id, message_id=start + i, channel_id=2)
+        ids.append(r.generation_id)
+    return ids
+
+
+async def test_reservation_refuses_real_and_reissued_genres(sessions: Any) -> None:
+    from bot.store.genres import import_records
+    from scraping.records import GenreRecord
+
+    await import_records(sessions, [GenreRecord.create("Post-Rock", "wikipedia")])
+    await issue(sessions, ["glass polka"])
+    reserved = await reserve_generations(
+        sessions,
+        ["post rock", "Glass  Polka", "new thing", ""],
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    assert [(r.name, r.reason) for r in reserved] == [
+        ("post rock", "real"),
+        ("Glass  Polka", "issued"),
+        ("new thing", None),
+        ("", "invalid"),
+    ]
+    # Another guild may get the same invented genre.
+    other = await reserve_generations(
+        sessions,
+        ["glass polka"],
+        guild_id=2,
+        channel_id=2,
+        user_id=3,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    assert other[0].generation_id is not None
+
+
+async def test_concurrent_votes_are_idempotent(sessions: Any) -> None:
+    [gid] = await issue(sessions, ["x y"])
+    await asyncio.gather(*(set_vote(sessions, gid, 1, 1) for _ in range(10)))
+    await asyncio.gather(*(add_favorite(sessions, gid, 1) for _ in range(10)))
+    assert await tally(sessions, gid) == {"up": 1, "down": 0, "score": 1, "favorites": 1}
+    assert await set_vote(sessions, gid, 1, -1) is True
+    assert await remove_vote(sessions, gid, 1, 1) is False  # stale removal
+    assert await tally(sessions, gid) == {"up": 0, "down": 1, "score": -1, "favorites": 1}
+
+
+async def test_leaderboard_period_order_and_community_selection(sessions: Any) -> None:
+    a, b, c, d = await issue(sessions, ["aa bb", "cc dd", "ee ff", "gg hh"])
+    for user in range(4):
+        await set_vote(sessions, b, user, 1)
+    for user in range(2):
+        await set_vote(sessions, a, user, 1)
+        await set_vote(sessions, c, user + 10, 1)
+    await set_vote(sessions, c, 20, -1)
+    for user in range(3):
+        await set_vote(sessions, d, 30 + user, -1)
+    async with sessions.begin() as s:
+        await s.execute(
+            update(Generation)
+            .where(Generation.id == b)
+            .values(created_at=utcnow() - timedelta(days=10))
+        )
+    week = [r.name for r in await top_generations(sessions, 1, period="week")]
+    assert week == ["aa bb", "ee ff", "gg hh"]  # a: +2 2 up; c: +1; d: -3
+    everything = [r.name for r in await top_generations(sessions, 1, period="all")]
+    assert everything == ["cc dd", "aa bb", "ee ff", "gg hh"]
+    assert await top_generations(sessions, 99, period="all") == []
+    with pytest.raises(ValueError):
+        await top_generations(sessions, 1, period="year")
+    assert await community_genres(sessions, min_score=2, max_downvotes=3) == [
+        ("cc dd", 4),
+        ("aa bb", 2),
+    ]
+    assert await community_genres(sessions, min_score=1, max_downvotes=1) == [
+        ("cc dd", 4),
+        ("aa bb", 2),
+    ]
+    await add_favorite(sessions, c, 10)
+    assert [r.name for r in await user_favorites(sessions, 1, 10)] == ["ee ff"]
+
+
+async def test_service_never_issues_twice_in_a_guild_even_concurrently(sessions: Any) -> None:
+    gen = ScriptedGenerator()
+    gen.delay_s = 0.05
+    gen.enqueue(["same thing", "same thing", "other thing"])
+    service = GenreService(gen, sessions)
+    first, second = await asyncio.gather(
+        service.generate(1, guild_id=1, user_id=1), service.generate(1, guild_id=1, user_id=2)
+    )
+    assert sorted(first.genres + second.genres) == ["other thing", "same thing"]
+    assert second.stats.get("dropped_concurrent", 0) + first.stats.get("dropped_concurrent", 0) == 1
+    # A forgotten genre (its message could not be posted) may be offered again.
+    service.forget(1, "other thing")
+    gen.enqueue(["other thing"])
+    again = await service.generate(1, guild_id=1, user_id=1)
+    assert again.genres == ["other thing"]
+    # The exclude set passed to the generator held the guild's other genre.
+    assert gen.calls[-1]["exclude"] == {"same thing"}
+
+
+def test_map_places_by_shared_words(tmp_path: Path) -> None:
+    index = WordIndex({"finnish metal": (10.0, 10.0), "polka": (30.0, 50.0), "k-pop": (0, 0)})
+    assert index.nearest("finnish glitch polka") == ["polka", "finnish metal"]
+    placed, unplaced = place_all(index, ["finnish glitch polka", "zzyzx"])
+    assert unplaced == ["zzyzx"]
+    [p] = placed
+    assert abs(p.x - 20) <= 20 and abs(p.y - 30) <= 20
+    png = render_png(index, placed, "test")
+    assert png.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "bot.service",
+        "bot.retrain",
+        "bot.cogs.common",
+        "bot.cogs.generation",
+        "bot.cogs.voting",
+        "bot.cogs.admin",
+        "bot.cogs.leaderboard._cog",
+        "bot.cogs.leaderboard._map",
+    ],
+)
+def test_doctests(module: str) -> None:
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0
