@@ -201,8 +201,8 @@ class BotConfig:
     # Command run for retraining; empty: this Python running `microgenre train`. Arguments
     # `--progress-json --output DIR [--extra-genres FILE]` are appended.
     train_command: tuple[str, ...] = ()
-    # Command run to evaluate an adapter; empty: `microgenre eval`. `--adapter DIR --json`
-    # are appended.
+    # Command run to evaluate an adapter; empty: `microgenre eval --no-baseline --likes 0 -n 300`.
+    # `--adapter DIR [--dataset DIR] --json` are appended.
     eval_command: tuple[str, ...] = ()
     # Seconds a shutdown waits for in-flight /genre new requests before failing them.
     shutdown_grace_s: float = 10.0

@@ -7,8 +7,9 @@ A run (:class:`RetrainManager`):
 2. runs ``microgenre train --progress-json --output DIR --extra-genres FILE`` as a subprocess
    and follows its JSON lines (``start``/``step``/``epoch``/``done``/``error`` events),
    reporting progress to a callback at most every ``progress_edit_interval_s``;
-3. evaluates the new adapter (and the active one, unless its numbers are stored) with
-   ``microgenre eval --adapter DIR --json``;
+3. evaluates the new adapter and the active one on the run's validation split with
+   ``microgenre eval --adapter DIR --dataset DIR --json`` (the active model's stored numbers
+   are the fall-back when it cannot be evaluated);
 4. activates the new adapter (a ``ModelVersion`` row made active, then a hot reload of the
    worker) only if it passes :func:`quality_gate`; otherwise the active model keeps serving.
 
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 COMMUNITY_FILE = "community_genres.txt"
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
+EVAL_ACTIVE_LOG = "eval-active.log"
+# Evaluation settings of the default `microgenre eval` command line: no markovify baseline and no
+# like: conditions (the gate needs neither), 300 samples per adapter.
+DEFAULT_EVAL_ARGS = ("--no-baseline", "--likes", "0", "-n", "300")
 LOSS_CURVE = "loss_curve.png"
 GATE_METRICS = ("well_formed", "novel")
 
@@ -220,7 +225,9 @@ class RetrainManager:
         self.train_command = list(
             train_command or bot_cfg.train_command or default_command("train")
         )
-        self.eval_command = list(eval_command or bot_cfg.eval_command or default_command("eval"))
+        self.eval_command = list(
+            eval_command or bot_cfg.eval_command or [*default_command("eval"), *DEFAULT_EVAL_ARGS]
+        )
         self.progress: Progress | None = None
         self._task: asyncio.Task[RunOutcome] | None = None
         self._proc: asyncio.subprocess.Process | None = None
@@ -325,7 +332,7 @@ class RetrainManager:
         progress = self.progress
         assert progress is not None
         run_dir = self.config.data_dir / "runs" / f"run-{run_id:04d}"
-        adapter_dir = run_dir / "adapter"
+        adapter_dir = self.config.data_dir / "adapters" / f"run-{run_id:04d}"
         try:
             outcome = await self._train_and_gate(
                 run_id, run_dir, adapter_dir, community, progress, on_progress
@@ -394,12 +401,19 @@ class RetrainManager:
 
         progress.phase = "evaluating"
         await self._report(run_id, progress, on_progress, force=True)
-        metrics = await self._evaluate(str(adapter_dir), run_dir / EVAL_LOG)
+        # Both adapters are evaluated on the validation split of this run's dataset (built by
+        # `microgenre train` in <data>/datasets/<adapter folder name>), so they compare fairly.
+        dataset = self.config.data_dir / "datasets" / adapter_dir.name
+        metrics = await self._evaluate(str(adapter_dir), dataset, run_dir / EVAL_LOG)
         active = await runs_store.active_version(self.sessions)
-        baseline = gate_metrics(active.metrics) if active is not None else {}
-        if not baseline:
-            baseline_adapter = active.path if active is not None else None
-            baseline = await self._evaluate(baseline_adapter, run_dir / "eval-active.log")
+        try:
+            baseline = await self._evaluate(
+                active.path if active is not None else None, dataset, run_dir / EVAL_ACTIVE_LOG
+            )
+        except MicrogenreError as exc:
+            # The active adapter could not be evaluated now: fall back to its stored numbers.
+            log.warning("evaluating the active model failed (%s); using its stored numbers", exc)
+            baseline = dict(active.metrics) if active is not None else {}
         new = gate_metrics(metrics)
         passed, reasons = quality_gate(new, gate_metrics(baseline) or None, self.config.bot)
         curve = adapter_dir / LOSS_CURVE
@@ -504,10 +518,12 @@ class RetrainManager:
             detail = error or _last_line(log_path) or f"exit status {rc}"
             raise MicrogenreError(f"training failed: {detail}")
 
-    async def _evaluate(self, adapter: str | None, log_path: Path) -> dict[str, Any]:
+    async def _evaluate(self, adapter: str | None, dataset: Path, log_path: Path) -> dict[str, Any]:
         command = list(self.eval_command)
         if adapter is not None:
             command += ["--adapter", adapter]
+        if await asyncio.to_thread(dataset.is_dir):
+            command += ["--dataset", str(dataset)]
         command.append("--json")
         proc = await self._spawn(command, log_path)
         self._proc = proc

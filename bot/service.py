@@ -255,9 +255,9 @@ class PipelineGenerator:
         from model.filters import Fingerprint
 
         self.client = client
+        self._known = Fingerprint.from_names(list(known))
         base = fingerprint if fingerprint is not None else Fingerprint()
-        known = list(known)
-        self.fingerprint = base.union(Fingerprint.from_names(known)) if known else base
+        self.fingerprint = base.union(self._known)
         self.moderator = moderator
         self.options = dict(pipeline_options or {})
 
@@ -292,9 +292,30 @@ class PipelineGenerator:
 
     async def reload(self, adapter_path: str | None) -> None:
         await self.client.reload(adapter_path)
+        fingerprint = await asyncio.to_thread(load_adapter_fingerprint, adapter_path)
+        if fingerprint is not None:
+            self.fingerprint = fingerprint.union(self._known)
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def load_adapter_fingerprint(adapter_path: str | None) -> Any:
+    """The ``known_genres.fingerprint`` an adapter was trained with, or None. Blocking."""
+    from pathlib import Path
+
+    from model.filters import Fingerprint
+
+    if adapter_path is None:
+        return None
+    path = Path(adapter_path) / "known_genres.fingerprint"
+    if not path.is_file():
+        return None
+    try:
+        return Fingerprint.load(path)
+    except Exception as exc:  # a damaged file must not stop the bot: the store still guards
+        log.warning("cannot read %s: %s", path, exc)
+        return None
 
 
 async def create_generator(config: Config, *, known: Iterable[str] = ()) -> PipelineGenerator:
@@ -304,12 +325,16 @@ async def create_generator(config: Config, *, known: Iterable[str] = ()) -> Pipe
     """
     from model.filters import Moderator
     from model.worker import make_client
+    from model.worker.factory import sampler_spec
 
+    fingerprint = await asyncio.to_thread(load_adapter_fingerprint, sampler_spec(config).adapter)
     client = make_client(config)
     await client.start()
     moderator: Any = None
     try:
         moderator = Moderator()
+        # Load the classifier now, in a thread: its first use would block the event loop.
+        await asyncio.to_thread(moderator.scores, ["warm up"])
     except Exception as exc:  # the classifier is optional
         log.warning("moderation is off: %s", exc)
-    return PipelineGenerator(client, known=known, moderator=moderator)
+    return PipelineGenerator(client, known=known, fingerprint=fingerprint, moderator=moderator)

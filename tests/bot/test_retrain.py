@@ -87,7 +87,7 @@ async def test_retrain_from_discord_activates_a_passing_adapter(
     ]
     assert any("step 3/6" in e and "loss 1.000" in e and "%" in e for e in edits)
     # Activated and hot-reloaded.
-    adapter = tmp_path / "data" / "runs" / "run-0001" / "adapter"
+    adapter = tmp_path / "data" / "adapters" / "run-0001"
     assert gen.reloads == [str(adapter)]
     async with sessions.begin() as s:
         version = (await s.execute(select(ModelVersion))).scalar_one()
