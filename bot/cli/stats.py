@@ -28,5 +28,11 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 async def _collect(ctx: click.Context) -> dict[str, Any]:
-    async with open_store(state(ctx).config) as sessions:
-        return await store_stats(sessions)
+    from model.worker.health import worker_health
+
+    config = state(ctx).config
+    async with open_store(config) as sessions:
+        data = await store_stats(sessions)
+    # The generation worker: the local snapshot its owner writes, or the server's /health.
+    data["worker"] = await worker_health(config)
+    return data

@@ -24,6 +24,7 @@ from model.worker.errors import (
     WorkerUnavailableError,
 )
 from model.worker.factory import make_client, make_local_client
+from model.worker.health import worker_health
 from model.worker.remote import RemoteClient
 from model.worker.settings import SamplerSpec, WorkerSettings
 
@@ -45,4 +46,5 @@ __all__ = [
     "WorkerUnavailableError",
     "make_client",
     "make_local_client",
+    "worker_health",
 ]

@@ -47,6 +47,7 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
+from model.worker.health import snapshot_quietly
 from model.worker.settings import (
     SamplerFactory,
     SamplerSpec,
@@ -141,10 +142,14 @@ class WorkerClient:
         settings: WorkerSettings | None = None,
         *,
         sampler_factory: SamplerFactory = default_sampler_factory,
+        health_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings or WorkerSettings()
         self._factory = sampler_factory
+        # Where health() is written every few seconds for other processes (stats --json).
+        self.health_file = Path(health_file) if health_file is not None else None
+        self._last_snapshot = 0.0
         self._state = "stopped"  # stopped, starting, ready, restarting, failed, closed
         self._closing = False
         self._proc: _Incarnation | None = None
@@ -229,6 +234,7 @@ class WorkerClient:
         handle, self._proc = self._proc, None
         if handle is not None:
             await asyncio.to_thread(self._stop_process, handle, busy)
+        await self._write_health()
 
     @staticmethod
     def _stop_process(handle: _Incarnation, busy: bool) -> None:
@@ -336,6 +342,15 @@ class WorkerClient:
     async def fetch_health(self) -> dict[str, Any]:
         """Same as :meth:`health` (the remote client has to ask its server)."""
         return self.health()
+
+    async def _write_health(self) -> None:
+        if self.health_file is None:
+            return
+        self._last_snapshot = time.monotonic()
+        data = self.health()
+        data["owner_pid"] = os.getpid()
+        data["written_at"] = time.time()
+        await asyncio.to_thread(snapshot_quietly, self.health_file, data)
 
     @property
     def model_name(self) -> str | None:
@@ -584,6 +599,8 @@ class WorkerClient:
         tick = max(0.05, min(0.5, settings.heartbeat_interval_s / 2))
         while True:
             await asyncio.sleep(tick)
+            if self.health_file is not None and time.monotonic() - self._last_snapshot > 2.0:
+                await self._write_health()
             handle = self._proc
             if handle is None or handle.kill_reason is not None or handle.reaping:
                 continue

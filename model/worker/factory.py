@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from model.worker.client import WorkerClient
+from model.worker.health import HEALTH_FILE
 from model.worker.remote import RemoteClient
 from model.worker.settings import (
     SamplerFactory,
@@ -70,6 +71,7 @@ def make_local_client(
         sampler_spec(config),
         worker_settings(config),
         sampler_factory=sampler_factory or default_sampler_factory,
+        health_file=Path(config.data_dir) / HEALTH_FILE,
     )
 
 
