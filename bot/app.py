@@ -114,6 +114,7 @@ class MicrogenreBotMixin:
         )
         self.sync_result: str | None = None
         self._work = 0
+        self._closing_started = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -195,6 +196,13 @@ class MicrogenreBotMixin:
 
     # ------------------------------------------------------------------ shutdown
 
+    async def close(self) -> None:
+        """Finish or fail in-flight work first (bounded), then disconnect."""
+        if not self._closing_started:
+            self._closing_started = True
+            await self.shutdown_work()
+        await super().close()  # type: ignore[misc]
+
     async def shutdown_work(self) -> None:
         """Let in-flight generations finish (bounded by ``shutdown_grace_s``), stop retraining."""
         if self.retrainer is not None:
@@ -230,8 +238,8 @@ async def send_error(interaction: discord.Interaction[Any], message: str) -> Non
             with contextlib.suppress(discord.HTTPException):
                 await interaction.delete_original_response()
         await interaction.followup.send(text, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not deliver an error message to interaction %s", interaction.id)
+    except Exception as exc:  # the error reply must never raise (e.g. while shutting down)
+        log.warning("could not deliver an error message to interaction %s: %s", interaction.id, exc)
 
 
 class MicrogenreBot(MicrogenreBotMixin, commands.Bot):
@@ -303,7 +311,6 @@ async def serve_bot(
             done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
                 log.info("stopping: finishing in-flight work")
-                await bot.shutdown_work()
                 await bot.close()
             stopper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
