@@ -270,6 +270,9 @@ def create_app(
             if exc.status < 400:
                 raise
             return error_response(exc.status, exc.reason, code=str(exc.status))
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            return error_response(500, "Internal server error.", type_="server_error")
 
     def served() -> list[str]:
         names = [limits.model_name]

@@ -243,5 +243,13 @@ async def test_reload_can_be_disabled() -> None:
         await runner.cleanup()
 
 
+async def test_unexpected_errors_are_a_json_500(server: tuple[str, ScriptedBackend]) -> None:
+    url, backend = server
+    backend.raise_next = ZeroDivisionError("bug")  # type: ignore[assignment]
+    status, data, _ = await _post(url, "/v1/completions", {"prompt": "x"})
+    assert status == 500
+    assert data["error"]["message"] == "Internal server error."
+
+
 def test_create_app_is_an_aiohttp_application() -> None:
     assert isinstance(create_app(ScriptedBackend()), web.Application)
