@@ -54,6 +54,10 @@ class MissingTokenError(MicrogenreError):
         )
 
 
+class DiscordConnectionError(MicrogenreError):
+    """Logging in or connecting to Discord failed."""
+
+
 def default_intents() -> discord.Intents:
     """Guilds (slash commands, channels) and reactions (votes); no message content."""
     intents = discord.Intents.none()
@@ -313,8 +317,20 @@ async def serve_bot(
                 log.info("stopping: finishing in-flight work")
                 await bot.close()
             stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await runner
+            except asyncio.CancelledError:
+                pass
+            except discord.LoginFailure:
+                raise DiscordConnectionError(
+                    "Discord refused the bot token: check DISCORD_TOKEN"
+                ) from None
+            except discord.PrivilegedIntentsRequired:
+                raise DiscordConnectionError(
+                    "Discord refused an intent the bot asked for; enable it in the developer portal"
+                ) from None
+            except (discord.GatewayNotFound, discord.ConnectionClosed, OSError) as exc:
+                raise DiscordConnectionError(f"cannot connect to Discord: {exc}") from None
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -117,6 +117,8 @@ class FakeDiscord:
         self.interactions: dict[str, Interaction] = {}
         # Channels where the bot may not add reactions (403, like Discord without the perm).
         self.no_reactions_in: set[int] = set()
+        # Answer 401 to the login, as Discord does for a wrong token.
+        self.reject_token = False
         self.identified = asyncio.Event()
         self.identify_count = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -492,6 +494,8 @@ class FakeDiscord:
         body = call.json or {}
         app = str(self.application_id)
         if m == "GET" and parts == ["users", "@me"]:
+            if self.reject_token:
+                return self._json({"message": "401: Unauthorized", "code": 0}, status=401)
             return self._json(self.bot_user.payload())
         if m == "GET" and parts == ["oauth2", "applications", "@me"]:
             return self._json(
