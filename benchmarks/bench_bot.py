@@ -173,6 +173,19 @@ def all_finished(fake: FakeDiscord, interactions: list[Any]) -> bool:
     return all(finished(fake, i) for i in interactions)
 
 
+def failure_reason(fake: FakeDiscord, interaction: Any) -> str | None:
+    """The ephemeral message an unanswered interaction got (first 60 characters)."""
+    for c in fake.calls:
+        if (
+            c.method == "POST"
+            and interaction.token in c.path
+            and isinstance(c.json, dict)
+            and int(c.json.get("flags") or 0) & 64
+        ):
+            return str(c.json.get("content", ""))[:60]
+    return None
+
+
 def deferred_at(fake: FakeDiscord, interaction: Any) -> float | None:
     calls = fake.calls_matching("POST", f"/interactions/{interaction.id}/")
     return calls[0].at if calls else None
@@ -196,6 +209,8 @@ async def measure(
     first: list[float] = []
     defer: list[float] = []
     failed = 0
+    reasons: dict[str, int] = {}
+    started = time.perf_counter()
     async with bot_running(config, sessions, generator):
         for _ in range(rounds):
             members = [fake.member(f"user{i}") for i in range(users)]
@@ -210,11 +225,15 @@ async def measure(
                     defer.append(d - i.sent_at)
                 if g is None:
                     failed += 1
+                    reason = failure_reason(fake, i) or "no answer"
+                    reasons[reason] = reasons.get(reason, 0) + 1
                 else:
                     first.append(g - i.sent_at)
     return {
         "requests": users * rounds,
         "failed": failed,
+        "failure_reasons": reasons,
+        "wall_s": round(time.perf_counter() - started, 2),
         "deferred": summary(defer),
         "first_genre": summary(first),
     }
@@ -275,6 +294,9 @@ def main() -> None:
             f"{row['first_genre']['p50_s']:>10} {row['first_genre']['p95_s']:>10} "
             f"{row['failed']:>6}"
         )
+    for level, row in results["levels"].items():
+        if row["failure_reasons"]:
+            print(f"failures at {level} users:", json.dumps(row["failure_reasons"]))
     if "burst" in results:
         print("burst:", json.dumps(results["burst"]))
     if args.json_path:

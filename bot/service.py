@@ -13,6 +13,7 @@ The production generator (:class:`PipelineGenerator`) imports ``model.worker`` a
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -223,24 +224,33 @@ class GenreService:
             await self.generator.close()
 
 
-class _PositionBackend:
-    """A completion backend that passes ``on_position`` on to the worker client."""
+# The position callback of the `/genre new` whose pipeline call is running in this task.
+_ON_POSITION: contextvars.ContextVar[PositionCallback | None] = contextvars.ContextVar(
+    "microgenre_on_position", default=None
+)
 
-    def __init__(self, client: Any, on_position: PositionCallback | None) -> None:
+
+class _PositionBackend:
+    """A completion backend that passes the calling task's ``on_position`` to the worker."""
+
+    def __init__(self, client: Any) -> None:
         self.client = client
-        self.on_position = on_position
 
     async def complete(self, request: Any) -> Any:
-        if self.on_position is None:
+        on_position = _ON_POSITION.get()
+        if on_position is None:
             return await self.client.complete(request)
-        return await self.client.complete(request, on_position=self.on_position)
+        return await self.client.complete(request, on_position=on_position)
 
 
 class PipelineGenerator:
     """:class:`Generator` over ``model.pipeline.GenrePipeline`` and a worker client.
 
     ``client`` is a started ``model.worker`` client (local or remote); ``known`` are the real
-    genre names the novelty check refuses, on top of the adapter's own fingerprint.
+    genre names the novelty check refuses, on top of the adapter's own fingerprint. One pipeline
+    serves every request, so its running estimate of the acceptance rate (how much it
+    oversamples) carries over from call to call; each call's queue-position callback travels in
+    a context variable (asyncio gives every task its own copy).
     """
 
     def __init__(
@@ -253,13 +263,21 @@ class PipelineGenerator:
         pipeline_options: dict[str, Any] | None = None,
     ) -> None:
         from model.filters import Fingerprint
+        from model.pipeline import GenrePipeline
 
         self.client = client
         self._known = Fingerprint.from_names(list(known))
         base = fingerprint if fingerprint is not None else Fingerprint()
-        self.fingerprint = base.union(self._known)
-        self.moderator = moderator
-        self.options = dict(pipeline_options or {})
+        self.pipeline = GenrePipeline(
+            _PositionBackend(client),
+            base.union(self._known),
+            moderator,
+            **dict(pipeline_options or {}),
+        )
+
+    @property
+    def fingerprint(self) -> Any:
+        return self.pipeline.fingerprint
 
     async def generate(
         self,
@@ -270,17 +288,13 @@ class PipelineGenerator:
         exclude: Collection[str],
         on_position: PositionCallback | None,
     ) -> GeneratorOutput:
-        from model.pipeline import GenrePipeline
-
-        pipeline = GenrePipeline(
-            _PositionBackend(self.client, on_position),
-            self.fingerprint,
-            self.moderator,
-            **self.options,
-        )
-        outcome = await pipeline.generate(
-            count, like=like, temperature=temperature, exclude=exclude
-        )
+        token = _ON_POSITION.set(on_position)
+        try:
+            outcome = await self.pipeline.generate(
+                count, like=like, temperature=temperature, exclude=exclude
+            )
+        finally:
+            _ON_POSITION.reset(token)
         return GeneratorOutput(list(outcome.genres), outcome.model, dict(outcome.stats))
 
     def health(self) -> dict[str, Any]:
@@ -294,7 +308,7 @@ class PipelineGenerator:
         await self.client.reload(adapter_path)
         fingerprint = await asyncio.to_thread(load_adapter_fingerprint, adapter_path)
         if fingerprint is not None:
-            self.fingerprint = fingerprint.union(self._known)
+            self.pipeline.fingerprint = fingerprint.union(self._known)
 
     async def close(self) -> None:
         await self.client.close()

@@ -168,3 +168,43 @@ def test_doctests(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
+
+
+async def test_pipeline_generator_routes_positions_per_call() -> None:
+    from bot.service import PipelineGenerator
+    from model.protocol import GenerationRequest, GenerationResult
+
+    class Client:
+        """A worker client double: reports a position, then answers distinct names."""
+
+        def __init__(self) -> None:
+            self.count = 0
+
+        async def complete(
+            self, request: GenerationRequest, *, on_position: Any = None
+        ) -> GenerationResult:
+            if on_position is not None:
+                on_position(len(request.prompt))
+            await asyncio.sleep(0.01)
+            texts = []
+            for _ in range(request.n):
+                self.count += 1
+                texts.append(f" brand{'x' * (self.count % 7)} new wave {self.count}")
+            return GenerationResult(tuple(texts), "double", extra={"finished": [True] * request.n})
+
+        def health(self) -> dict[str, Any]:
+            return {"queue_length": 0}
+
+    generator = PipelineGenerator(Client(), known=["new wave"])
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    out_a, out_b = await asyncio.gather(
+        generator.generate(
+            2, like=None, temperature=None, exclude=(), on_position=seen["a"].append
+        ),
+        generator.generate(
+            2, like="dub", temperature=None, exclude=(), on_position=seen["b"].append
+        ),
+    )
+    assert len(out_a.genres) == 2 and len(out_b.genres) == 2 and out_a.model_name == "double"
+    # Each call heard only its own requests (the "like" prompt is longer).
+    assert seen["a"] and seen["b"] and max(seen["a"]) < min(seen["b"])
