@@ -60,6 +60,8 @@ EVAL_ACTIVE_LOG = "eval-active.log"
 DEFAULT_EVAL_ARGS = ("--no-baseline", "--likes", "0", "-n", "300")
 LOSS_CURVE = "loss_curve.png"
 GATE_METRICS = ("well_formed", "novel")
+# Not passed on to the training and evaluation processes, which never talk to Discord.
+SECRET_VARIABLES = frozenset({"DISCORD_TOKEN", "MICROGENRE_DISCORD_TOKEN"})
 
 
 class RetrainBusyError(MicrogenreError):
@@ -179,9 +181,19 @@ def quality_gate(
     return not reasons, reasons
 
 
-def default_command(subcommand: str) -> list[str]:
-    """``microgenre <subcommand>`` run by this Python interpreter."""
-    return [sys.executable, "-m", "bot", subcommand]
+def default_command(subcommand: str, config_file: str | None = None) -> list[str]:
+    """``microgenre [--config FILE] <subcommand>`` run by this Python interpreter.
+
+    >>> default_command("train", "/etc/mg.toml")[2:]
+    ['bot', '--config', '/etc/mg.toml', 'train']
+    """
+    config = ["--config", config_file] if config_file else []
+    return [sys.executable, "-m", "bot", *config, subcommand]
+
+
+def child_environment() -> dict[str, str]:
+    """The bot's environment for training/evaluation processes, without the Discord token."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
 
 def render_loss_curve(losses: Sequence[tuple[int, float]], path: Path) -> Path | None:
@@ -222,11 +234,16 @@ class RetrainManager:
         self.sessions = sessions
         self.service = service
         bot_cfg = config.bot
+        # The children read the same configuration file as the bot (and its environment).
+        source = Path(config.source)
+        config_file = str(source.resolve()) if source.is_file() else None
         self.train_command = list(
-            train_command or bot_cfg.train_command or default_command("train")
+            train_command or bot_cfg.train_command or default_command("train", config_file)
         )
         self.eval_command = list(
-            eval_command or bot_cfg.eval_command or [*default_command("eval"), *DEFAULT_EVAL_ARGS]
+            eval_command
+            or bot_cfg.eval_command
+            or [*default_command("eval", config_file), *DEFAULT_EVAL_ARGS]
         )
         self.progress: Progress | None = None
         self._task: asyncio.Task[RunOutcome] | None = None
@@ -460,6 +477,7 @@ class RetrainManager:
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                env=child_environment(),
             )
         except OSError as exc:
             raise MicrogenreError(f"cannot run {command[0]}: {exc.strerror}") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,9 @@ async def seed_votes(sessions: Any) -> None:
 
 
 async def test_retrain_from_discord_activates_a_passing_adapter(
-    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "secret-token")
     await seed_votes(sessions)
     gen = ScriptedGenerator()
     config = make_config(tmp_path)
@@ -98,6 +100,8 @@ async def test_retrain_from_discord_activates_a_passing_adapter(
     # Community genres: net score >= 2 and fewer than 3 downvotes.
     community = (adapter / "extra_genres.txt").read_text().splitlines()
     assert community == ["liked genre"]
+    # The training process never sees the Discord token.
+    assert json.loads((adapter / "env.json").read_text()) == {"DISCORD_TOKEN": None}
 
 
 async def test_gate_rejection_failure_busy_and_cancel(

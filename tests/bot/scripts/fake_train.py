@@ -5,6 +5,7 @@ MODE: ok (writes an adapter), fail (reports an error event and exits 1).
 """
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -40,6 +41,7 @@ def main() -> int:
     work = output.with_name(output.name + ".tmp")
     work.mkdir(parents=True, exist_ok=True)
     (work / "adapter_config.json").write_text("{}")
+    (work / "env.json").write_text(json.dumps({"DISCORD_TOKEN": os.environ.get("DISCORD_TOKEN")}))
     if extra:
         shutil.copy(extra, work / "extra_genres.txt")
     work.rename(output)
