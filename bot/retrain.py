@@ -609,4 +609,7 @@ def _last_line(path: Path) -> str | None:
         lines = [ln.strip() for ln in path.read_text("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
         return None
-    return lines[-1][:300] if lines else None
+    if not lines:
+        return None
+    last = lines[-1].removeprefix("Error: ")
+    return last[:300]

@@ -7,6 +7,7 @@ the leaderboard order, admin checks, cooldowns, busy answers, restarts without d
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.cli import entry
 from bot.store.models import Favorite, Generation, Genre, TrainingRun, Vote
 from bot.store.stats import store_stats
 from tests.bot.fakes import ScriptedGenerator, make_config, running_bot
@@ -109,7 +111,12 @@ async def test_genre_new_end_to_end(
 
 
 async def test_votes_favorites_and_leaderboard(
-    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fake_discord: FakeDiscord,
+    sessions: Any,
+    sqlite_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gen = ScriptedGenerator()
     gen.enqueue(["alpha wave polka", "beta drone", "gamma twee"])
@@ -178,7 +185,10 @@ async def test_votes_favorites_and_leaderboard(
     assert fake_discord.bot_user.id not in {v[0] for v in votes}
     assert len(favorites) == 2
     # `microgenre stats --json` counts the same.
-    stats = await store_stats(sessions)
+    monkeypatch.setenv("MICROGENRE_DATABASE_URL", sqlite_url)
+    code = await asyncio.to_thread(entry, ["stats", "--json"])
+    assert code == 0
+    stats = json.loads(capsys.readouterr().out)
     assert stats["votes"] == 6 and stats["favorites"] == 2 and stats["generated_genres"] == 3
 
 
