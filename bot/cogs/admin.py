@@ -16,7 +16,13 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import EMBED_COLOUR, format_duration, progress_bar, require_admin
+from bot.cogs.common import (
+    EMBED_COLOUR,
+    defer_public,
+    format_duration,
+    progress_bar,
+    require_admin,
+)
 from bot.errors import MicrogenreError
 from bot.retrain import NoRunError, Progress, RunOutcome
 from bot.store import runs as runs_store
@@ -143,7 +149,7 @@ class AdminCog(commands.GroupCog, group_name="retrain", group_description="Retra
     async def start(self, interaction: discord.Interaction[Any]) -> None:
         """Retrain the model on the genres this community liked"""
         manager = self._manager()
-        await interaction.response.defer(thinking=True)
+        await defer_public(interaction)
         message = await interaction.original_response()
         progress_message = ProgressMessage(self.bot, message, interaction.channel_id)
 

@@ -81,6 +81,12 @@ def mention(user_id: int | None) -> str:
     return f"<@{user_id}>" if user_id else "someone"
 
 
+async def defer_public(interaction: discord.Interaction[Any]) -> None:
+    """Defer with a public "thinking…" placeholder; an error later replaces it privately."""
+    await interaction.response.defer(thinking=True)
+    interaction.extras["public_defer"] = True
+
+
 async def reply(
     interaction: discord.Interaction[Any],
     content: str | None = None,

@@ -12,7 +12,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import REACTIONS, bot_of, guild_id_of, mention, subcommand
+from bot.cogs.common import (
+    REACTIONS,
+    bot_of,
+    defer_public,
+    guild_id_of,
+    mention,
+    subcommand,
+)
 from bot.errors import InputError, MicrogenreError
 from bot.service import weirdness_temperature
 from bot.store.generations import attach_message, release_generation, reserve_generations
@@ -138,8 +145,7 @@ class GenerationCog(commands.Cog):
     ) -> None:
         """Invent brand-new musical micro-genres"""
         # Answer Discord first: the 3-second deadline must never depend on the generator.
-        await interaction.response.defer(thinking=True)
-        interaction.extras["public_defer"] = True
+        await defer_public(interaction)
         guild_id = guild_id_of(interaction)
         config = self.bot.config.bot
         cleaned_like = clean_like(like, config.max_like_chars)

@@ -12,6 +12,7 @@ from discord.ext import commands
 
 from bot.cogs.common import (
     EMBED_COLOUR,
+    defer_public,
     guild_id_of,
     jump_url,
     mention,
@@ -108,7 +109,7 @@ class LeaderboardCog(commands.Cog):
     async def stats(self, interaction: discord.Interaction[Any]) -> None:
         """Counts, the active model and the generator's health"""
         guild_id = guild_id_of(interaction)
-        await interaction.response.defer()
+        await defer_public(interaction)
         here = await guild_counts(self.bot.sessions, guild_id)
         everywhere = await store_stats(self.bot.sessions)
         health = self.bot.service.health()
@@ -187,8 +188,7 @@ class LeaderboardCog(commands.Cog):
     async def map(self, interaction: discord.Interaction[Any]) -> None:
         """A map of this server's invented genres among real ones"""
         guild_id = guild_id_of(interaction)
-        await interaction.response.defer(thinking=True)
-        interaction.extras["public_defer"] = True
+        await defer_public(interaction)
         if self._index is None:
             self._index = WordIndex(await map_positions(self.bot.sessions))
         names = await guild_genre_names(self.bot.sessions, guild_id, limit=200)
