@@ -293,7 +293,11 @@ def train(
         "elapsed_s": 0.0,
     }
     best_weights: dict[str, Any] | None = None
-    signature = {"config": cfg.to_dict(), "data_hash": data_hash}
+    # What a checkpoint must match to be resumed (the thread count may change between runs).
+    signature = {
+        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("threads",)},
+        "data_hash": data_hash,
+    }
     resumed = False
     if resume and (ckpt / "state.json").is_file():
         saved = json.loads((ckpt / "state.json").read_text())

@@ -17,22 +17,22 @@ def sampler(tiny_model_path: Path) -> Sampler:
     return Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
 
 
-def _count_generate_calls(sampler: Sampler, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def _count_decode_calls(sampler: Sampler, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    original = sampler.model.generate
+    original = sampler.decode
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(int(kwargs["input_ids"].shape[0]))
-        return original(*args, **kwargs)
+    def counting(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(int(input_ids.shape[0]))
+        return original(input_ids, *args, **kwargs)
 
-    monkeypatch.setattr(sampler.model, "generate", counting)
+    monkeypatch.setattr(sampler, "decode", counting)
     return calls
 
 
 def test_requests_sharing_a_key_share_one_batch(
     sampler: Sampler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = _count_generate_calls(sampler, monkeypatch)
+    calls = _count_decode_calls(sampler, monkeypatch)
     requests = [
         GenerationRequest(prompt="genre:", n=3, max_tokens=5, stop=("\n",), seed=1),
         GenerationRequest(prompt="like: dub\ngenre:", n=2, max_tokens=5, stop=("\n",)),
@@ -40,7 +40,7 @@ def test_requests_sharing_a_key_share_one_batch(
     ]
     results = sampler.complete_batch(requests)
     assert [len(r.texts) for r in results] == [3, 2, 4]
-    assert calls == [5, 4]  # two sampling keys -> two generate calls
+    assert calls == [5, 4]  # two sampling keys -> two decoding passes
     assert all(r.model == "model" for r in results)
     assert all(len(r.extra["finished"]) == len(r.texts) for r in results)
     assert all(r.completion_tokens <= 5 * len(r.texts) for r in results)
@@ -58,13 +58,59 @@ def test_left_padding_gives_the_same_greedy_text_alone_or_batched(sampler: Sampl
     assert together[1].texts == alone_long
 
 
+def test_greedy_decode_matches_transformers_generate(sampler: Sampler) -> None:
+    import torch
+
+    prompts = ["genre:", "like: midwest shoegaze\ngenre:", "like: dub\ngenre:"]
+    enc = sampler.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    # Stop on a few frequent tokens so that rows finish at different steps and get dropped.
+    stop_ids = [int(t) for t in torch.arange(0, 60)]
+    ours = sampler.decode(
+        enc["input_ids"],
+        enc["attention_mask"],
+        max_new_tokens=8,
+        temperature=0.0,
+        top_p=1.0,
+        stop_ids=stop_ids,
+    )
+    with torch.inference_mode():
+        ref = sampler.model.generate(
+            **enc,
+            max_new_tokens=8,
+            do_sample=False,
+            eos_token_id=stop_ids,
+            pad_token_id=sampler.tokenizer.pad_token_id,
+        )
+    width = enc["input_ids"].shape[1]
+    for row, tokens in enumerate(ours):
+        expected = []
+        for token in ref[row, width:].tolist():
+            expected.append(token)
+            if token in stop_ids:
+                break
+        assert tokens == expected
+
+
+def test_top_p_keeps_only_the_nucleus() -> None:
+    import torch
+
+    from model.sampler import _pick
+
+    logits = torch.tensor([[10.0, 9.0, -10.0, -10.0]] * 200)
+    picked = _pick(logits, temperature=1.0, top_p=0.5)
+    assert set(picked.tolist()) == {0}
+    picked = _pick(logits, temperature=1.0, top_p=0.99)
+    assert set(picked.tolist()) == {0, 1}
+    assert _pick(logits[:1], temperature=0.0, top_p=1.0).tolist() == [0]
+
+
 def test_seeded_sampling_is_reproducible(sampler: Sampler) -> None:
     request = GenerationRequest(prompt="genre:", n=6, max_tokens=6, seed=7)
     assert sampler.complete_batch([request])[0].texts == sampler.complete_batch([request])[0].texts
 
 
 def test_chunks_large_requests(sampler: Sampler, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _count_generate_calls(sampler, monkeypatch)
+    calls = _count_decode_calls(sampler, monkeypatch)
     monkeypatch.setattr(sampler, "max_batch", 4)
     (result,) = sampler.complete_batch([GenerationRequest(prompt="genre:", n=10, max_tokens=3)])
     assert len(result.texts) == 10 and calls == [4, 4, 2]
@@ -82,17 +128,14 @@ def test_stop_tokens_include_every_token_with_the_stop_string(sampler: Sampler) 
 def test_stop_string_is_cut_and_marks_finished(
     sampler: Sampler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import torch
 
     newline = sampler.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
     word = sampler.tokenizer(" rock", add_special_tokens=False)["input_ids"]
 
-    def scripted(**kwargs: Any) -> Any:
-        ids = kwargs["input_ids"]
-        tail = torch.tensor([[*word, newline, *word], [*word, *word, *word]])
-        return torch.cat([ids, tail[: ids.shape[0]]], dim=1)
+    def scripted(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        return [[*word, newline], [*word, *word, *word]][: input_ids.shape[0]]
 
-    monkeypatch.setattr(sampler.model, "generate", scripted)
+    monkeypatch.setattr(sampler, "decode", scripted)
     (result,) = sampler.complete_batch(
         [GenerationRequest(prompt="genre:", n=2, max_tokens=3 * len(word) + 1, stop=("\n",))]
     )
