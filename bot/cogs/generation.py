@@ -200,24 +200,32 @@ class GenerationCog(commands.Cog):
         issued = [r for r in reserved if r.generation_id is not None]
         if not issued:
             raise NothingGeneratedError()
-        await interaction.edit_original_response(content=self._header(interaction, issued, options))
         missing_reactions = False
-        for r in issued:
-            assert r.generation_id is not None
-            try:
+        unposted = list(issued)
+        try:
+            await interaction.edit_original_response(
+                content=self._header(interaction, issued, options)
+            )
+            for r in issued:
+                assert r.generation_id is not None
                 message = await interaction.followup.send(f"🎵 **{r.name}**", wait=True)
-            except discord.HTTPException:
+                await attach_message(
+                    self.bot.sessions,
+                    r.generation_id,
+                    message_id=message.id,
+                    channel_id=interaction.channel_id,
+                )
+                unposted.remove(r)
+                if not missing_reactions:
+                    missing_reactions = not await self._add_reactions(
+                        message.channel.id, message.id
+                    )
+        finally:
+            # Genres whose message never went out may be issued again later.
+            for r in unposted:
+                assert r.generation_id is not None
                 await release_generation(self.bot.sessions, r.generation_id)
                 self.bot.service.forget(guild_id, r.name)
-                raise
-            await attach_message(
-                self.bot.sessions,
-                r.generation_id,
-                message_id=message.id,
-                channel_id=interaction.channel_id,
-            )
-            if not missing_reactions:
-                missing_reactions = not await self._add_reactions(message.channel.id, message.id)
         if missing_reactions:
             await interaction.followup.send(
                 "I cannot add reactions in this channel; vote by reacting with "

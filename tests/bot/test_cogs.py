@@ -198,3 +198,27 @@ def test_require_admin_checks_the_real_permissions() -> None:
     assert require_admin(interaction)
     interaction.permissions = discord.Permissions(administrator=True)
     assert require_admin(interaction)
+
+
+async def test_unposted_genres_are_released(sessions: Any, tmp_path: Path) -> None:
+    from bot.store.generations import issued_names
+
+    gen = ScriptedGenerator()
+    gen.enqueue(["first light dub", "second sight polka"])
+    bot = FakeBot(tmp_path, sessions, gen)
+    cog = GenerationCog(bot)  # type: ignore[arg-type]
+    interaction = fake_interaction()
+    sent = interaction.followup.send.side_effect
+
+    async def fail_second(content: str = "", **kwargs: Any) -> Any:
+        if "second" in content:
+            raise discord.HTTPException(MagicMock(status=500, reason="boom"), "boom")
+        return await sent(content, **kwargs)
+
+    interaction.followup.send = AsyncMock(side_effect=fail_second)
+    with pytest.raises(discord.HTTPException):
+        await cog.new(interaction, count=2, like=None, weirdness=3)
+    assert await issued_names(sessions, GUILD) == {"first light dub"}
+    gen.enqueue(["second sight polka"])
+    again = await bot.service.generate(1, guild_id=GUILD, user_id=1)
+    assert again.genres == ["second sight polka"]
