@@ -59,20 +59,22 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def make_generator(config: Config, sampler: str, known: list[str]) -> Any:
+async def make_generator(
+    config: Config, sampler: str, known: list[str], options: dict[str, Any]
+) -> Any:
     from bot.service import PipelineGenerator, create_generator
     from model.worker import WorkerClient
     from model.worker.factory import sampler_spec, worker_settings
 
     if sampler == "model":
-        return await create_generator(config, known=known)
+        return await create_generator(config, known=known, pipeline_options=options)
     from tests.bot.scripted_sampler import slow_factory
 
     client = WorkerClient(
         sampler_spec(config), worker_settings(config), sampler_factory=slow_factory
     )
     await client.start()
-    return PipelineGenerator(client, known=known)
+    return PipelineGenerator(client, known=known, pipeline_options=options)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,7 +106,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
 
     t0 = time.perf_counter()
-    generator = await make_generator(base, args.sampler, known)
+    options = {"min_request": args.min_request} if args.min_request else {}
+    generator = await make_generator(base, args.sampler, known, options)
     startup_s = time.perf_counter() - t0
     model_name = generator.client.model_name
     results: dict[str, Any] = {
@@ -113,6 +116,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "adapter": generator.client.spec.adapter,
         "worker_start_s": round(startup_s, 2),
         "known_genres": len(known),
+        "pipeline_options": options,
         "levels": {},
     }
     try:
@@ -277,6 +281,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Rounds per level.")
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--sampler", choices=("model", "scripted"), default="model")
+    parser.add_argument(
+        "--min-request",
+        type=int,
+        default=0,
+        help="GenrePipeline min_request (completions asked per request); 0: its default.",
+    )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
     args.levels = [int(x) for x in args.users.split(",") if x.strip()]

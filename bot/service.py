@@ -332,7 +332,12 @@ def load_adapter_fingerprint(adapter_path: str | None) -> Any:
         return None
 
 
-async def create_generator(config: Config, *, known: Iterable[str] = ()) -> PipelineGenerator:
+async def create_generator(
+    config: Config,
+    *,
+    known: Iterable[str] = (),
+    pipeline_options: dict[str, Any] | None = None,
+) -> PipelineGenerator:
     """Start the configured worker client and wrap it in a :class:`PipelineGenerator`.
 
     Imports ``model.worker`` here, not at module level; the worker process owns torch.
@@ -351,4 +356,10 @@ async def create_generator(config: Config, *, known: Iterable[str] = ()) -> Pipe
         await asyncio.to_thread(moderator.scores, ["warm up"])
     except Exception as exc:  # the classifier is optional
         log.warning("moderation is off: %s", exc)
-    return PipelineGenerator(client, known=known, fingerprint=fingerprint, moderator=moderator)
+    return PipelineGenerator(
+        client,
+        known=known,
+        fingerprint=fingerprint,
+        moderator=moderator,
+        pipeline_options=pipeline_options,
+    )
