@@ -20,8 +20,13 @@ pytestmark = pytest.mark.timeout(120)
 LAUNCHER = Path(__file__).parent / "scripts" / "run_bot.py"
 
 
-async def test_bot_process_serves_and_stops_cleanly_on_sigterm(
-    fake_discord: FakeDiscord, sessions: Any, sqlite_url: str, tmp_path: Path
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_bot_process_serves_and_stops_cleanly(
+    fake_discord: FakeDiscord,
+    sessions: Any,
+    sqlite_url: str,
+    tmp_path: Path,
+    stop_signal: signal.Signals,
 ) -> None:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
@@ -29,6 +34,7 @@ async def test_bot_process_serves_and_stops_cleanly_on_sigterm(
         "MICROGENRE_DATABASE_URL": sqlite_url,
         "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
         "MICROGENRE_BOT_COOLDOWN_S": "0",
+        "MICROGENRE_TEST_WORKER_PID_FILE": str(tmp_path / "worker.pid"),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -53,7 +59,7 @@ async def test_bot_process_serves_and_stops_cleanly_on_sigterm(
         await fake_discord.wait_for(
             lambda: len(fake_discord.reactions.get(int(messages[-1]["id"]), {})) == 3
         )
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         rc = await asyncio.wait_for(proc.wait(), 30)
     finally:
         if proc.returncode is None:
@@ -66,6 +72,10 @@ async def test_bot_process_serves_and_stops_cleanly_on_sigterm(
     report = json.loads(out.strip().splitlines()[-1])
     assert report == {"exit": 0, "torch_loaded": False}
     assert "Traceback" not in err
+    # The worker process was stopped with the bot: no orphan.
+    worker_pid = int((tmp_path / "worker.pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)
     stats = await store_stats(sessions)
     assert stats["generated_genres"] == 2
 

@@ -7,6 +7,7 @@ with the exit status and whether torch was imported in this (the bot's) process.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,9 @@ def main() -> int:
             sampler_spec(config), worker_settings(config), sampler_factory=scripted_factory
         )
         await client.start()
+        pid_file = os.environ.get("MICROGENRE_TEST_WORKER_PID_FILE")
+        if pid_file:
+            Path(pid_file).write_text(str(client.pid))
         return bot.service.PipelineGenerator(client, known=known, moderator=Moderator())
 
     bot.service.create_generator = create_generator
