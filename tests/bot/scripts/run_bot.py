@@ -6,6 +6,7 @@ real supervised WorkerClient with a torch-free scripted sampler. On exit it prin
 with the exit status and whether torch was imported in this (the bot's) process.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ def main() -> int:
     Route.BASE = sys.argv[1]
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(sys.argv[2])
 
-    async def create_generator(config, *, known=()):
+    async def create_generator(config, *, known=(), pipeline_options=None):
         from model.filters import Moderator
         from model.worker import WorkerClient
         from model.worker.factory import sampler_spec, worker_settings
@@ -37,8 +38,10 @@ def main() -> int:
         await client.start()
         pid_file = os.environ.get("MICROGENRE_TEST_WORKER_PID_FILE")
         if pid_file:
-            Path(pid_file).write_text(str(client.pid))
-        return bot.service.PipelineGenerator(client, known=known, moderator=Moderator())
+            await asyncio.to_thread(Path(pid_file).write_text, str(client.pid))
+        return bot.service.PipelineGenerator(
+            client, known=known, moderator=Moderator(), pipeline_options=pipeline_options
+        )
 
     bot.service.create_generator = create_generator
     code = entry(["-v", "bot"])
