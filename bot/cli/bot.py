@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import click
 
@@ -26,6 +27,10 @@ def bot_command(ctx: click.Context, force_sync: bool) -> None:
     from bot.app import MissingTokenError, run_bot
 
     config = state(ctx).config
+    # A long-running service logs its life cycle (connected, synced, stopping) by default.
+    app_logger = logging.getLogger("bot")
+    if app_logger.getEffectiveLevel() > logging.INFO:
+        app_logger.setLevel(logging.INFO)
     if not config.discord.token:
         raise MissingTokenError()
     if force_sync:

@@ -72,6 +72,8 @@ async def test_bot_process_serves_and_stops_cleanly(
     report = json.loads(out.strip().splitlines()[-1])
     assert report == {"exit": 0, "torch_loaded": False}
     assert "Traceback" not in err
+    assert "synced 2 commands (global)" in err and "stopping: finishing in-flight work" in err
+    assert "fake-token" not in err  # the token is never logged
     # The worker process was stopped with the bot: no orphan.
     worker_pid = int((tmp_path / "worker.pid").read_text())
     with pytest.raises(ProcessLookupError):
