@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from model.dataset import Example, leading_word
+from model.errors import GenerationError
 from model.filters import Fingerprint, _singular, near_key, validate
 from model.pipeline import GenrePipeline
 from model.protocol import CompletionBackend, GenerationRequest, GenerationResult
@@ -80,7 +81,10 @@ async def raw_sample(backend: CompletionBackend, prompt: str, n: int, **kw: Any)
 
 
 def raw_metrics(
-    texts: Sequence[str], fingerprint: Fingerprint, valid_near: set[str]
+    texts: Sequence[str],
+    fingerprint: Fingerprint,
+    valid_near: set[str],
+    train_words: set[str] | None = None,
 ) -> dict[str, Any]:
     names = [parse_completion(t) for t in texts]
     well = [n for n in names if n is not None and validate(n) is None]
@@ -95,6 +99,13 @@ def raw_metrics(
         "novel": len(novel) / max(len(well), 1),
         "known": sum(fingerprint.match(n) == "known" for n in well) / max(len(well), 1),
         "reinvented_valid": len(reinvented),
+        # Novel genres with a word no training genre uses (invented words, often junk).
+        "novel_with_new_word": (
+            sum(any(w not in train_words for w in genre_key(n).split()) for n in novel)
+            / max(len(novel), 1)
+            if train_words is not None
+            else None
+        ),
         "reinvented_examples": sorted(reinvented)[:10],
     }
 
@@ -126,8 +137,13 @@ async def like_honoured(
     """Share of ``like``-conditioned genres that share a word with the ``like`` text."""
     hits = total = 0
     examples = []
+    failed = 0
     for i, like in enumerate(likes):
-        outcome = await pipeline.generate(per_like, like=like, seed=seed + i)
+        try:
+            outcome = await pipeline.generate(per_like, like=like, seed=seed + i)
+        except GenerationError:
+            failed += 1
+            continue
         like_words = {w for w in near_key_words(like)}
         for g in outcome.genres:
             total += 1
@@ -173,7 +189,12 @@ async def evaluate_backend(
     delivered_s = time.perf_counter() - t0
     table: dict[str, Any] = {
         "model": outcome.model,
-        "raw": raw_metrics(texts, fingerprint, valid_near),
+        "raw": raw_metrics(
+            texts,
+            fingerprint,
+            valid_near,
+            {w for name in train_names for w in genre_key(name).split()},
+        ),
         "delivered": delivered_metrics(outcome.genres, fingerprint, train_names),
         "pipeline_stats": outcome.stats,
         "raw_s": round(raw_s, 2),

@@ -714,6 +714,7 @@ def format_eval_table(result: dict[str, Any]) -> str:
     row("raw unique (of well-formed)", lambda t: t["raw"]["unique"])
     row("raw novel (of well-formed)", lambda t: t["raw"]["novel"])
     row("raw exact known genre", lambda t: t["raw"]["known"])
+    row("raw novel with an unseen word", lambda t: t["raw"]["novel_with_new_word"] or 0.0)
     row("validation genres re-invented", lambda t: t["raw"]["reinvented_valid"], "{}")
     row("delivered well-formed", lambda t: t["delivered"]["well_formed"])
     row("delivered unique", lambda t: t["delivered"]["unique"])

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from model.dataset import Example
+from model.evaluate import MarkovBackend, delivered_metrics, evaluate_backend, raw_metrics
+from model.filters import Fingerprint, Moderator
+from model.pipeline import GenrePipeline
+
+TRAIN = ["post rock", "dream pop", "acid jazz", "musica popular", "deep house", "deep techno"]
+VALID = ["post jazz", "acid house"]
+KNOWN = Fingerprint.from_names(TRAIN + VALID)
+
+
+def test_raw_metrics_counts_each_rate() -> None:
+    texts = [
+        " post jazz\n",  # well-formed, known (a validation genre: re-invented)
+        " glacier pop\n",  # novel, every word seen? "glacier" is new
+        " glacier pop\n",  # repeat
+        " half a genre",  # no end marker
+        " dream pop\n",  # known
+    ]
+    words = {w for name in TRAIN for w in name.split()}
+    m = raw_metrics(texts, KNOWN, {"jazzpost", "acidhouse"}, words)
+    assert m["n"] == 5
+    assert m["well_formed"] == pytest.approx(4 / 5)
+    assert m["unique"] == pytest.approx(3 / 4)
+    assert m["novel"] == pytest.approx(2 / 4)
+    assert m["known"] == pytest.approx(2 / 4)
+    assert m["reinvented_valid"] == 1
+    assert m["novel_with_new_word"] == pytest.approx(1.0)
+
+
+def test_delivered_metrics_and_leading_words() -> None:
+    m = delivered_metrics(["musica nova", "deep glacier", "deep tundra", "x y"], KNOWN, TRAIN)
+    assert m["well_formed"] == 1.0 and m["unique"] == 1.0 and m["novel"] == 1.0
+    assert m["musica_share"] == pytest.approx(0.25)
+    assert m["musica_train_share"] == pytest.approx(1 / 6)
+    assert m["top_leading"][0] == ["deep", 0.5, pytest.approx(2 / 6, abs=1e-4)]
+
+
+def test_markov_baseline_is_seeded_and_recombines_training_words() -> None:
+    a = MarkovBackend(TRAIN, seed=3).sample(20)
+    b = MarkovBackend(TRAIN, seed=3).sample(20)
+    assert a == b
+    words = {w for name in TRAIN for w in name.split()}
+    assert all(set(s.split()) <= words for s in a if s)
+
+
+async def test_evaluate_backend_on_the_markov_baseline() -> None:
+    backend = MarkovBackend(TRAIN * 3 + ["deep jazz", "acid pop", "dream house"], seed=1)
+    pipeline = GenrePipeline(backend, KNOWN, Moderator(), max_attempts=50)
+    table = await evaluate_backend(
+        backend,
+        pipeline,
+        n=3,
+        fingerprint=KNOWN,
+        train=[Example(g) for g in TRAIN],
+        valid=[Example(g) for g in VALID],
+    )
+    assert table["model"] == "markovify-1"
+    assert table["raw"]["n"] == 3
+    assert table["delivered"]["novel"] == 1.0 and table["delivered"]["n"] == 3
