@@ -67,10 +67,12 @@ class MarkovBackend:
 async def raw_sample(backend: CompletionBackend, prompt: str, n: int, **kw: Any) -> list[str]:
     """``n`` raw completions (chunks of 256), unfinished ones marked by a missing end marker."""
     out: list[str] = []
+    seed = kw.pop("seed", None)
     while len(out) < n:
         size = min(256, n - len(out))
+        chunk_seed = None if seed is None else seed + len(out)  # a fresh seed per chunk
         result = await backend.complete(
-            GenerationRequest(prompt=prompt, n=size, stop=(END_MARKER,), **kw)
+            GenerationRequest(prompt=prompt, n=size, stop=(END_MARKER,), seed=chunk_seed, **kw)
         )
         finished = result.extra.get("finished") or [True] * len(result.texts)
         out.extend(

@@ -121,9 +121,10 @@ _MAGIC = b"MGFP1\n"
 class Fingerprint:
     """A compact set of 64-bit hashes of the normalised names of known genres.
 
-    Two hash sets: exact keys (:func:`genre_key`) and near keys (:func:`near_key`). It holds no
-    names, ships with an adapter (about 16 bytes per genre) and answers whether a candidate is a
-    known genre or a near-copy of one on a machine that has no dataset.
+    Three hash sets: exact keys (:func:`genre_key`), near keys (:func:`near_key`) and the words
+    of the known genres. It holds no names, ships with an adapter (about 20 bytes per genre) and
+    answers whether a candidate is a known genre or a near-copy of one, and whether it uses any
+    word real genres use, on a machine that has no dataset.
     """
 
     def __init__(
@@ -131,22 +132,50 @@ class Fingerprint:
         exact: Iterable[int] = (),
         near: Iterable[int] = (),
         meta: dict[str, Any] | None = None,
+        words: Iterable[int] = (),
     ) -> None:
         self._exact = frozenset(exact)
         self._near = frozenset(near)
+        self._words = frozenset(words)
         self.meta: dict[str, Any] = dict(meta or {})
 
     @classmethod
     def from_names(cls, names: Iterable[str], meta: dict[str, Any] | None = None) -> Fingerprint:
         exact: set[int] = set()
         near: set[int] = set()
+        words: set[int] = set()
         for name in names:
             key = genre_key(name)
             if not key:
                 continue
             exact.add(_hash(key))
             near.add(_hash(near_key(name)))
-        return cls(exact, near, meta)
+            words.update(_hash(w) for w in key.split())
+        return cls(exact, near, meta, words)
+
+    @property
+    def has_words(self) -> bool:
+        return bool(self._words)
+
+    def grounded(self, name: str) -> bool:
+        """Whether a word of ``name`` is a word real genres use, or two such words glued.
+
+        A genre with no such word is an invented string ("giyue", "obsoud"), not a name that
+        reads as a genre. True when the fingerprint holds no words (an old file).
+
+        >>> fp = Fingerprint.from_names(["bubble pop", "grunge"])
+        >>> fp.grounded("toucan grunge"), fp.grounded("bubblegrunge"), fp.grounded("obsoud")
+        (True, True, False)
+        """
+        if not self._words:
+            return True
+        for word in genre_key(name).split():
+            if _hash(word) in self._words or _hash(_singular(word)) in self._words:
+                return True
+            for cut in range(3, len(word) - 2):
+                if _hash(word[:cut]) in self._words and _hash(word[cut:]) in self._words:
+                    return True
+        return False
 
     def __len__(self) -> int:
         return len(self._exact)
@@ -165,14 +194,22 @@ class Fingerprint:
 
     def union(self, other: Fingerprint) -> Fingerprint:
         meta = {**self.meta, "merged": True}
-        return Fingerprint(self._exact | other._exact, self._near | other._near, meta)
+        return Fingerprint(
+            self._exact | other._exact, self._near | other._near, meta, self._words | other._words
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the set atomically: magic, a JSON header line, then sorted big-endian u64s."""
         target = Path(path)
-        header = {**self.meta, "exact": len(self._exact), "near": len(self._near)}
+        header = {
+            **self.meta,
+            "exact": len(self._exact),
+            "near": len(self._near),
+            "words": len(self._words),
+        }
         body = b"".join(struct.pack(">Q", h) for h in sorted(self._exact))
         body += b"".join(struct.pack(">Q", h) for h in sorted(self._near))
+        body += b"".join(struct.pack(">Q", h) for h in sorted(self._words))
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_bytes(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body)
         tmp.replace(target)
@@ -187,10 +224,16 @@ class Fingerprint:
         header = json.loads(data[len(_MAGIC) : header_end])
         body = data[header_end + 1 :]
         n_exact, n_near = int(header.pop("exact")), int(header.pop("near"))
-        if len(body) != 8 * (n_exact + n_near):
+        n_words = int(header.pop("words", 0))
+        if len(body) != 8 * (n_exact + n_near + n_words):
             raise ValueError(f"{path} is truncated or corrupt")
         values = [v for (v,) in struct.iter_unpack(">Q", body)]
-        return cls(values[:n_exact], values[n_exact:], header)
+        return cls(
+            values[:n_exact],
+            values[n_exact : n_exact + n_near],
+            header,
+            values[n_exact + n_near :],
+        )
 
 
 # A few terms the statistical classifier under-rates; checked as whole words.

@@ -8,7 +8,8 @@ the in-process :class:`~model.sampler.LocalBackend`, the worker process or a scr
 Rejection reasons counted in :attr:`GenerationOutcome.stats`: ``truncated`` (no end marker),
 ``malformed:<reason>`` (see :func:`model.filters.validate`), ``offensive``, ``known`` (a real
 genre), ``near_known`` (a near-copy of one), ``excluded`` (generated before in this scope) and
-``repeat`` (twice in this call).
+``repeat`` (twice in this call) and ``no_genre_word`` (no word of it, nor two glued, is a word
+real genres use: an invented string like "giyue" rather than a name that reads as a genre).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class GenrePipeline:
         fingerprint: Fingerprint | None,
         moderator: Moderator | None = None,
         *,
-        temperature: float = 1.0,
+        temperature: float = 0.85,
         top_p: float = 0.95,
         max_tokens: int = 16,
         oversample: float = 1.5,
@@ -59,6 +60,7 @@ class GenrePipeline:
         max_request: int = 512,
         min_request: int = 8,
         known: Iterable[str] = (),
+        require_genre_word: bool = True,
     ) -> None:
         self.backend = backend
         self.fingerprint = fingerprint if fingerprint is not None else Fingerprint()
@@ -72,6 +74,7 @@ class GenrePipeline:
         self.max_attempts = max_attempts
         self.max_request = max_request
         self.min_request = min_request
+        self.require_genre_word = require_genre_word
         # Running estimate of the share of candidates that survive the filters.
         self._yield = 1.0 / oversample
 
@@ -101,6 +104,9 @@ class GenrePipeline:
             match = self.fingerprint.match(j.name)
             if match is not None:
                 j.verdict = match
+                continue
+            if self.require_genre_word and not self.fingerprint.grounded(j.name):
+                j.verdict = "no_genre_word"
                 continue
             key = near_key(j.name)
             if key in seen:

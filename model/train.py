@@ -173,6 +173,21 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def compact_adapter_weights(path: Path) -> None:
+    """Store float32 LoRA weights as bfloat16: half the size, and sampling merges them into a
+    bfloat16 (or float32) base anyway. PEFT casts them back to the module dtype on load."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    compact = {
+        k: v.to(torch.bfloat16) if v.dtype == torch.float32 else v for k, v in tensors.items()
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(compact, str(tmp), metadata={"format": "pt"})
+    tmp.replace(path)
+
+
 def _write_loss_curve(
     path: Path, steps: list[tuple[int, float]], valid: list[float], spe: int
 ) -> None:
@@ -496,6 +511,9 @@ def train(
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    # Name the base model as configured, not the local cache path it was loaded from.
+    for peft_config in model.peft_config.values():
+        peft_config.base_model_name_or_path = cfg.base_model
     model.save_pretrained(str(tmp))
     (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     if (dataset / FINGERPRINT_FILE).is_file():
@@ -506,6 +524,7 @@ def train(
         state["valid_losses"],
         steps_per_epoch,
     )
+    compact_adapter_weights(tmp / ADAPTER_WEIGHTS)
     for stray in tmp.iterdir():
         if stray.name == "README.md":
             stray.unlink()

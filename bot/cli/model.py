@@ -564,7 +564,7 @@ def generate(
     help="Rebuild the split from a genres.csv table (same seed as training).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=1.0, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=0.85, show_default=True)
 @click.option(
     "--likes",
     type=click.IntRange(0, 200),
@@ -659,7 +659,9 @@ async def _evaluate(
     like_terms = rng.sample(related, min(likes, len(related))) if likes else []
     sampler = await asyncio.to_thread(load_sampler, config, adapter)
     backend = LocalBackend(sampler)
-    pipeline = GenrePipeline(backend, fingerprint, moderator, max_attempts=8)
+    # Large requests: the evaluation asks for N at once (the pipeline chunks them in batches).
+    sizes: dict[str, Any] = {"max_attempts": 10, "max_request": max(512, 4 * count)}
+    pipeline = GenrePipeline(backend, fingerprint, moderator, **sizes)
     model_table = await evaluate_backend(
         backend,
         pipeline,
@@ -682,7 +684,7 @@ async def _evaluate(
     }
     if not no_baseline:
         markov = MarkovBackend([e.genre for e in train_examples], seed=seed)
-        markov_pipeline = GenrePipeline(markov, fingerprint, moderator, max_attempts=8)
+        markov_pipeline = GenrePipeline(markov, fingerprint, moderator, **sizes)
         result["baseline"] = await evaluate_backend(
             markov,
             markov_pipeline,

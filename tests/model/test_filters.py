@@ -88,7 +88,7 @@ def test_fingerprint_save_load_round_trip(tmp_path: Path) -> None:
     assert "genre 500" not in loaded
     # Compact and holds no names.
     data = path.read_bytes()
-    assert len(data) < 16 * 500 + 200
+    assert len(data) < 24 * 500 + 200
     assert b"genre 1" not in data
 
 
@@ -132,3 +132,26 @@ def test_shared_data_real_genres_are_mostly_well_formed_and_known(shared_data: P
     assert len(bad) / len(names) < 0.01
     fp = Fingerprint.from_names(names)
     assert all(fp.match(n) == "known" for n in names)
+
+
+@pytest.mark.parametrize(
+    ("name", "grounded"),
+    [
+        ("toucan grunge", True),
+        ("bubblegrunge", True),
+        ("grunges", True),
+        ("giyue", False),
+        ("obsoud specey", False),
+    ],
+)
+def test_grounded_needs_a_genre_word(name: str, grounded: bool) -> None:
+    fp = Fingerprint.from_names(["bubble pop", "grunge"])
+    assert fp.grounded(name) is grounded
+
+
+def test_fingerprint_without_words_grounds_everything(tmp_path: Path) -> None:
+    fp = Fingerprint(exact=[1], near=[2])
+    loaded = Fingerprint.load(fp.save(tmp_path / "fp"))
+    assert not loaded.has_words and loaded.grounded("giyue")
+    words = Fingerprint.load(Fingerprint.from_names(["dub"]).save(tmp_path / "w"))
+    assert words.has_words and not words.grounded("giyue")

@@ -28,7 +28,9 @@ class ScriptedBackend:
         return GenerationResult(texts=texts, model="scripted", extra={"finished": finished})
 
 
-KNOWN = Fingerprint.from_names(["post rock", "dream pop", "drum and bass"])
+KNOWN = Fingerprint.from_names(
+    ["post rock", "dream pop", "drum and bass", "techno", "jazz", "gaze", "thing", "number", "b"]
+)
 
 
 async def test_filters_and_counts_each_rejection_reason() -> None:
@@ -44,14 +46,16 @@ async def test_filters_and_counts_each_rejection_reason() -> None:
             " swamp techno\n",
             " old gaze\n",  # excluded
             " tundra jazz\n",
+            " giyue\n",  # no word a real genre uses
         ]
     )
-    pipeline = GenrePipeline(backend, KNOWN, Moderator(), min_request=10, max_attempts=1)
+    pipeline = GenrePipeline(backend, KNOWN, Moderator(), min_request=11, max_attempts=1)
     outcome = await pipeline.generate(3, exclude=["gaze old"])
     assert outcome.genres == ["glacier pop", "swamp techno", "tundra jazz"]
     assert outcome.model == "scripted"
     stats = outcome.stats
-    assert stats["raw"] == 10
+    assert stats["raw"] == 11
+    assert stats["rejected:no_genre_word"] == 1
     assert stats["rejected:known"] == 1
     assert stats["rejected:near_known"] == 1
     assert stats["rejected:repeat"] == 1
@@ -103,6 +107,7 @@ async def test_passes_like_temperature_and_seed() -> None:
 
 async def test_known_names_extend_the_fingerprint() -> None:
     backend = ScriptedBackend([" store genre\n", " fresh genre\n"] + [" \n"] * 50)
+    # "genre" is a word of the known names given here.
     pipeline = GenrePipeline(backend, KNOWN, known=["store genre"], min_request=2)
     outcome = await pipeline.generate(1)
     assert outcome.genres == ["fresh genre"]
@@ -111,3 +116,20 @@ async def test_known_names_extend_the_fingerprint() -> None:
 async def test_zero_count_is_empty() -> None:
     outcome = await GenrePipeline(ScriptedBackend(), KNOWN).generate(0)
     assert outcome.genres == []
+
+
+async def test_genre_word_rule_can_be_switched_off() -> None:
+    texts = [" giyue\n", " obsoud\n"]
+    strict = GenrePipeline(ScriptedBackend(list(texts)), KNOWN, min_request=2, max_attempts=1)
+    with pytest.raises(GenerationError):
+        await strict.generate(1)
+    lax = GenrePipeline(
+        ScriptedBackend(list(texts)), KNOWN, min_request=2, require_genre_word=False
+    )
+    assert (await lax.generate(2)).genres == ["giyue", "obsoud"]
+
+
+async def test_glued_genre_words_count_as_grounded() -> None:
+    backend = ScriptedBackend([" jazztechno\n"])
+    outcome = await GenrePipeline(backend, KNOWN, min_request=1).generate(1)
+    assert outcome.genres == ["jazztechno"]
