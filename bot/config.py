@@ -66,7 +66,7 @@ class ModelConfig:
     device: str = "auto"
     # "auto" (bf16 where supported), "bfloat16", "float16" or "float32".
     dtype: str = "auto"
-    # CPU threads for torch; 0 uses every core.
+    # CPU threads for torch; 0 = half the logical cores (the physical ones), at least one.
     threads: int = 0
 
 
