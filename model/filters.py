@@ -34,6 +34,31 @@ _ALLOWED = re.compile(r"^[\w\s'&+\-/.!(),:]+$")
 _REPEAT_WORD = re.compile(r"\b(\w+)( \1\b){2,}")
 _PROMPT_TAGS = ("genre:", "like:")
 
+# Words that are not a genre on their own ("music", "song"): refused as one-word names.
+_GENERIC = frozenset(
+    {
+        "music",
+        "musica",
+        "musique",
+        "musik",
+        "muzica",
+        "muzyka",
+        "song",
+        "songs",
+        "sound",
+        "sounds",
+        "style",
+        "band",
+        "bands",
+        "tune",
+        "tunes",
+        "beat",
+        "beats",
+        "genre",
+        "other",
+    }
+)
+
 # Words dropped by near_key: joiners that spell the same genre in different ways.
 _FILLERS = frozenset({"and", "n", "'n'", "'n", "n'", "the"})
 
@@ -42,7 +67,8 @@ def validate(name: str) -> str | None:
     """Why ``name`` is not a well-formed genre name, or None when it is.
 
     Well-formed: 1–6 words, at most 48 characters, letters in it, no sentence punctuation,
-    no markup or URLs, no prompt tags, no word repeated three times.
+    no markup or URLs, no prompt tags, no word repeated three times, not one generic word
+    ("music", "song").
 
     >>> [validate(x) for x in ["", "a b c d e f g", "<b>rock</b>", "genre: rock", "rock rock rock"]]
     ['empty', 'too_many_words', 'markup', 'prompt_tag', 'repetition']
@@ -71,6 +97,8 @@ def validate(name: str) -> str | None:
         return "unbalanced"
     if _REPEAT_WORD.search(text):
         return "repetition"
+    if len(words) == 1 and genre_key(text) in _GENERIC:
+        return "generic"
     return None
 
 

@@ -30,6 +30,9 @@ from model.filters import Fingerprint, Moderator, near_key, validate
         ("123 456", "no_letters"),
         ("pop (live", "unbalanced"),
         ("rock \u2603", "bad_characters"),
+        ("musica", "generic"),
+        ("Song", "generic"),
+        ("song cycle", None),
     ],
 )
 def test_validate(name: str, reason: str | None) -> None:
