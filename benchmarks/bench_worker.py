@@ -6,7 +6,8 @@ For each concurrency level L, L simulated users each ask for one novel genre at 
 :class:`model.pipeline.GenrePipeline` on top of the local worker (``WorkerClient``: one model
 process, dynamic batching). Level 1 sends 32 requests one after another, level 8 four per user,
 levels 32 and 128 one per user, so "32 sequential" and "32 concurrent" compare like with like.
-The baseline is the original project's loop on the same weights: one ``generate`` call per
+A raw test then sends 32 plain requests (``n`` completions each, no pipeline) one after another
+and all at once: the batching speed-up of the worker alone. The baseline is the original project's loop on the same weights: one ``generate`` call per
 genre with ``max_length=200``, keeping the first line, retrying while it is a known genre.
 
 Prints a table; ``--json PATH`` also writes the numbers.
@@ -97,6 +98,32 @@ async def run_level(
         "batches": batches,
         "completions": completions,
         "rows_per_batch": completions / batches if batches else 0.0,
+    }
+
+
+async def raw_speedup(client: WorkerClient, n: int, count: int = 32) -> dict[str, Any]:
+    """``count`` raw requests of ``n`` completions, one after another, then all at once."""
+    from model.protocol import GenerationRequest
+    from model.textformat import END_MARKER, build_prompt
+
+    def request() -> GenerationRequest:
+        return GenerationRequest(build_prompt(), n=n, max_tokens=16, stop=(END_MARKER,))
+
+    started = time.perf_counter()
+    for _ in range(count):
+        await client.complete(request())
+    sequential = time.perf_counter() - started
+    before = client.health()["batches_served"]
+    started = time.perf_counter()
+    await asyncio.gather(*(client.complete(request()) for _ in range(count)))
+    concurrent = time.perf_counter() - started
+    return {
+        "n": n,
+        "requests": count,
+        "sequential_s": sequential,
+        "concurrent_s": concurrent,
+        "batches": client.health()["batches_served"] - before,
+        "speedup": sequential / concurrent,
     }
 
 
@@ -195,6 +222,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
         report["levels"] = levels
+        report["raw"] = await raw_speedup(client, args.raw_n)
+        raw = report["raw"]
+        print(
+            f"  raw: 32 x n={raw['n']} sequential {raw['sequential_s']:.2f} s, concurrent "
+            f"{raw['concurrent_s']:.2f} s ({raw['batches']} batches)",
+            flush=True,
+        )
         report["worker_rss_mib"] = client.health()["rss_bytes"] / 2**20
     by_users = {level["users"]: level for level in levels}
     if 1 in by_users and 32 in by_users:
@@ -220,7 +254,15 @@ def print_table(report: dict[str, Any]) -> None:
         )
     print()
     if "speedup_32" in report:
-        print(f"32 concurrent vs 32 sequential requests: {report['speedup_32']:.1f}x faster")
+        print(
+            f"32 concurrent vs 32 sequential one-genre pipeline calls: "
+            f"{report['speedup_32']:.1f}x faster"
+        )
+    raw = report["raw"]
+    print(
+        f"32 concurrent vs 32 sequential raw requests (n={raw['n']} each): "
+        f"{raw['speedup']:.1f}x faster ({raw['sequential_s']:.2f} s vs {raw['concurrent_s']:.2f} s)"
+    )
     print(f"worker RSS: {report['worker_rss_mib']:.0f} MiB; model load {report['load_s']:.1f} s")
     baseline = report.get("baseline")
     if baseline:
@@ -246,6 +288,7 @@ def main() -> None:
     parser.add_argument("--adapter", default=None, help="adapter folder, or 'none' for the base")
     parser.add_argument("--max-batch-size", type=int, default=0, help="override [worker]")
     parser.add_argument("--min-request", type=int, default=8, help="pipeline's smallest n")
+    parser.add_argument("--raw-n", type=int, default=5, help="n of the raw batching test")
     parser.add_argument("--baseline-calls", type=int, default=5, help="0 skips the baseline")
     parser.add_argument("--no-moderation", action="store_true")
     parser.add_argument("--json", default=None, help="also write the numbers to this file")

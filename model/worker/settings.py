@@ -70,7 +70,7 @@ class WorkerSettings:
     # How long the oldest queued request waits for company before its batch starts.
     batch_window_ms: float = 25.0
     # Most completions (sum of ``n``) generated together in one batch.
-    max_batch_size: int = 64
+    max_batch_size: int = 256
     # Most requests waiting in the queue; beyond it callers get WorkerBusyError.
     queue_size: int = 256
     # The worker process reports that it is alive this often...
