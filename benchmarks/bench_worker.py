@@ -7,8 +7,9 @@ For each concurrency level L, L simulated users each ask for one novel genre at 
 process, dynamic batching). Level 1 sends 32 requests one after another, level 8 four per user,
 levels 32 and 128 one per user, so "32 sequential" and "32 concurrent" compare like with like.
 A raw test then sends 32 plain requests (``n`` completions each, no pipeline) one after another
-and all at once: the batching speed-up of the worker alone. The baseline is the original project's loop on the same weights: one ``generate`` call per
-genre with ``max_length=200``, keeping the first line, retrying while it is a known genre.
+and all at once: the batching speed-up of the worker alone. The baseline is the original
+project's loop on the same weights: one ``generate`` call per genre with ``max_length=200``,
+keeping the first line, counting it when it is novel.
 
 Prints a table; ``--json PATH`` also writes the numbers.
 """
