@@ -10,6 +10,8 @@ Rejection reasons counted in :attr:`GenerationOutcome.stats`: ``truncated`` (no 
 genre), ``near_known`` (a near-copy of one), ``excluded`` (generated before in this scope) and
 ``repeat`` (twice in this call) and ``no_genre_word`` (no word of it, nor two glued, is a word
 real genres use: an invented string like "giyue" rather than a name that reads as a genre).
+Without ``like``, no leading word may start more than ``max_leading_share`` of one call's genres
+(at least ``min_leading_cap``): ``leading_word_cap`` counts those held back.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from model.errors import GenerationError
 from model.filters import Fingerprint, Moderator, near_key, validate
 from model.protocol import CompletionBackend, GenerationRequest
 from model.textformat import END_MARKER, build_prompt, parse_completion
+from scraping.normalize import genre_key
 
 
 @dataclass
@@ -43,6 +46,12 @@ class _Judged:
     verdict: str  # "ok" or a rejection reason
 
 
+def leading_word(name: str) -> str:
+    """The first word of a genre's key: ``"Música Popular"`` -> ``"musica"``."""
+    words = genre_key(name).split()
+    return words[0] if words else ""
+
+
 class GenrePipeline:
     """Generate distinct, well-formed, inoffensive, novel genre names."""
 
@@ -61,6 +70,8 @@ class GenrePipeline:
         min_request: int = 8,
         known: Iterable[str] = (),
         require_genre_word: bool = True,
+        max_leading_share: float = 0.02,
+        min_leading_cap: int = 2,
     ) -> None:
         self.backend = backend
         self.fingerprint = fingerprint if fingerprint is not None else Fingerprint()
@@ -75,6 +86,8 @@ class GenrePipeline:
         self.max_request = max_request
         self.min_request = min_request
         self.require_genre_word = require_genre_word
+        self.max_leading_share = max_leading_share
+        self.min_leading_cap = min_leading_cap
         # Running estimate of the share of candidates that survive the filters.
         self._yield = 1.0 / oversample
 
@@ -138,6 +151,8 @@ class GenrePipeline:
         candidates: list[tuple[str, str]] = []
         model = ""
         prompt = build_prompt(like)
+        lead_counts: Counter[str] = Counter()
+        lead_cap = max(self.min_leading_cap, math.ceil(count * self.max_leading_share))
         attempt = 0
         while len(genres) < count and attempt < self.max_attempts:
             missing = count - len(genres)
@@ -167,9 +182,17 @@ class GenrePipeline:
                     stats[f"rejected:{verdict}"] += 1
                     continue
                 assert j.name is not None
+                lead = leading_word(j.name)
+                if like is None and lead_counts[lead] >= lead_cap:
+                    # Counter the model's preference for frequent heads ("musica …", "rap …"):
+                    # no leading word takes more than its share of one call.
+                    stats["rejected:leading_word_cap"] += 1
+                    candidates[-1] = (j.name, "leading_word_cap")
+                    continue
                 key = near_key(j.name)
                 seen.add(key)
                 if len(genres) < count:
+                    lead_counts[lead] += 1
                     genres.append(j.name)
                     accepted += 1
                 else:

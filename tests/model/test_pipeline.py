@@ -67,7 +67,7 @@ async def test_filters_and_counts_each_rejection_reason() -> None:
 
 
 async def test_oversamples_in_one_request() -> None:
-    backend = ScriptedBackend([f" sound number {i}\n" for i in range(100)])
+    backend = ScriptedBackend([f" n{i} number\n" for i in range(100)])
     pipeline = GenrePipeline(backend, KNOWN, oversample=1.5)
     outcome = await pipeline.generate(20)
     assert len(outcome.genres) == 20
@@ -78,12 +78,12 @@ async def test_oversamples_in_one_request() -> None:
 
 
 async def test_asks_again_only_for_what_is_missing() -> None:
-    backend = ScriptedBackend([" post rock\n"] * 30 + [f" new thing {i}\n" for i in range(100)])
+    backend = ScriptedBackend([" post rock\n"] * 30 + [f" t{i} thing\n" for i in range(100)])
     pipeline = GenrePipeline(backend, KNOWN, oversample=1.0, min_request=1)
     outcome = await pipeline.generate(5)
     assert len(outcome.genres) == 5
     assert len(backend.requests) >= 2
-    assert all(g.startswith("new thing") for g in outcome.genres)
+    assert all(g.endswith(" thing") for g in outcome.genres)
 
 
 async def test_bounded_attempts_raise_a_model_error() -> None:
@@ -133,3 +133,18 @@ async def test_glued_genre_words_count_as_grounded() -> None:
     backend = ScriptedBackend([" jazztechno\n"])
     outcome = await GenrePipeline(backend, KNOWN, min_request=1).generate(1)
     assert outcome.genres == ["jazztechno"]
+
+
+async def test_leading_word_cap_without_like_only() -> None:
+    texts = [f" jazz {w}\n" for w in "abcdefghij"] + [f" {w}x jazz\n" for w in "abcdefghij"]
+    pipeline = GenrePipeline(
+        ScriptedBackend(list(texts)), KNOWN, min_request=20, require_genre_word=False
+    )
+    outcome = await pipeline.generate(10)
+    assert sum(g.startswith("jazz ") for g in outcome.genres) == 2
+    assert outcome.stats["rejected:leading_word_cap"] == 8
+    steered = GenrePipeline(
+        ScriptedBackend(list(texts)), KNOWN, min_request=20, require_genre_word=False
+    )
+    outcome = await steered.generate(10, like="jazz")
+    assert all(g.startswith("jazz ") for g in outcome.genres)
