@@ -266,7 +266,33 @@ class Fingerprint:
 
 # A few terms the statistical classifier under-rates; checked as whole words.
 _BLOCKED_WORDS = frozenset(
-    {"rape", "rapist", "nazi", "nazis", "hitler", "kkk", "genocide", "pedo", "paedo", "incest"}
+    {
+        "rape",
+        "rapist",
+        "nazi",
+        "nazis",
+        "hitler",
+        "kkk",
+        "genocide",
+        "pedo",
+        "paedo",
+        "incest",
+        "coon",
+        "coons",
+        "nigger",
+        "niggers",
+        "nigga",
+        "faggot",
+        "fag",
+        "kike",
+        "spic",
+        "chink",
+        "gook",
+        "wetback",
+        "tranny",
+        "retard",
+        "retarded",
+    }
 )
 
 

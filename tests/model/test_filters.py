@@ -116,6 +116,7 @@ def test_fingerprint_rejects_garbage(tmp_path: Path) -> None:
         ("shit gaze", True),
         ("nazi polka", True),
         ("rape core", True),
+        ("hip hop coon", True),
     ],
 )
 def test_moderator(name: str, offensive: bool) -> None:
