@@ -71,7 +71,7 @@ class GenrePipeline:
         known: Iterable[str] = (),
         require_genre_word: bool = True,
         max_leading_share: float = 0.02,
-        min_leading_cap: int = 2,
+        min_leading_cap: int = 5,
     ) -> None:
         self.backend = backend
         self.fingerprint = fingerprint if fingerprint is not None else Fingerprint()

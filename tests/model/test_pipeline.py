@@ -138,7 +138,11 @@ async def test_glued_genre_words_count_as_grounded() -> None:
 async def test_leading_word_cap_without_like_only() -> None:
     texts = [f" jazz {w}\n" for w in "abcdefghij"] + [f" {w}x jazz\n" for w in "abcdefghij"]
     pipeline = GenrePipeline(
-        ScriptedBackend(list(texts)), KNOWN, min_request=20, require_genre_word=False
+        ScriptedBackend(list(texts)),
+        KNOWN,
+        min_request=20,
+        require_genre_word=False,
+        min_leading_cap=2,
     )
     outcome = await pipeline.generate(10)
     assert sum(g.startswith("jazz ") for g in outcome.genres) == 2
@@ -148,3 +152,9 @@ async def test_leading_word_cap_without_like_only() -> None:
     )
     outcome = await steered.generate(10, like="jazz")
     assert all(g.startswith("jazz ") for g in outcome.genres)
+
+
+async def test_small_calls_are_not_capped_by_default() -> None:
+    texts = [f" jazz {w}\n" for w in "abcde"]
+    pipeline = GenrePipeline(ScriptedBackend(texts), KNOWN, min_request=5)
+    assert len((await pipeline.generate(5)).genres) == 5
