@@ -181,7 +181,7 @@ def _serve(child: _Child, spec: SamplerSpec, factory: SamplerFactory, smoke_prom
                 candidate = factory(new_spec)
                 smoke_test(candidate, smoke_prompt)
             except Exception as exc:
-                log.warning("adapter %s rejected: %s", new_spec.adapter, describe(exc))
+                log.info("adapter %s rejected: %s", new_spec.adapter, describe(exc))
                 candidate = None
                 gc.collect()
                 child.send(("reload_failed", op_id, describe(exc)))
