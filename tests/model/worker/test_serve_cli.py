@@ -17,6 +17,7 @@ from model.protocol import GenerationRequest
 from model.worker.errors import RemoteAuthError
 from model.worker.remote import RemoteClient
 from tests.conftest import REPO_ROOT
+from tests.model.worker.fakes import write_adapter
 
 TOKEN = "test-token-123"
 
@@ -45,6 +46,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     env["PYTHONPATH"] = str(REPO_ROOT)
     env["MICROGENRE_SERVE_API_TOKEN"] = TOKEN
     env["MICROGENRE_PATHS_DATA_DIR"] = str(tmp_path / "data")
+    env["MICROGENRE_MODEL_ADAPTER"] = str(write_adapter(tmp_path / "adapter"))
     command = [sys.executable, "-m", "bot", "serve", "--port", "0"]
     command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
@@ -88,6 +90,7 @@ async def test_openai_style_request_and_remote_client(
         "genre:|1.0|1.0|8|\n|None|0|base",
         "genre:|1.0|1.0|8|\n|None|1|base",
     ]
+    assert data["model"] == "fake+base"
     async with RemoteClient(url, TOKEN) as client:
         result = await client.complete(GenerationRequest("x", n=3, temperature=0.6))
         assert len(result.texts) == 3 and result.model == "fake+base"
