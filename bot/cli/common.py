@@ -14,6 +14,7 @@ from bot.config import Config, load_config
 from bot.errors import MicrogenreError
 from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
 from bot.store.schema import ensure_schema_current
+from model.errors import ModelError
 
 
 @dataclass
@@ -60,7 +61,7 @@ def run_cli(group: click.Group, argv: Sequence[str] | None, *, prog: str = "micr
         group.main(
             args=list(argv) if argv is not None else None, prog_name=prog, standalone_mode=False
         )
-    except MicrogenreError as exc:
+    except (MicrogenreError, ModelError) as exc:
         click.echo(f"Error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:

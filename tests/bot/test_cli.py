@@ -99,3 +99,24 @@ def test_console_script_and_python_m_bot(tmp_path: Path, sqlite_url: str) -> Non
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["training_genres"] == 0
     assert "Traceback" not in stats.stderr
+
+
+def test_model_errors_escaping_a_command_are_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import click
+
+    from bot.cli.common import run_cli
+    from model.errors import ModelLoadError
+
+    @click.group()
+    def group() -> None:
+        pass
+
+    @group.command()
+    def boom() -> None:
+        raise ModelLoadError("adapter folder /nope has no adapter_config.json")
+
+    assert run_cli(group, ["boom"]) == ModelLoadError.exit_code
+    err = capsys.readouterr().err
+    assert err.strip() == "Error: adapter folder /nope has no adapter_config.json"
