@@ -139,6 +139,26 @@ def near_key(name: str) -> str:
     return "".join(sorted(_singular(w) for w in words))
 
 
+def glued_keys(name: str) -> set[str]:
+    """Near keys of ``name`` read as one glued word, for spacing variants :func:`near_key` misses.
+
+    ``near_key`` sorts words, so "neo folk" ("folkneo") and "neofolk" differ. The keys returned
+    here are the words glued in their own order, and every split of that glued string into two
+    parts, sorted and glued as :func:`near_key` would: a candidate matching a known genre under
+    any of them is a spacing or hyphen variant of it.
+
+    >>> near_key("neofolk") in glued_keys("neo-folk"), near_key("neo folk") in glued_keys("neofolk")
+    (True, True)
+    """
+    words = [_singular(w.strip("'")) for w in genre_key(name).split()]
+    words = [w for w in words if w and w not in _FILLERS]
+    glued = "".join(words)
+    keys = {glued}
+    for cut in range(2, len(glued) - 1):
+        keys.add("".join(sorted((glued[:cut], glued[cut:]))))
+    return keys
+
+
 def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
@@ -217,6 +237,8 @@ class Fingerprint:
         if _hash(key) in self._exact:
             return "known"
         if _hash(near_key(name)) in self._near:
+            return "near_known"
+        if any(_hash(k) in self._near for k in glued_keys(name)):
             return "near_known"
         return None
 

@@ -73,10 +73,16 @@ def test_near_key_keeps_different_genres_apart(a: str, b: str) -> None:
         ("pop dream", "near_known"),
         ("space rock", None),
         ("post", None),
+        # spacing variants the sorted near key alone misses
+        ("neo-folk", "near_known"),
+        ("neo folk", "near_known"),
+        ("dreampop", "near_known"),
+        ("postrock", "near_known"),
+        ("folk neo wave", None),
     ],
 )
 def test_fingerprint_match(candidate: str, match: str | None) -> None:
-    fp = Fingerprint.from_names(["post rock", "dream pop"])
+    fp = Fingerprint.from_names(["post rock", "dream pop", "neofolk"])
     assert fp.match(candidate) == match
     assert (candidate in fp) == (match is not None)
 
