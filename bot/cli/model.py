@@ -202,6 +202,28 @@ def _print_dataset_stats(stats: dict[str, Any], output: Path) -> None:
         click.echo(f"  {word:<18} {count:>5} {share:6.2%}   {a_count:>5} {a_share:6.2%}")
 
 
+def _genre_source_options(fn: F) -> F:
+    """The options that choose which genres a dataset is built from (`dataset build`, `train`)."""
+    fn = click.option(
+        "--include-generated-min-score",
+        type=int,
+        default=None,
+        help="Also train on generated genres whose vote score reaches N.",
+    )(fn)
+    fn = click.option(
+        "--extra-genres",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File with extra training genres (e.g. well-voted generated), one per line.",
+    )(fn)
+    return click.option(
+        "--from-csv",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Build the dataset from a genres.csv table instead of the store.",
+    )(fn)
+
+
 @dataset.command("build")
 @click.option(
     "--output",
@@ -209,24 +231,7 @@ def _print_dataset_stats(stats: dict[str, Any], output: Path) -> None:
     default=None,
     help="Dataset folder (default: <data_dir>/dataset).",
 )
-@click.option(
-    "--from-csv",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Read genres from a genres.csv table instead of the store.",
-)
-@click.option(
-    "--extra-genres",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File with extra training genres, one per line.",
-)
-@click.option(
-    "--include-generated-min-score",
-    type=int,
-    default=None,
-    help="Also train on generated genres whose vote score reaches N.",
-)
+@_genre_source_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--valid-fraction", type=float, default=0.08, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
@@ -314,24 +319,7 @@ def _json_progress(event: dict[str, Any]) -> None:
     default=None,
     help="A folder from `dataset build`; default: build one from the store now.",
 )
-@click.option(
-    "--from-csv",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Build the dataset from a genres.csv table instead of the store.",
-)
-@click.option(
-    "--extra-genres",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="File with extra training genres (e.g. well-voted generated), one per line.",
-)
-@click.option(
-    "--include-generated-min-score",
-    type=int,
-    default=None,
-    help="Also train on generated genres whose vote score reaches N.",
-)
+@_genre_source_options
 @click.option("--epochs", type=click.IntRange(1, 100), default=None)
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
 @click.option("--lr", "learning_rate", type=float, default=None)
