@@ -13,7 +13,6 @@ The production generator (:class:`PipelineGenerator`) imports ``model.worker`` a
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -224,25 +223,6 @@ class GenreService:
             await self.generator.close()
 
 
-# The position callback of the `/genre new` whose pipeline call is running in this task.
-_ON_POSITION: contextvars.ContextVar[PositionCallback | None] = contextvars.ContextVar(
-    "microgenre_on_position", default=None
-)
-
-
-class _PositionBackend:
-    """A completion backend that passes the calling task's ``on_position`` to the worker."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-
-    async def complete(self, request: Any) -> Any:
-        on_position = _ON_POSITION.get()
-        if on_position is None:
-            return await self.client.complete(request)
-        return await self.client.complete(request, on_position=on_position)
-
-
 class PipelineGenerator:
     """:class:`Generator` over ``model.pipeline.GenrePipeline`` and a worker client.
 
@@ -269,7 +249,7 @@ class PipelineGenerator:
         self._known = Fingerprint.from_names(list(known))
         base = fingerprint if fingerprint is not None else Fingerprint()
         self.pipeline = GenrePipeline(
-            _PositionBackend(client),
+            client,
             base.union(self._known),
             moderator,
             **dict(pipeline_options or {}),
@@ -288,13 +268,9 @@ class PipelineGenerator:
         exclude: Collection[str],
         on_position: PositionCallback | None,
     ) -> GeneratorOutput:
-        token = _ON_POSITION.set(on_position)
-        try:
-            outcome = await self.pipeline.generate(
-                count, like=like, temperature=temperature, exclude=exclude
-            )
-        finally:
-            _ON_POSITION.reset(token)
+        outcome = await self.pipeline.generate(
+            count, like=like, temperature=temperature, exclude=exclude, on_position=on_position
+        )
         return GeneratorOutput(list(outcome.genres), outcome.model, dict(outcome.stats))
 
     def health(self) -> dict[str, Any]:

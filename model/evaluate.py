@@ -25,7 +25,12 @@ from model.dataset import Example, leading_word
 from model.errors import GenerationError
 from model.filters import Fingerprint, _singular, near_key, validate
 from model.pipeline import GenrePipeline
-from model.protocol import CompletionBackend, GenerationRequest, GenerationResult
+from model.protocol import (
+    CompletionBackend,
+    GenerationRequest,
+    GenerationResult,
+    PositionCallback,
+)
 from model.textformat import END_MARKER, parse_completion
 from scraping.normalize import genre_key
 
@@ -57,7 +62,9 @@ class MarkovBackend:
         finally:
             random.setstate(state)
 
-    async def complete(self, request: GenerationRequest) -> GenerationResult:
+    async def complete(
+        self, request: GenerationRequest, *, on_position: PositionCallback | None = None
+    ) -> GenerationResult:
         texts = tuple(" " + t + END_MARKER for t in self.sample(request.n))
         return GenerationResult(
             texts=texts, model=self.name, extra={"finished": [True] * len(texts)}

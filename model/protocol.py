@@ -10,8 +10,14 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+# Called with a request's place in line: 1 = next batch, 0 = being generated now. It may be a
+# plain function or return an awaitable (the worker client schedules it as a task, e.g. a
+# Discord message edit).
+PositionCallback = Callable[[int], object]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class GenerationResult:
 
 class CompletionBackend(Protocol):
     """Anything that turns a request into raw completions: the local worker, a remote server,
-    an in-process model, or a scripted fake in tests."""
+    an in-process model, or a scripted fake in tests.
 
-    async def complete(self, request: GenerationRequest) -> GenerationResult: ...
+    Backends with a queue call ``on_position`` as the request moves up; others ignore it.
+    """
+
+    async def complete(
+        self, request: GenerationRequest, *, on_position: PositionCallback | None = None
+    ) -> GenerationResult: ...

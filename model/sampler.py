@@ -25,7 +25,7 @@ from typing import Any
 
 from model.base import load_base, pick_device, pick_dtype, set_threads
 from model.errors import ModelLoadError
-from model.protocol import GenerationRequest, GenerationResult
+from model.protocol import GenerationRequest, GenerationResult, PositionCallback
 
 
 def _adapter_name(adapter: Path) -> str:
@@ -310,7 +310,10 @@ class LocalBackend:
     def name(self) -> str:
         return self.sampler.name
 
-    async def complete(self, request: GenerationRequest) -> GenerationResult:
+    async def complete(
+        self, request: GenerationRequest, *, on_position: PositionCallback | None = None
+    ) -> GenerationResult:
+        """Generate in a thread; there is no queue, so ``on_position`` is never called."""
         started = time.perf_counter()
         (result,) = await asyncio.to_thread(self.sampler.complete_batch, [request])
         queue_s = max(0.0, time.perf_counter() - started - result.generate_s)

@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -34,7 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from model.protocol import GenerationRequest, GenerationResult
+from model.protocol import GenerationRequest, GenerationResult, PositionCallback
 from model.worker.batching import estimate_wait_s, take_batch
 from model.worker.child import child_main
 from model.worker.errors import (
@@ -56,10 +55,6 @@ from model.worker.settings import (
 )
 
 log = logging.getLogger(__name__)
-
-# Called with the caller's place in line: 1 = next batch, 0 = being generated now. It may be a
-# plain function or return an awaitable (scheduled as a task, e.g. a Discord message edit).
-PositionCallback = Callable[[int], object]
 
 MAX_RESTART_DELAY_S = 60.0
 # A freshly spawned process imports Python before its first heartbeat: allow at least this long.

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections import deque
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from model.errors import GenerationError, ModelError
 from model.filters import Fingerprint, Moderator
-from model.pipeline import GenrePipeline
+from model.pipeline import GenerationOutcome, GenrePipeline
 from model.protocol import GenerationRequest, GenerationResult
+from model.worker.errors import WorkerCrashedError
 
 
 class ScriptedBackend:
@@ -158,3 +164,151 @@ async def test_small_calls_are_not_capped_by_default() -> None:
     texts = [f" jazz {w}\n" for w in "abcde"]
     pipeline = GenrePipeline(ScriptedBackend(texts), KNOWN, min_request=5)
     assert len((await pipeline.generate(5)).genres) == 5
+
+
+class TaggingBackend:
+    """Answers each request with names that say which request, prompt and temperature made them."""
+
+    def __init__(self, *, fail_first: int = 0, delay: float = 0.0) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.fail_first = fail_first
+        self.delay = delay
+        self.positions_sent = 0
+
+    async def complete(
+        self, request: GenerationRequest, *, on_position: Any = None
+    ) -> GenerationResult:
+        self.requests.append(request)
+        number = len(self.requests)
+        if on_position is not None:
+            outcome = on_position(3)
+            if inspect.isawaitable(outcome):
+                await outcome
+            self.positions_sent += 1
+        await asyncio.sleep(self.delay)
+        if number <= self.fail_first:
+            raise WorkerCrashedError("the worker died")
+        tag = "like" if "like:" in request.prompt else "free"
+        temp = f"t{int(request.temperature * 100)}"
+        texts = tuple(f" r{number}x{i} {tag} {temp} jazz" for i in range(request.n))
+        return GenerationResult(texts, "tagging", extra={"finished": [True] * request.n})
+
+
+async def test_concurrent_calls_share_one_oversampled_request() -> None:
+    backend = TaggingBackend()
+    pipeline = GenrePipeline(backend, KNOWN, min_request=8)
+    outcomes = await asyncio.gather(*(pipeline.generate(1) for _ in range(32)))
+    # One request for everyone, far smaller than 32 calls of at least 8 completions each.
+    assert len(backend.requests) == 1
+    assert 32 <= backend.requests[0].n < 32 * 8
+    genres = [g for outcome in outcomes for g in outcome.genres]
+    assert len(genres) == 32
+    assert len(set(genres)) == 32, "two callers were dealt the same genre"
+    # Every sampled candidate is counted once, by exactly one caller.
+    assert sum(o.stats["raw"] for o in outcomes) == backend.requests[0].n
+    assert all(o.stats["delivered"] == 1 and o.stats["attempts"] == 1 for o in outcomes)
+
+
+async def test_shared_round_respects_each_callers_exclusions() -> None:
+    backend = ScriptedBackend([" alpha jazz\n", " beta jazz\n"] + [" \n"] * 20)
+    pipeline = GenrePipeline(backend, KNOWN, min_request=2, max_attempts=1)
+    first, second = await asyncio.gather(
+        pipeline.generate(1, exclude=["alpha jazz"]), pipeline.generate(1)
+    )
+    # The first in line may not have "alpha jazz", so it goes to the second caller.
+    assert first.genres == ["beta jazz"]
+    assert second.genres == ["alpha jazz"]
+    assert len(backend.requests) == 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([None, "jazz"]), st.sampled_from([0.7, 0.85, 1.0])),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_shared_rounds_never_mix_like_or_temperature(calls: list[tuple[str | None, float]]) -> None:
+    async def scenario() -> None:
+        backend = TaggingBackend()
+        pipeline = GenrePipeline(backend, KNOWN, min_request=1, require_genre_word=False)
+        outcomes = await asyncio.gather(
+            *(pipeline.generate(2, like=like, temperature=temp) for like, temp in calls)
+        )
+        for (like, temp), outcome in zip(calls, outcomes, strict=True):
+            tag = "like" if like else "free"
+            assert len(outcome.genres) == 2
+            assert all(f" {tag} t{int(temp * 100)} " in g for g in outcome.genres), outcome
+        # One request per distinct (like, temperature) is enough here (every candidate is ok).
+        assert len(backend.requests) == len(set(calls))
+
+    asyncio.run(scenario())
+
+
+async def test_seeded_calls_never_share() -> None:
+    backend = TaggingBackend()
+    pipeline = GenrePipeline(backend, KNOWN, min_request=4)
+    await asyncio.gather(pipeline.generate(1, seed=1), pipeline.generate(1, seed=2))
+    assert sorted(r.seed for r in backend.requests) == [1, 2]
+    assert all(r.n == 4 for r in backend.requests)
+
+
+async def test_backend_error_reaches_every_caller_of_the_round_and_the_next_call_works() -> None:
+    backend = TaggingBackend(fail_first=1)
+    pipeline = GenrePipeline(backend, KNOWN)
+    results = await asyncio.gather(
+        *(pipeline.generate(1) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(r, WorkerCrashedError) for r in results)
+    outcome = await pipeline.generate(2)
+    assert len(outcome.genres) == 2
+
+
+async def test_a_caller_that_cannot_be_satisfied_fails_alone() -> None:
+    # Every candidate is "alpha jazz" or "beta jazz": the greedy caller can never get 5.
+    backend = ScriptedBackend([" alpha jazz\n", " beta jazz\n"] * 50)
+    pipeline = GenrePipeline(backend, KNOWN, min_request=2, max_attempts=2)
+    small, greedy = await asyncio.gather(
+        pipeline.generate(1), pipeline.generate(5), return_exceptions=True
+    )
+    assert isinstance(small, GenerationOutcome) and len(small.genres) == 1
+    assert isinstance(greedy, GenerationError)
+    assert "in 2 attempts" in str(greedy)
+
+
+async def test_a_cancelled_caller_leaves_the_others_unharmed() -> None:
+    backend = TaggingBackend(delay=0.05)
+    pipeline = GenrePipeline(backend, KNOWN)
+    doomed = asyncio.create_task(pipeline.generate(1))
+    others = [asyncio.create_task(pipeline.generate(1)) for _ in range(3)]
+    await asyncio.sleep(0.01)  # the shared round is in flight
+    doomed.cancel()
+    outcomes = await asyncio.gather(*others)
+    assert [len(o.genres) for o in outcomes] == [1, 1, 1]
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert pipeline._drivers == {} and pipeline._waiting == {}
+
+
+async def test_every_caller_of_a_shared_round_hears_its_position() -> None:
+    backend = TaggingBackend()
+    pipeline = GenrePipeline(backend, KNOWN)
+    heard: list[tuple[str, int]] = []
+
+    async def edit(position: int) -> None:  # like a Discord message edit
+        heard.append(("async", position))
+
+    await asyncio.gather(
+        pipeline.generate(1, on_position=lambda p: heard.append(("plain", p))),
+        pipeline.generate(1, on_position=edit),
+        pipeline.generate(1),
+    )
+    assert len(backend.requests) == 1
+    assert sorted(heard) == [("async", 3), ("plain", 3)]
+
+
+async def test_without_listeners_the_backend_is_called_plainly() -> None:
+    # ScriptedBackend.complete takes no on_position: a call without one must not pass it.
+    outcome = await GenrePipeline(ScriptedBackend([" alpha jazz\n"]), KNOWN).generate(1)
+    assert outcome.genres == ["alpha jazz"]
