@@ -229,8 +229,9 @@ class PipelineGenerator:
     ``client`` is a started ``model.worker`` client (local or remote); ``known`` are the real
     genre names the novelty check refuses, on top of the adapter's own fingerprint. One pipeline
     serves every request, so its running estimate of the acceptance rate (how much it
-    oversamples) carries over from call to call; each call's queue-position callback travels in
-    a context variable (asyncio gives every task its own copy).
+    oversamples) carries over from call to call, and concurrent `/genre new` calls share its
+    rounds: one oversampled worker request for all of them, whose queue positions every caller
+    hears.
     """
 
     def __init__(
