@@ -20,6 +20,7 @@ import json
 import re
 import struct
 from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,16 @@ def glued_keys(name: str) -> set[str]:
     return keys
 
 
+def doubled_words(key: str) -> set[str]:
+    """Words a genre key says twice in a row.
+
+    >>> sorted(doubled_words("deep deep house")), doubled_words("new wave of new wave")
+    (['deep'], set())
+    """
+    words = key.split()
+    return {a for a, b in pairwise(words) if a == b}
+
+
 def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
@@ -181,10 +192,12 @@ class Fingerprint:
         near: Iterable[int] = (),
         meta: dict[str, Any] | None = None,
         words: Iterable[int] = (),
+        doubled: Iterable[int] = (),
     ) -> None:
         self._exact = frozenset(exact)
         self._near = frozenset(near)
         self._words = frozenset(words)
+        self._doubled = frozenset(doubled)
         self.meta: dict[str, Any] = dict(meta or {})
 
     @classmethod
@@ -192,6 +205,7 @@ class Fingerprint:
         exact: set[int] = set()
         near: set[int] = set()
         words: set[int] = set()
+        doubled: set[int] = set()
         for name in names:
             key = genre_key(name)
             if not key:
@@ -199,7 +213,8 @@ class Fingerprint:
             exact.add(_hash(key))
             near.add(_hash(near_key(name)))
             words.update(_hash(w) for w in key.split())
-        return cls(exact, near, meta, words)
+            doubled.update(_hash(w) for w in doubled_words(key))
+        return cls(exact, near, meta, words, doubled)
 
     @property
     def has_words(self) -> bool:
@@ -225,6 +240,21 @@ class Fingerprint:
                     return True
         return False
 
+    def doubles_like_real(self, name: str) -> bool:
+        """Whether each word ``name`` says twice in a row is one real genres double too.
+
+        Real genres reduplicate a few words (ye ye, kwassa kwassa, deep deep house); a model
+        saying "jazz jazz" has stuttered. A fingerprint that knows no doubled word (also one
+        from a file written before doubled words were recorded) lets none through.
+
+        >>> fp = Fingerprint.from_names(["deep deep house", "jazz"])
+        >>> fp.doubles_like_real("deep deep techno"), fp.doubles_like_real("jazz jazz")
+        (True, False)
+        >>> fp.doubles_like_real("jazz fusion")
+        True
+        """
+        return all(_hash(word) in self._doubled for word in doubled_words(genre_key(name)))
+
     def __len__(self) -> int:
         return len(self._exact)
 
@@ -245,7 +275,11 @@ class Fingerprint:
     def union(self, other: Fingerprint) -> Fingerprint:
         meta = {**self.meta, "merged": True}
         return Fingerprint(
-            self._exact | other._exact, self._near | other._near, meta, self._words | other._words
+            self._exact | other._exact,
+            self._near | other._near,
+            meta,
+            self._words | other._words,
+            self._doubled | other._doubled,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -256,10 +290,12 @@ class Fingerprint:
             "exact": len(self._exact),
             "near": len(self._near),
             "words": len(self._words),
+            "doubled": len(self._doubled),
         }
         body = b"".join(struct.pack(">Q", h) for h in sorted(self._exact))
         body += b"".join(struct.pack(">Q", h) for h in sorted(self._near))
         body += b"".join(struct.pack(">Q", h) for h in sorted(self._words))
+        body += b"".join(struct.pack(">Q", h) for h in sorted(self._doubled))
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_bytes(_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + body)
         tmp.replace(target)
@@ -274,15 +310,19 @@ class Fingerprint:
         header = json.loads(data[len(_MAGIC) : header_end])
         body = data[header_end + 1 :]
         n_exact, n_near = int(header.pop("exact")), int(header.pop("near"))
+        # Files written before words (or doubled words) were recorded lack those sections.
         n_words = int(header.pop("words", 0))
-        if len(body) != 8 * (n_exact + n_near + n_words):
+        n_doubled = int(header.pop("doubled", 0))
+        if len(body) != 8 * (n_exact + n_near + n_words + n_doubled):
             raise ValueError(f"{path} is truncated or corrupt")
         values = [v for (v,) in struct.iter_unpack(">Q", body)]
+        words_end = n_exact + n_near + n_words
         return cls(
             values[:n_exact],
             values[n_exact : n_exact + n_near],
             header,
-            values[n_exact + n_near :],
+            values[n_exact + n_near : words_end],
+            values[words_end:],
         )
 
 

@@ -7,9 +7,10 @@ the in-process :class:`~model.sampler.LocalBackend`, the worker process or a scr
 
 Rejection reasons counted in :attr:`GenerationOutcome.stats`: ``truncated`` (no end marker),
 ``malformed:<reason>`` (see :func:`model.filters.validate`), ``offensive``, ``known`` (a real
-genre), ``near_known`` (a near-copy of one), ``excluded`` (generated before in this scope) and
-``repeat`` (twice in this call) and ``no_genre_word`` (no word of it, nor two glued, is a word
-real genres use: an invented string like "giyue" rather than a name that reads as a genre).
+genre), ``near_known`` (a near-copy of one), ``excluded`` (generated before in this scope),
+``repeat`` (twice in this call), ``no_genre_word`` (no word of it, nor two glued, is a word
+real genres use: an invented string like "giyue" rather than a name that reads as a genre)
+and ``doubled_word`` (a word said twice in a row, "jazz jazz", that no real genre doubles).
 Without ``like``, no leading word may start more than ``max_leading_share`` of one call's genres
 (at least ``min_leading_cap``): ``leading_word_cap`` counts those held back.
 
@@ -137,6 +138,9 @@ class GenrePipeline:
                 continue
             if self.require_genre_word and not self.fingerprint.grounded(j.name):
                 j.verdict = "no_genre_word"
+                continue
+            if not self.fingerprint.doubles_like_real(j.name):
+                j.verdict = "doubled_word"
                 continue
             key = near_key(j.name)
             if key in seen:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,50 @@ def test_fingerprint_without_words_grounds_everything(tmp_path: Path) -> None:
     assert not loaded.has_words and loaded.grounded("giyue")
     words = Fingerprint.load(Fingerprint.from_names(["dub"]).save(tmp_path / "w"))
     assert words.has_words and not words.grounded("giyue")
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [
+        ("jazz jazz", False),
+        ("jazz jazz fusion", False),
+        ("deep deep techno", True),  # "deep deep house" is real
+        ("ye ye punk", True),
+        ("new jazz of new jazz", True),  # repeated, but not twice in a row
+        ("deep jazz", True),
+    ],
+)
+def test_doubled_words_only_where_real_genres_double_them(name: str, allowed: bool) -> None:
+    fp = Fingerprint.from_names(["deep deep house", "ye ye", "jazz", "jazz fusion"])
+    assert fp.doubles_like_real(name) is allowed
+
+
+def test_doubled_words_survive_save_load_and_union(tmp_path: Path) -> None:
+    fp = Fingerprint.from_names(["deep deep house"])
+    loaded = Fingerprint.load(fp.save(tmp_path / "fp"))
+    assert loaded.doubles_like_real("deep deep techno")
+    assert not loaded.doubles_like_real("ye ye punk")
+    merged = loaded.union(Fingerprint.from_names(["ye ye"]))
+    assert merged.doubles_like_real("ye ye punk") and merged.doubles_like_real("deep deep dub")
+
+
+def test_fingerprint_file_without_doubled_words_still_loads(tmp_path: Path) -> None:
+    # A file written before doubled words were recorded: no "doubled" header, no section.
+    fp = Fingerprint.from_names(["deep deep house", "dub"])
+    path = fp.save(tmp_path / "fp")
+    data = path.read_bytes()
+    header_start = len(b"MGFP1\n")
+    header_end = data.index(b"\n", header_start)
+    header = json.loads(data[header_start:header_end])
+    n_doubled = header.pop("doubled")
+    old = (
+        data[:header_start]
+        + json.dumps(header, sort_keys=True).encode()
+        + b"\n"
+        + data[header_end + 1 : len(data) - 8 * n_doubled]
+    )
+    path.write_bytes(old)
+    loaded = Fingerprint.load(path)
+    assert loaded.match("dub") == "known"
+    assert not loaded.doubles_like_real("deep deep techno")  # unknown: strict
+    assert loaded.doubles_like_real("deep techno")

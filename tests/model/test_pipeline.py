@@ -312,3 +312,12 @@ async def test_without_listeners_the_backend_is_called_plainly() -> None:
     # ScriptedBackend.complete takes no on_position: a call without one must not pass it.
     outcome = await GenrePipeline(ScriptedBackend([" alpha jazz\n"]), KNOWN).generate(1)
     assert outcome.genres == ["alpha jazz"]
+
+
+async def test_doubled_words_are_rejected_unless_real_genres_double_them() -> None:
+    known = KNOWN.union(Fingerprint.from_names(["deep deep house"]))
+    texts = [" jazz jazz\n", " deep deep techno\n", " techno techno pop\n"]
+    pipeline = GenrePipeline(ScriptedBackend(texts), known, min_request=3, max_attempts=1)
+    outcome = await pipeline.generate(1)
+    assert outcome.genres == ["deep deep techno"]
+    assert outcome.stats["rejected:doubled_word"] == 2
