@@ -13,6 +13,10 @@ A run (:class:`RetrainManager`):
 4. activates the new adapter (a ``ModelVersion`` row made active, then a hot reload of the
    worker) only if it passes :func:`quality_gate`; otherwise the active model keeps serving.
 
+A cancelled or failed run deletes what it left half-made (adapter folder, checkpoints in
+``<adapter>.work``, its dataset); its logs stay in the run folder. A rejected adapter is kept
+for inspection.
+
 The commands are injectable (``[bot] train_command`` / ``eval_command``), so tests run a small
 script instead of real training. A run interrupted by a restart is marked failed at start-up
 (:meth:`RetrainManager.recover`).
@@ -25,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -365,6 +370,12 @@ class RetrainManager:
             shut_down = "shut down" in self._cancel_reason
             outcome.status = RUN_FAILED if shut_down else RUN_CANCELLED
             outcome.reason = self._cancel_reason
+        if outcome.status in (RUN_CANCELLED, RUN_FAILED) and outcome.adapter is None:
+            # Nothing was evaluated or registered: the half-trained adapter, its checkpoints
+            # and its dataset are of no use (the logs in the run folder stay).
+            await asyncio.to_thread(
+                discard_outputs, adapter_dir, self.config.data_dir / "datasets" / adapter_dir.name
+            )
         outcome.progress = progress
         if outcome.loss_curve is None and progress.losses:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -597,6 +608,25 @@ class RetrainManager:
                 await on_progress(progress)
             except Exception:
                 log.warning("progress report of run %s failed", run_id, exc_info=True)
+
+
+def discard_outputs(adapter_dir: Path, dataset_dir: Path) -> list[Path]:
+    """Delete an unfinished run's adapter folder, its work/temporary siblings and dataset.
+
+    Returns the folders removed. Blocking: call it in a thread.
+    """
+    removed = []
+    candidates = [
+        adapter_dir,
+        adapter_dir.with_name(adapter_dir.name + ".work"),
+        adapter_dir.with_name(adapter_dir.name + ".tmp"),
+        dataset_dir,
+    ]
+    for folder in candidates:
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:

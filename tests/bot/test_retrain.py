@@ -131,6 +131,11 @@ async def test_gate_rejection_failure_busy_and_cancel(
         running.retrainer.train_command = commands("ok", 1.0)["train_command"]
         await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
         await fake_discord.wait_for(lambda: running.retrainer.running)
+        # Let the trainer get going (it has written a checkpoint folder by its first step).
+        await fake_discord.wait_for(
+            lambda: running.retrainer.progress is not None and running.retrainer.progress.step >= 1
+        )
+        assert (tmp_path / "data" / "adapters" / "run-0003.work").is_dir()
         second = await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
         await fake_discord.wait_for(
             lambda: [
@@ -157,6 +162,12 @@ async def test_gate_rejection_failure_busy_and_cancel(
         statuses = (await s.execute(select(TrainingRun.status).order_by(TrainingRun.id))).all()
         assert [r[0] for r in statuses] == ["rejected", "failed", "cancelled"]
         assert (await s.execute(select(ModelVersion))).first() is None
+    # The rejected adapter is kept for inspection; the failed and cancelled runs' half-made
+    # outputs are gone, their logs stay.
+    adapters = tmp_path / "data" / "adapters"
+    assert sorted(p.name for p in adapters.iterdir()) == ["run-0001"]
+    for run in ("run-0002", "run-0003"):
+        assert (tmp_path / "data" / "runs" / run / "train.log").is_file()
 
 
 async def test_interrupted_run_is_marked_failed_at_startup(

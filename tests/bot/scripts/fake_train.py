@@ -23,6 +23,10 @@ def main() -> int:
     def emit(**event: object) -> None:
         print(json.dumps(event), flush=True)
 
+    # Like the real trainer: checkpoints go to <output>.work while training runs.
+    checkpoints = output.with_name(output.name + ".work")
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / "checkpoint.pt").write_text("pretend")
     emit(event="start", step=0, total_steps=total, extra_genres=extra)
     for step in range(1, total + 1):
         time.sleep(delay)
@@ -45,6 +49,7 @@ def main() -> int:
     if extra:
         shutil.copy(extra, work / "extra_genres.txt")
     work.rename(output)
+    shutil.rmtree(checkpoints)
     emit(event="done", step=total, total_steps=total, loss=0.5)
     return 0
 
