@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.pipeline import GenerationOutcome
+
 
 class ModelError(Exception):
     """Base class: ``str(error)`` is a complete sentence a user may read."""
@@ -21,7 +26,15 @@ class ModelLoadError(ModelError):
 
 
 class GenerationError(ModelError):
-    """The model could not deliver the requested genres within the attempt budget."""
+    """The model could not deliver the requested genres within the attempt budget.
+
+    ``partial`` is what was delivered before the budget ran out (None when nothing was
+    attempted, e.g. for a bad argument).
+    """
+
+    def __init__(self, message: str, partial: GenerationOutcome | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class TrainingError(ModelError):

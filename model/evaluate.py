@@ -194,7 +194,14 @@ async def evaluate_backend(
     )
     raw_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    outcome = await pipeline.generate(n, seed=seed + 1, temperature=temperature)
+    shortfall = None
+    try:
+        outcome = await pipeline.generate(n, seed=seed + 1, temperature=temperature)
+    except GenerationError as exc:
+        # A weak model (a barely trained adapter) delivers fewer: measure what it delivered.
+        if exc.partial is None:
+            raise
+        outcome, shortfall = exc.partial, str(exc)
     delivered_s = time.perf_counter() - t0
     table: dict[str, Any] = {
         "model": outcome.model,
@@ -206,6 +213,7 @@ async def evaluate_backend(
         ),
         "delivered": delivered_metrics(outcome.genres, fingerprint, train_names),
         "pipeline_stats": outcome.stats,
+        "shortfall": shortfall,
         "raw_s": round(raw_s, 2),
         "delivered_s": round(delivered_s, 2),
         "delivered_per_s": round(len(outcome.genres) / max(delivered_s, 1e-9), 2),

@@ -79,6 +79,7 @@ class GenrePipeline:
         oversample: float = 1.5,
         max_attempts: int = 4,
         max_request: int = 512,
+        max_candidates: int | None = None,
         min_request: int = 8,
         known: Iterable[str] = (),
         require_genre_word: bool = True,
@@ -97,6 +98,8 @@ class GenrePipeline:
         self.oversample = oversample
         self.max_attempts = max_attempts
         self.max_request = max_request
+        # Most raw candidates one call may have sampled for it (None: only max_attempts binds).
+        self.max_candidates = max_candidates
         self.min_request = min_request
         self.require_genre_word = require_genre_word
         self.max_leading_share = max_leading_share
@@ -206,7 +209,7 @@ class GenrePipeline:
 
     async def _run_alone(self, caller: _Caller, prompt: str, temp: float, seed: int | None) -> None:
         while caller.missing > 0:
-            if caller.attempts >= self.max_attempts:
+            if self._spent(caller):
                 raise caller.exhausted()
             round_seed = None if seed is None else seed + caller.attempts
             await self._round([caller], prompt, temp, round_seed)
@@ -239,7 +242,7 @@ class GenrePipeline:
                 for caller in chosen:
                     if caller.missing <= 0:
                         caller.finish()
-                    elif caller.attempts >= self.max_attempts:
+                    elif self._spent(caller):
                         caller.fail(caller.exhausted())
         finally:
             self._drivers.pop(key, None)
@@ -254,6 +257,9 @@ class GenrePipeline:
         missing = sum(c.missing for c in callers)
         n = math.ceil(missing / max(self._yield, 0.05) * 1.1) + 2
         n = max(self.min_request, min(n, self.max_request))
+        if self.max_candidates is not None:
+            left = max(self.max_candidates - c.sampled for c in callers)
+            n = max(1, min(n, left))
         request = GenerationRequest(
             prompt=prompt,
             n=n,
@@ -265,6 +271,7 @@ class GenrePipeline:
         )
         for caller in callers:
             caller.attempts += 1
+            caller.sampled += n
         listeners = [c.on_position for c in callers if c.on_position is not None]
         if listeners:
             result = await self.backend.complete(request, on_position=_fan_out(listeners))
@@ -293,6 +300,12 @@ class GenrePipeline:
         observed = sum(j.verdict == "ok" for j in judged) / max(len(judged), 1)
         # Smooth the estimate so one unlucky batch does not explode the next request.
         self._yield = min(1.0, max(0.05, 0.5 * self._yield + 0.5 * observed))
+
+    def _spent(self, caller: _Caller) -> bool:
+        """Whether ``caller`` has used up its attempts or its candidate budget."""
+        if caller.attempts >= self.max_attempts:
+            return True
+        return self.max_candidates is not None and caller.sampled >= self.max_candidates
 
     def _deal(self, name: str, needy: list[_Caller]) -> tuple[_Caller | None, str]:
         """The first caller in line who may take ``name``; else why nobody could."""
@@ -354,6 +367,7 @@ class _Caller:
     stats: Counter[str] = field(default_factory=Counter)
     candidates: list[tuple[str, str]] = field(default_factory=list)
     attempts: int = 0
+    sampled: int = 0  # candidates sampled in the rounds this call took part in
     model: str = ""
 
     @property
@@ -383,7 +397,9 @@ class _Caller:
     def exhausted(self) -> GenerationError:
         return GenerationError(
             f"The model produced only {len(self.genres)} of {self.count} acceptable genres "
-            f"in {self.attempts} attempts; try a higher temperature or a different 'like'."
+            f"in {self.attempts} attempts ({self.sampled} candidates); try a higher temperature "
+            "or a different 'like'.",
+            partial=self.outcome(),
         )
 
     def finish(self) -> None:

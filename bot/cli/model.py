@@ -648,7 +648,13 @@ async def _evaluate(
     sampler = await asyncio.to_thread(load_sampler, config, adapter)
     backend = LocalBackend(sampler)
     # Large requests: the evaluation asks for N at once (the pipeline chunks them in batches).
-    sizes: dict[str, Any] = {"max_attempts": 10, "max_request": max(512, 4 * count)}
+    # A weak model (a barely trained adapter) stops after 10 candidates per genre asked and is
+    # measured on what it delivered by then.
+    sizes: dict[str, Any] = {
+        "max_attempts": 10,
+        "max_request": max(512, 4 * count),
+        "max_candidates": 10 * count,
+    }
     pipeline = GenrePipeline(backend, fingerprint, moderator, **sizes)
     model_table = await evaluate_backend(
         backend,
@@ -712,6 +718,9 @@ def format_eval_table(result: dict[str, Any]) -> str:
     row("delivered 'musica ...' share", lambda t: t["delivered"]["musica_share"], "{:.2%}")
     row("training 'musica ...' share", lambda t: t["delivered"]["musica_train_share"], "{:.2%}")
     row("delivered genres / s", lambda t: t["delivered_per_s"], "{:.1f}")
+    for name, table in cols:
+        if table.get("shortfall"):
+            lines.append(f"  {name} fell short: {table['shortfall']}")
     lines.append("top leading words (delivered share / training share):")
     for name, table in cols:
         words = ", ".join(

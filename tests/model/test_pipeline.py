@@ -321,3 +321,25 @@ async def test_doubled_words_are_rejected_unless_real_genres_double_them() -> No
     outcome = await pipeline.generate(1)
     assert outcome.genres == ["deep deep techno"]
     assert outcome.stats["rejected:doubled_word"] == 2
+
+
+async def test_running_out_of_attempts_keeps_what_was_delivered() -> None:
+    backend = ScriptedBackend([" alpha jazz\n"] + [" post rock\n"] * 50)
+    pipeline = GenrePipeline(backend, KNOWN, min_request=4, max_attempts=2)
+    with pytest.raises(GenerationError) as info:
+        await pipeline.generate(3)
+    partial = info.value.partial
+    assert partial is not None and partial.genres == ["alpha jazz"]
+    assert partial.stats["attempts"] == 2
+    assert partial.stats["raw"] == sum(r.n for r in backend.requests)
+
+
+async def test_candidate_budget_stops_a_hopeless_call_early() -> None:
+    backend = ScriptedBackend([" post rock\n"] * 1000)
+    pipeline = GenrePipeline(backend, KNOWN, max_attempts=10, max_candidates=30)
+    with pytest.raises(GenerationError) as info:
+        await pipeline.generate(5)
+    sampled = sum(r.n for r in backend.requests)
+    assert sampled == 30  # the last request is cut to what the budget leaves
+    assert len(backend.requests) < 10
+    assert "(30 candidates)" in str(info.value)
