@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from model.protocol import GenerationRequest, GenerationResult, PositionCallback
@@ -47,6 +46,7 @@ from model.worker.errors import (
     WorkerUnavailableError,
 )
 from model.worker.health import snapshot_quietly
+from model.worker.lifecycle import ClientLifecycle
 from model.worker.settings import (
     SamplerFactory,
     SamplerSpec,
@@ -123,7 +123,7 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
-class WorkerClient:
+class WorkerClient(ClientLifecycle):
     """Async client of a supervised local worker process (the ``local`` transport).
 
     Implements :class:`model.protocol.CompletionBackend`.
@@ -170,18 +170,6 @@ class WorkerClient:
         self._ready_since: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
-
-    async def __aenter__(self) -> WorkerClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self, *, wait: bool = True) -> None:
         """Spawn the worker; with ``wait`` return once the model is loaded.

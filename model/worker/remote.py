@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import time
-from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -30,6 +29,7 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
+from model.worker.lifecycle import ClientLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ async def _error_message(response: aiohttp.ClientResponse) -> str:
     return (await _error_details(response))[0]
 
 
-class RemoteClient:
+class RemoteClient(ClientLifecycle):
     """Async client of an OpenAI-compatible completions server (the ``remote`` transport)."""
 
     transport = "remote"
@@ -155,18 +155,6 @@ class RemoteClient:
     def __repr__(self) -> str:
         token = "set" if self._token else "none"
         return f"RemoteClient(url={self.url!r}, model={self.model!r}, token={token})"
-
-    async def __aenter__(self) -> RemoteClient:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def start(self, *, wait: bool = False) -> None:
         """Open the HTTP session; with ``wait``, check that the server answers."""
