@@ -68,6 +68,7 @@ async def test_evaluate_backend_on_the_markov_baseline() -> None:
     assert table["model"] == "markovify-1"
     assert table["raw"]["n"] == 3
     assert table["delivered"]["novel"] == 1.0 and table["delivered"]["n"] == 3
+    assert table["shortfall"] is None
 
 
 async def test_a_model_that_falls_short_is_measured_not_failed() -> None:
