@@ -610,23 +610,18 @@ class RetrainManager:
                 log.warning("progress report of run %s failed", run_id, exc_info=True)
 
 
-def discard_outputs(adapter_dir: Path, dataset_dir: Path) -> list[Path]:
+def discard_outputs(adapter_dir: Path, dataset_dir: Path) -> None:
     """Delete an unfinished run's adapter folder, its work/temporary siblings and dataset.
 
-    Returns the folders removed. Blocking: call it in a thread.
+    Blocking: call it in a thread.
     """
-    removed = []
-    candidates = [
+    for folder in (
         adapter_dir,
         adapter_dir.with_name(adapter_dir.name + ".work"),
         adapter_dir.with_name(adapter_dir.name + ".tmp"),
         dataset_dir,
-    ]
-    for folder in candidates:
-        if folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
+    ):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:
