@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.store.engine import SessionMaker
 from bot.store.generations import active_model_version, issued_names, real_genre_names
+from model.artifacts import load_fingerprint
 from scraping.normalize import genre_key
 
 if TYPE_CHECKING:
@@ -283,30 +284,12 @@ class PipelineGenerator:
 
     async def reload(self, adapter_path: str | None) -> None:
         await self.client.reload(adapter_path)
-        fingerprint = await asyncio.to_thread(load_adapter_fingerprint, adapter_path)
+        fingerprint = await asyncio.to_thread(load_fingerprint, adapter_path)
         if fingerprint is not None:
             self.pipeline.fingerprint = fingerprint.union(self._known)
 
     async def close(self) -> None:
         await self.client.close()
-
-
-def load_adapter_fingerprint(adapter_path: str | None) -> Any:
-    """The ``known_genres.fingerprint`` an adapter was trained with, or None. Blocking."""
-    from pathlib import Path
-
-    from model.filters import Fingerprint
-
-    if adapter_path is None:
-        return None
-    path = Path(adapter_path) / "known_genres.fingerprint"
-    if not path.is_file():
-        return None
-    try:
-        return Fingerprint.load(path)
-    except Exception as exc:  # a damaged file must not stop the bot: the store still guards
-        log.warning("cannot read %s: %s", path, exc)
-        return None
 
 
 async def create_generator(
@@ -323,7 +306,7 @@ async def create_generator(
     from model.worker import make_client
     from model.worker.factory import sampler_spec
 
-    fingerprint = await asyncio.to_thread(load_adapter_fingerprint, sampler_spec(config).adapter)
+    fingerprint = await asyncio.to_thread(load_fingerprint, sampler_spec(config).adapter)
     client = make_client(config)
     await client.start()
     moderator: Any = None

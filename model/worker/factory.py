@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from model.artifacts import default_adapter
 from model.worker.client import WorkerClient
 from model.worker.health import HEALTH_FILE
 from model.worker.remote import RemoteClient
@@ -19,16 +20,6 @@ from model.worker.settings import (
     WorkerSettings,
     default_sampler_factory,
 )
-
-#: The adapter shipped with the package (used when ``[model] adapter`` is empty).
-DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parents[1] / "default_adapter"
-
-
-def default_adapter() -> str | None:
-    """The shipped adapter folder, or None while none is shipped (the base model serves)."""
-    if (DEFAULT_ADAPTER_DIR / "adapter_config.json").is_file():
-        return str(DEFAULT_ADAPTER_DIR)
-    return None
 
 
 def sampler_spec(config: Any) -> SamplerSpec:

@@ -1,0 +1,67 @@
+"""The files of an adapter folder, the shipped default adapter, the model card and fingerprint.
+
+An adapter folder (written by :func:`model.train.train`) holds ``adapter_config.json`` and
+``adapter_model.safetensors`` (PEFT), ``model_card.json`` (how it was trained and evaluated),
+``known_genres.fingerprint`` (the genres it must not repeat) and ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model.filters import Fingerprint
+
+log = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_CARD = "model_card.json"
+FINGERPRINT = "known_genres.fingerprint"
+LOSS_CURVE = "loss_curve.png"
+
+#: The adapter shipped with the package (used when ``[model] adapter`` is empty).
+DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent / "default_adapter"
+
+
+def is_adapter(folder: str | Path) -> bool:
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def default_adapter() -> str | None:
+    """The shipped adapter folder, or None while none is shipped (the base model serves)."""
+    return str(DEFAULT_ADAPTER_DIR) if is_adapter(DEFAULT_ADAPTER_DIR) else None
+
+
+def read_card(adapter: str | Path) -> dict[str, Any]:
+    """The adapter's model card; empty when it has none."""
+    path = Path(adapter) / MODEL_CARD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_card(adapter: str | Path, card: dict[str, Any]) -> None:
+    """Write the model card (atomically: a reader never sees half a file)."""
+    path = Path(adapter) / MODEL_CARD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def load_fingerprint(adapter: str | Path | None) -> Fingerprint | None:
+    """The fingerprint the adapter was trained with; None when it has none or it is damaged
+    (a warning is logged: the store's names still guard novelty). Blocking."""
+    from model.filters import Fingerprint
+
+    if adapter is None:
+        return None
+    path = Path(adapter) / FINGERPRINT
+    if not path.is_file():
+        return None
+    try:
+        return Fingerprint.load(path)
+    except Exception as exc:  # a damaged file must not stop the bot: the store still guards
+        log.warning("cannot read %s: %s", path, exc)
+        return None
