@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.store.engine import SessionMaker
 from bot.store.models import (
@@ -23,6 +23,7 @@ from bot.store.models import (
     Generation,
     Genre,
     ModelVersion,
+    utcnow,
 )
 from scraping.normalize import genre_key
 
@@ -82,23 +83,31 @@ async def active_model_version(sessions: SessionMaker) -> tuple[int, str] | None
         return None if row is None else (int(row[0]), str(row[1]))
 
 
+def _insert(session: Any, table: Any) -> Any:
+    """The dialect's INSERT with ON CONFLICT support (SQLite and PostgreSQL)."""
+    if session.bind.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 async def _genre_id(session: Any, name: str) -> tuple[int, str] | None:
-    """Id and origin of the genre with ``name``'s key, creating a generated genre if new."""
+    """Id and origin of the genre with ``name``'s key, creating a generated genre if new.
+
+    ``ON CONFLICT DO NOTHING`` settles a race with a concurrent request without a savepoint.
+    """
     key = genre_key(name)
     if not key or len(key) > MAX_NAME or len(name) > MAX_NAME:
         return None
-    row = (await session.execute(select(Genre.id, Genre.origin).where(Genre.name == key))).first()
-    if row is not None:
-        return int(row[0]), str(row[1])
-    try:
-        async with session.begin_nested():
-            genre = Genre(name=key, display_name=name, origin=ORIGIN_GENERATED)
-            session.add(genre)
-            await session.flush()
-            return genre.id, ORIGIN_GENERATED
-    except IntegrityError:  # created by a concurrent request in the meantime
-        row = (await session.execute(select(Genre.id, Genre.origin).where(Genre.name == key))).one()
-        return int(row[0]), str(row[1])
+    query = select(Genre.id, Genre.origin).where(Genre.name == key)
+    row = (await session.execute(query)).first()
+    if row is None:
+        await session.execute(
+            _insert(session, Genre)
+            .values(name=key, display_name=name, origin=ORIGIN_GENERATED, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        row = (await session.execute(query)).one()
+    return int(row[0]), str(row[1])
 
 
 async def reserve_generations(
@@ -112,7 +121,14 @@ async def reserve_generations(
     model_version_id: int | None,
     options: dict[str, Any],
 ) -> list[Reserved]:
-    """Insert one generation per name; names that are real or already issued here are refused."""
+    """Insert one generation per name; names that are real or already issued here are refused.
+
+    All in one transaction, without savepoints: on SQLite, releasing the outermost savepoint
+    commits, so a failure part-way used to leave half a request reserved for good. Now an
+    error reserves nothing, and on SQLite the write lock is held from the first insert to the
+    commit. ``ON CONFLICT DO NOTHING`` on ``(guild_id, genre_id)`` refuses a genre that a
+    concurrent request reserved first (PostgreSQL waits for that request to finish).
+    """
     reserved: list[Reserved] = []
     async with sessions.begin() as session:
         for name in names:
@@ -124,31 +140,25 @@ async def reserve_generations(
             if origin == ORIGIN_TRAINING:
                 reserved.append(Reserved(name, None, "real"))
                 continue
-            if guild_id is not None:
-                taken = await session.scalar(
-                    select(Generation.id).where(
-                        Generation.guild_id == guild_id, Generation.genre_id == genre_id
-                    )
+            generation_id = await session.scalar(
+                _insert(session, Generation)
+                .values(
+                    genre_id=genre_id,
+                    guild_id=guild_id,
+                    channel_id=channel_id,
+                    user_id=user_id,
+                    model_name=model_name,
+                    model_version_id=model_version_id,
+                    options=options,
+                    created_at=utcnow(),
                 )
-                if taken is not None:
-                    reserved.append(Reserved(name, None, "issued"))
-                    continue
-            try:
-                async with session.begin_nested():
-                    generation = Generation(
-                        genre_id=genre_id,
-                        guild_id=guild_id,
-                        channel_id=channel_id,
-                        user_id=user_id,
-                        model_name=model_name,
-                        model_version_id=model_version_id,
-                        options=options,
-                    )
-                    session.add(generation)
-                    await session.flush()
-                    reserved.append(Reserved(name, generation.id))
-            except IntegrityError:
+                .on_conflict_do_nothing(index_elements=["guild_id", "genre_id"])
+                .returning(Generation.id)
+            )
+            if generation_id is None:
                 reserved.append(Reserved(name, None, "issued"))
+            else:
+                reserved.append(Reserved(name, int(generation_id)))
     return reserved
 
 
