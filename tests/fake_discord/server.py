@@ -10,8 +10,15 @@ Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE
   channel messages, reactions (the bot's own reactions are echoed back as gateway events, as
   Discord does).
 
-Every REST call is recorded in :attr:`FakeDiscord.calls`; unknown routes answer 404 and are
-recorded too, so a test can assert nothing unexpected was called.
+Every REST call is recorded in :attr:`FakeDiscord.calls` with the status it got; unknown routes
+answer 404 and are recorded too, so a test can assert nothing unexpected was called.
+
+It is as strict as Discord where a bot can get it wrong (see ``limits.py``): per-route rate
+limit buckets with ``X-RateLimit-*`` headers and 429s, the global limit of 50 requests/s,
+Missing Permissions (403, code 50013) in channels listed in :attr:`FakeDiscord.no_reactions_in`
+or :attr:`FakeDiscord.no_messages_in`, the 3-second deadline to acknowledge an interaction
+(later: 404 Unknown interaction, code 10062) and the 15-minute life of its token. Pass
+``limits=None`` to turn the rate limits off.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +36,16 @@ from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
+
+from tests.fake_discord.limits import (
+    FixedWindows,
+    Limit,
+    RateLimits,
+    Verdict,
+    classify,
+    too_many_requests_body,
+    too_many_requests_headers,
+)
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
@@ -37,6 +55,10 @@ MEMBER_PERMISSIONS = (
 )  # view, send, react
 MANAGE_GUILD = 0x20
 ADD_REACTIONS = 0x40
+SEND_MESSAGES = 0x800
+# Discord's limits on an interaction: acknowledge it within 3 s; its token lives 15 minutes.
+ACK_DEADLINE_S = 3.0
+TOKEN_LIFETIME_S = 15 * 60.0
 
 
 def snowflake(counter: itertools.count[int]) -> int:
@@ -55,6 +77,7 @@ class RecordedCall:
     json: Any = None
     files: list[str] = field(default_factory=list)
     at: float = field(default_factory=time.monotonic)
+    status: int | None = None  # the HTTP status answered
 
 
 @dataclass
@@ -97,26 +120,58 @@ class Interaction:
     guild_id: int
     channel_id: int
     sent_at: float
+    acked_at: float | None = None  # when the callback (the acknowledgement) arrived in time
+
+    @property
+    def ack_latency(self) -> float | None:
+        """Seconds from INTERACTION_CREATE to the acknowledgement; None while unacknowledged."""
+        return None if self.acked_at is None else self.acked_at - self.sent_at
+
+
+@dataclass(frozen=True)
+class ForcedRateLimit:
+    """Answer the next ``times`` calls matching ``method`` and ``path_contains`` with 429."""
+
+    method: str
+    path_contains: str
+    retry_after: float
 
 
 class FakeDiscord:
     """See the module docstring."""
 
-    def __init__(self, *, guild_id: int = 1000, channel_id: int = 2000) -> None:
+    def __init__(
+        self,
+        *,
+        guild_id: int = 1000,
+        channel_id: int = 2000,
+        limits: RateLimits | None = RateLimits(),  # noqa: B008 (frozen, shared safely)
+        ack_deadline_s: float = ACK_DEADLINE_S,
+        token_lifetime_s: float = TOKEN_LIFETIME_S,
+    ) -> None:
         self._ids = itertools.count(1)
         self.bot_user = FakeUser(900001, "microgenre", bot=True)
         self.application_id = self.bot_user.id
         self.owner = FakeUser(900002, "owner")
         self.guild_id = guild_id
         self.channel_id = channel_id
+        self.channel_ids: list[int] = [channel_id]  # text channels of the guild
+        self.limits = limits
+        self.ack_deadline_s = ack_deadline_s
+        self.token_lifetime_s = token_lifetime_s
+        self._windows = FixedWindows()
+        self._forced: list[ForcedRateLimit] = []
+        # 429s served, by scope: "user" (a route bucket), "global", "forced".
+        self.rate_limited: Counter[str] = Counter()
         self.calls: list[RecordedCall] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.originals: dict[str, int] = {}  # interaction token -> message id
         self.reactions: dict[int, dict[str, set[int]]] = {}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or "guild:<id>"
         self.interactions: dict[str, Interaction] = {}
-        # Channels where the bot may not add reactions (403, like Discord without the perm).
+        # Channels where the bot may not add reactions / send messages (403, code 50013).
         self.no_reactions_in: set[int] = set()
+        self.no_messages_in: set[int] = set()
         # Answer 401 to the login, as Discord does for a wrong token.
         self.reject_token = False
         self.identified = asyncio.Event()
@@ -168,6 +223,35 @@ class FakeDiscord:
         monkeypatch.setattr(Route, "BASE", self.api_base)
         monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
 
+    @property
+    def too_many_requests(self) -> int:
+        """How many 429s were served (all scopes)."""
+        return sum(self.rate_limited.values())
+
+    def ack_latencies(self) -> dict[str, float | None]:
+        """Acknowledgement latency of every interaction (None: never acknowledged in time)."""
+        return {token: i.ack_latency for token, i in self.interactions.items()}
+
+    def add_channel(self, channel_id: int) -> None:
+        """Another text channel in the guild (call before the bot connects)."""
+        if channel_id not in self.channel_ids:
+            self.channel_ids.append(channel_id)
+
+    def force_rate_limit(
+        self, method: str, path_contains: str, *, times: int = 5, retry_after: float = 0.01
+    ) -> None:
+        """Answer the next ``times`` matching calls with a 429 (discord.py retries 5 times)."""
+        self._forced.extend([ForcedRateLimit(method, path_contains, retry_after)] * times)
+
+    def app_permissions_in(self, channel_id: int) -> int:
+        """The bot's permissions in ``channel_id`` (as Discord computes ``app_permissions``)."""
+        permissions = ALL_PERMISSIONS
+        if channel_id in self.no_reactions_in:
+            permissions &= ~ADD_REACTIONS
+        if channel_id in self.no_messages_in:
+            permissions &= ~SEND_MESSAGES
+        return permissions
+
     # ------------------------------------------------------------------ payloads
 
     def guild_payload(self) -> dict[str, Any]:
@@ -182,19 +266,22 @@ class FakeDiscord:
             "mentionable": False,
             "flags": 0,
         }
-        channel = {
-            "id": str(self.channel_id),
-            "type": 0,
-            "guild_id": str(self.guild_id),
-            "name": "genres",
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-            "topic": None,
-            "last_message_id": None,
-            "rate_limit_per_user": 0,
-        }
+        channels: list[dict[str, Any]] = [
+            {
+                "id": str(channel_id),
+                "type": 0,
+                "guild_id": str(self.guild_id),
+                "name": "genres" if position == 0 else f"genres-{position}",
+                "position": position,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "topic": None,
+                "last_message_id": None,
+                "rate_limit_per_user": 0,
+            }
+            for position, channel_id in enumerate(self.channel_ids)
+        ]
         return {
             "id": str(self.guild_id),
             "name": "Test Server",
@@ -204,7 +291,7 @@ class FakeDiscord:
             "emojis": [],
             "stickers": [],
             "features": [],
-            "channels": [channel],
+            "channels": channels,
             "threads": [],
             "members": [{k: v for k, v in self.bot_user.member(0).items() if k != "permissions"}],
             "presences": [],
@@ -336,9 +423,17 @@ class FakeDiscord:
         options: dict[str, Any] | None = None,
         *,
         permissions: int = MEMBER_PERMISSIONS,
-        app_permissions: int = ALL_PERMISSIONS,
+        app_permissions: int | None = None,
+        channel_id: int | None = None,
     ) -> Interaction:
-        """Dispatch an INTERACTION_CREATE for ``/command [subcommand] options``."""
+        """Dispatch an INTERACTION_CREATE for ``/command [subcommand] options``.
+
+        ``app_permissions`` defaults to what the bot may do in the channel
+        (:meth:`app_permissions_in`); ``channel_id`` to the first channel.
+        """
+        channel_id = self.channel_id if channel_id is None else channel_id
+        if app_permissions is None:
+            app_permissions = self.app_permissions_in(channel_id)
         types = {bool: 5, int: 4, float: 10, str: 3}
         option_list: list[dict[str, Any]] = []
         for key, value in (options or {}).items():
@@ -367,9 +462,9 @@ class FakeDiscord:
             "data": data,
             "guild_id": str(self.guild_id),
             "guild": {"id": str(self.guild_id), "features": [], "locale": "en-US"},
-            "channel_id": str(self.channel_id),
+            "channel_id": str(channel_id),
             "channel": {
-                "id": str(self.channel_id),
+                "id": str(channel_id),
                 "type": 0,
                 "name": "genres",
                 "guild_id": str(self.guild_id),
@@ -390,7 +485,7 @@ class FakeDiscord:
             "attachment_size_limit": 8 * 1024 * 1024,
         }
         interaction = Interaction(
-            interaction_id, token, user, self.guild_id, self.channel_id, time.monotonic()
+            interaction_id, token, user, self.guild_id, channel_id, time.monotonic()
         )
         self.interactions[token] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
@@ -452,15 +547,47 @@ class FakeDiscord:
     # ------------------------------------------------------------------ REST
 
     @staticmethod
-    def _json(data: Any, status: int = 200) -> web.Response:
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
         if status == 204:
-            return web.Response(status=204)
+            return web.Response(status=204, headers=headers)
         # discord.py checks the content type for equality with "application/json".
         return web.Response(
             status=status,
             body=json.dumps(data).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
+
+    def _rate_limited(self, retry_after: float, scope: str) -> web.Response:
+        self.rate_limited[scope] += 1
+        return self._json(
+            too_many_requests_body(retry_after, is_global=scope == "global"),
+            status=429,
+            headers=too_many_requests_headers(retry_after, scope=scope),
+        )
+
+    def _forced_limit(self, call: RecordedCall) -> web.Response | None:
+        for forced in self._forced:
+            if forced.method == call.method and forced.path_contains in call.path:
+                self._forced.remove(forced)
+                return self._rate_limited(forced.retry_after, "forced")
+        return None
+
+    def _take(self, call: RecordedCall) -> tuple[web.Response | None, Verdict | None]:
+        """Count ``call`` against the global limit and its bucket: a 429, or the verdict."""
+        forced = self._forced_limit(call)
+        if forced is not None or self.limits is None:
+            return forced, None
+        bucket = classify(call.method, call.path, self.limits)
+        if bucket.global_limited:
+            verdict = self._windows.take(("global", ""), Limit(self.limits.global_per_s, 1.0))
+            if not verdict.allowed:
+                return self._rate_limited(max(verdict.reset_after, 0.001), "global"), None
+        verdict = self._windows.take((bucket.hash, bucket.major), bucket.limit)
+        if not verdict.allowed:
+            response = self._rate_limited(max(verdict.reset_after, 0.001), "user")
+            response.headers.update(verdict.headers(time.time()))
+            return response, None
+        return None, verdict
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[str]]:
         if request.content_type == "multipart/form-data":
@@ -484,7 +611,12 @@ class FakeDiscord:
         call = RecordedCall(request.method, unquote(path), dict(request.query), body, files)
         self.calls.append(call)
         try:
-            return await self._route(call)
+            limited, verdict = self._take(call)
+            response = limited or await self._route(call)
+            if verdict is not None:
+                response.headers.update(verdict.headers(time.time()))
+            call.status = response.status
+            return response
         finally:
             async with self._changed:
                 self._changed.notify_all()
@@ -550,8 +682,15 @@ class FakeDiscord:
         self, token: str, body: dict[str, Any], files: list[str]
     ) -> web.Response:
         interaction = self.interactions.get(token)
-        if interaction is None:
+        now = time.monotonic()
+        if interaction is None or now - interaction.sent_at > self.ack_deadline_s:
             return self._json({"message": "Unknown interaction", "code": 10062}, status=404)
+        if interaction.acked_at is not None:
+            return self._json(
+                {"message": "Interaction has already been acknowledged.", "code": 40060},
+                status=400,
+            )
+        interaction.acked_at = now
         kind = body.get("type")
         data = body.get("data") or {}
         flags = int(data.get("flags") or 0)
@@ -595,6 +734,8 @@ class FakeDiscord:
         interaction = self.interactions.get(token)
         if interaction is None:
             return self._json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        if time.monotonic() - interaction.sent_at > self.token_lifetime_s:
+            return self._json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
         if m == "POST" and not rest:
             message_id = snowflake(self._ids)
             flags = int(body.get("flags") or 0)
@@ -635,6 +776,8 @@ class FakeDiscord:
         self, m: str, channel_id: int, rest: list[str], body: dict[str, Any], files: list[str]
     ) -> web.Response:
         if not rest and m == "POST":
+            if channel_id in self.no_messages_in:
+                return self._missing_permissions()
             message_id = snowflake(self._ids)
             message = self.message_payload(
                 message_id,
@@ -663,7 +806,7 @@ class FakeDiscord:
                 return self._json(self._public(stored))
         if len(rest) == 4 and rest[1] == "reactions" and rest[3] == "@me" and m == "PUT":
             if channel_id in self.no_reactions_in:
-                return self._json({"message": "Missing Permissions", "code": 50013}, status=403)
+                return self._missing_permissions()
             emoji = rest[2]
             self.reactions.setdefault(message_id, {}).setdefault(emoji, set()).add(self.bot_user.id)
             # Discord tells the bot about its own reactions too.
@@ -685,4 +828,10 @@ class FakeDiscord:
                 )
             )
             return self._json(None, status=204)
+        if len(rest) == 4 and rest[1] == "reactions" and rest[3] == "@me" and m == "DELETE":
+            self.reactions.get(message_id, {}).get(rest[2], set()).discard(self.bot_user.id)
+            return self._json(None, status=204)
         return self._json({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _missing_permissions(self) -> web.Response:
+        return self._json({"message": "Missing Permissions", "code": 50013}, status=403)
