@@ -1,9 +1,15 @@
 """From raw completions to delivered genres: parse, validate, moderate, check novelty.
 
-:class:`GenrePipeline` asks its backend for more candidates than it needs in one request
-(oversampling by the acceptance rate it has observed so far), filters them, and asks again only
-for what is still missing, a bounded number of times. It never imports torch: the backend may be
-the in-process :class:`~model.sampler.LocalBackend`, the worker process or a scripted fake.
+:class:`GenrePipeline` asks its backend for more candidates than it needs (oversampling by the
+acceptance rate it has observed so far), filters them, and asks again for what is still
+missing. One request is at most ``max_request`` completions (the worker's batch size), so a
+large call is many bounded requests, and :meth:`GenrePipeline.stream` hands out each genre as
+soon as the request it came from is judged. There is no fixed number of requests: a call goes
+on while the model keeps delivering and gives up only when the acceptance rate collapses, when
+fewer than ``collapse_rate`` of the last ``collapse_window`` candidates sampled for it were
+accepted (optional hard caps: ``max_attempts`` requests, ``max_candidates`` candidates). It
+never imports torch: the backend may be the in-process :class:`~model.sampler.LocalBackend`,
+the worker process or a scripted fake.
 
 Rejection reasons counted in :attr:`GenerationOutcome.stats`: ``truncated`` (no end marker),
 ``malformed:<reason>`` (see :func:`model.filters.validate`), ``offensive``, ``known`` (a real
@@ -18,17 +24,20 @@ Concurrent unseeded calls with the same ``like`` and temperature share rounds: o
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
 Thirty-two users asking for one genre each then cost one request of about 50 completions
 rather than 32 requests of at least ``min_request``; the batching worker underneath still
-merges requests of different prompts.
+merges requests of different prompts. A seeded call runs alone, sizes its requests from its
+own acceptance estimate and derives each request's seed from its own (:func:`round_seed`), so
+its genres depend only on the seed, the backend and the call's arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 import math
-from collections import Counter
-from collections.abc import Awaitable, Collection, Iterable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from model.errors import GenerationError
@@ -38,6 +47,15 @@ from model.textformat import END_MARKER, build_prompt, parse_completion
 from scraping.normalize import genre_key
 
 log = logging.getLogger(__name__)
+
+# A call gives up when fewer than COLLAPSE_RATE of the last COLLAPSE_WINDOW candidates sampled
+# for it were accepted; as long as the model does better, it keeps asking.
+COLLAPSE_WINDOW = 1000
+COLLAPSE_RATE = 0.01
+# Most completions in one backend request: the local worker's ``max_batch_size``.
+MAX_REQUEST = 256
+# Requests are sized as if at least this share of candidates survived the filters.
+MIN_YIELD = 0.05
 
 
 @dataclass
@@ -58,10 +76,67 @@ class _Judged:
     verdict: str  # "ok" or a rejection reason
 
 
+@dataclass
+class _YieldEstimate:
+    """Running estimate of the share of candidates that survive the filters."""
+
+    value: float
+
+    def update(self, observed: float) -> None:
+        # Smoothed so one unlucky batch does not explode the next request.
+        self.value = min(1.0, max(MIN_YIELD, 0.5 * self.value + 0.5 * observed))
+
+
 def leading_word(name: str) -> str:
     """The first word of a genre's key: ``"Música Popular"`` -> ``"musica"``."""
     words = genre_key(name).split()
     return words[0] if words else ""
+
+
+def round_seed(seed: int, attempt: int) -> int:
+    """The seed of request number ``attempt`` (from 0) of a call seeded with ``seed``.
+
+    The first request uses the seed itself; later ones a 31-bit hash of (seed, attempt), so
+    calls with neighbouring seeds do not replay each other's requests one round apart.
+
+    >>> round_seed(3, 0)
+    3
+    >>> round_seed(3, 1) == round_seed(3, 1), round_seed(3, 1) == round_seed(4, 0)
+    (True, False)
+    """
+    if attempt == 0:
+        return seed
+    digest = hashlib.blake2b(f"{seed}:{attempt}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 33
+
+
+class GenreStream:
+    """The genres of one call, each as soon as it is accepted: ``async for genre in stream``.
+
+    When the call cannot be completed, the iteration yields every genre delivered and then
+    raises :class:`~model.errors.GenerationError` (with ``partial``). :attr:`outcome` is what
+    the call has delivered and rejected so far (complete once the iteration has ended).
+    """
+
+    def __init__(self, caller: _Caller, genres: AsyncIterator[str]) -> None:
+        self._caller = caller
+        self._genres = genres
+
+    def __aiter__(self) -> GenreStream:
+        return self
+
+    async def __anext__(self) -> str:
+        return await self._genres.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop generating for this call (a shared round in flight still serves the others)."""
+        close = getattr(self._genres, "aclose", None)
+        if close is not None:
+            await close()
+
+    @property
+    def outcome(self) -> GenerationOutcome:
+        return self._caller.outcome()
 
 
 class GenrePipeline:
@@ -77,16 +152,20 @@ class GenrePipeline:
         top_p: float = 0.95,
         max_tokens: int = 16,
         oversample: float = 1.5,
-        max_attempts: int = 4,
-        max_request: int = 512,
+        max_attempts: int | None = None,
+        max_request: int = MAX_REQUEST,
         max_candidates: int | None = None,
         min_request: int = 8,
+        collapse_window: int = COLLAPSE_WINDOW,
+        collapse_rate: float = COLLAPSE_RATE,
         known: Iterable[str] = (),
         require_genre_word: bool = True,
         max_leading_share: float = 0.02,
         min_leading_cap: int = 5,
         share_rounds: bool = True,
     ) -> None:
+        if collapse_window < 1 or not 0 <= collapse_rate <= 1:
+            raise ValueError("collapse_window must be positive and collapse_rate in [0, 1]")
         self.backend = backend
         self.fingerprint = fingerprint if fingerprint is not None else Fingerprint()
         if known:
@@ -96,11 +175,13 @@ class GenrePipeline:
         self.top_p = top_p
         self.max_tokens = max_tokens
         self.oversample = oversample
+        # Optional hard caps on one call: requests, and raw candidates sampled for it.
         self.max_attempts = max_attempts
-        self.max_request = max_request
-        # Most raw candidates one call may have sampled for it (None: only max_attempts binds).
         self.max_candidates = max_candidates
+        self.max_request = max_request
         self.min_request = min_request
+        self.collapse_window = collapse_window
+        self.collapse_rate = collapse_rate
         self.require_genre_word = require_genre_word
         self.max_leading_share = max_leading_share
         self.min_leading_cap = min_leading_cap
@@ -109,8 +190,8 @@ class GenrePipeline:
         # (prompt, temperature).
         self._waiting: dict[tuple[str, float], list[_Caller]] = {}
         self._drivers: dict[tuple[str, float], asyncio.Task[None]] = {}
-        # Running estimate of the share of candidates that survive the filters.
-        self._yield = 1.0 / oversample
+        # Acceptance estimate of unseeded calls, carried over from call to call.
+        self._yield = _YieldEstimate(1.0 / oversample)
 
     def judge(
         self, texts: Iterable[str], finished: Iterable[bool] | None, seen: set[str]
@@ -164,15 +245,40 @@ class GenrePipeline:
     ) -> GenerationOutcome:
         """``count`` distinct novel genres, none near any name in ``exclude``.
 
+        The whole of :meth:`stream` at once. Raises :class:`~model.errors.GenerationError`
+        (with what was delivered as ``partial``) when the acceptance rate collapses or a hard
+        cap binds first, and whatever the backend raises for a request this call took part in.
+        """
+        stream = self.stream(
+            count,
+            like=like,
+            temperature=temperature,
+            seed=seed,
+            exclude=exclude,
+            on_position=on_position,
+        )
+        async for _ in stream:
+            pass
+        return stream.outcome
+
+    def stream(
+        self,
+        count: int,
+        *,
+        like: str | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        exclude: Collection[str] = (),
+        on_position: PositionCallback | None = None,
+    ) -> GenreStream:
+        """``count`` distinct novel genres, none near any name in ``exclude``, as accepted.
+
         Unseeded calls with the same ``like`` and temperature that wait at the same time share
         rounds: one backend request oversampled for all of them, whose accepted candidates are
         dealt out in arrival order (never the same genre to two callers). A seeded call always
         runs alone, so its result does not depend on other callers. ``on_position`` is passed
         to the backend (see :class:`~model.protocol.CompletionBackend`) for every request this
-        call's candidates come from.
-
-        Raises :class:`~model.errors.GenerationError` when the attempts run out first, and
-        whatever the backend raises for a request this call took part in.
+        call's candidates come from. Nothing is requested before the first ``anext``.
         """
         if count < 0:
             raise GenerationError("The number of genres must be positive.")
@@ -183,36 +289,49 @@ class GenrePipeline:
             steer=like is not None,
             excluded={near_key(name) for name in exclude},
             lead_cap=max(self.min_leading_cap, math.ceil(count * self.max_leading_share)),
+            recent=deque(maxlen=self.collapse_window),
             on_position=on_position,
         )
-        if count == 0:
-            return caller.outcome()
-        if seed is not None or not self.share_rounds:
-            await self._run_alone(caller, prompt, temp, seed)
-            return caller.outcome()
+        if count == 0 or seed is not None or not self.share_rounds:
+            return GenreStream(caller, self._stream_alone(caller, prompt, temp, seed))
+        return GenreStream(caller, self._stream_shared(caller, prompt, temp))
+
+    async def _stream_alone(
+        self, caller: _Caller, prompt: str, temp: float, seed: int | None
+    ) -> AsyncIterator[str]:
+        # A seeded call sizes its requests from its own estimate: its requests, and so its
+        # genres, must not depend on what the pipeline served before.
+        estimate = self._yield if seed is None else _YieldEstimate(1.0 / self.oversample)
+        while caller.missing > 0:
+            if self._spent(caller):
+                raise self._exhausted(caller)
+            seed_now = None if seed is None else round_seed(seed, caller.attempts)
+            await self._round([caller], prompt, temp, seed_now, estimate)
+            for name in caller.unsent():
+                yield name
+
+    async def _stream_shared(self, caller: _Caller, prompt: str, temp: float) -> AsyncIterator[str]:
         key = (prompt, temp)
-        caller.future = asyncio.get_running_loop().create_future()
+        future = caller.future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(caller)
         if key not in self._drivers:
-            driver = asyncio.create_task(self._drive(key, prompt, temp))
-            self._drivers[key] = driver
+            self._drivers[key] = asyncio.create_task(self._drive(key, prompt, temp))
         try:
-            # Shielded: cancelling this call must not cancel the rounds others wait on.
-            await asyncio.shield(caller.future)
+            while True:
+                caller.changed.clear()
+                for name in caller.unsent():
+                    yield name
+                if future.done():
+                    future.result()  # raises why the call failed
+                    return
+                # The driver sets ``changed`` when it deals this caller a genre or settles it.
+                await caller.changed.wait()
         finally:
-            if not caller.future.done():  # cancelled: rounds skip it from now on
-                caller.future.cancel()
+            if not future.done():  # cancelled or closed: rounds skip it from now on
+                future.cancel()
             waiting = self._waiting.get(key)
             if waiting is not None and caller in waiting:
                 waiting.remove(caller)
-        return caller.outcome()
-
-    async def _run_alone(self, caller: _Caller, prompt: str, temp: float, seed: int | None) -> None:
-        while caller.missing > 0:
-            if self._spent(caller):
-                raise caller.exhausted()
-            round_seed = None if seed is None else seed + caller.attempts
-            await self._round([caller], prompt, temp, round_seed)
 
     async def _drive(self, key: tuple[str, float], prompt: str, temp: float) -> None:
         """Run shared rounds for ``key`` until nobody waits for it any more."""
@@ -234,7 +353,7 @@ class GenrePipeline:
                     chosen.append(caller)
                     budget += caller.missing
                 try:
-                    await self._round(chosen, prompt, temp, None)
+                    await self._round(chosen, prompt, temp, None, self._yield)
                 except Exception as exc:  # the backend failed: every caller of it hears why
                     for caller in chosen:
                         caller.fail(exc)
@@ -243,23 +362,33 @@ class GenrePipeline:
                     if caller.missing <= 0:
                         caller.finish()
                     elif self._spent(caller):
-                        caller.fail(caller.exhausted())
+                        caller.fail(self._exhausted(caller))
         finally:
             self._drivers.pop(key, None)
             waiting = self._waiting.pop(key, [])
             for caller in waiting:  # only when the driver itself was cancelled
                 caller.fail(GenerationError("Generation was cancelled; please try again."))
 
-    async def _round(
-        self, callers: list[_Caller], prompt: str, temp: float, seed: int | None
-    ) -> None:
-        """One backend request for ``callers``; deal out what survives the filters."""
+    def _request_size(self, callers: list[_Caller], estimate: _YieldEstimate) -> int:
+        """Completions to ask for: what ``callers`` miss, oversampled, within the bounds."""
         missing = sum(c.missing for c in callers)
-        n = math.ceil(missing / max(self._yield, 0.05) * 1.1) + 2
+        n = math.ceil(missing / max(estimate.value, MIN_YIELD) * 1.1) + 2
         n = max(self.min_request, min(n, self.max_request))
         if self.max_candidates is not None:
             left = max(self.max_candidates - c.sampled for c in callers)
             n = max(1, min(n, left))
+        return n
+
+    async def _round(
+        self,
+        callers: list[_Caller],
+        prompt: str,
+        temp: float,
+        seed: int | None,
+        estimate: _YieldEstimate,
+    ) -> None:
+        """One backend request for ``callers``; deal out what survives the filters."""
+        n = self._request_size(callers, estimate)
         request = GenerationRequest(
             prompt=prompt,
             n=n,
@@ -280,6 +409,8 @@ class GenrePipeline:
         finished = result.extra.get("finished") if result.extra else None
         taken = {key for c in callers for key in c.taken}
         judged = self.judge(result.texts, finished, taken)
+        # Per candidate: did it pass everything, including the dealing (the collapse rule).
+        accepted: list[bool] = []
         for index, j in enumerate(judged):
             needy = [c for c in callers if c.missing > 0 and not c.settled]
             verdict = j.verdict
@@ -287,25 +418,51 @@ class GenrePipeline:
                 recipient, verdict = self._deal(j.name, needy)
                 if recipient is not None:
                     recipient.take(j.name, result.model)
+                    accepted.append(True)
                     continue
             elif verdict == "repeat" and j.name is not None:
                 key = near_key(j.name)
                 if any(key in c.excluded for c in needy or callers):
                     verdict = "excluded"
+            accepted.append(verdict == "ok")
             # Attribute the rejected (or surplus) candidate to someone who still waits, so
             # per-call statistics add up to what was sampled.
             owner = (needy or callers)[index % len(needy or callers)]
             owner.model = result.model
             owner.reject(j.name or j.text, verdict)
-        observed = sum(j.verdict == "ok" for j in judged) / max(len(judged), 1)
-        # Smooth the estimate so one unlucky batch does not explode the next request.
-        self._yield = min(1.0, max(0.05, 0.5 * self._yield + 0.5 * observed))
+        for caller in callers:
+            caller.recent.extend(accepted)
+        estimate.update(sum(j.verdict == "ok" for j in judged) / max(len(judged), 1))
+
+    def _collapsed(self, caller: _Caller) -> bool:
+        """Whether fewer than ``collapse_rate`` of the last ``collapse_window`` were accepted."""
+        recent = caller.recent
+        return len(recent) >= self.collapse_window and sum(recent) < self.collapse_rate * len(
+            recent
+        )
 
     def _spent(self, caller: _Caller) -> bool:
-        """Whether ``caller`` has used up its attempts or its candidate budget."""
-        if caller.attempts >= self.max_attempts:
+        """Whether ``caller`` should give up: a hard cap binds or the acceptance collapsed."""
+        if self.max_attempts is not None and caller.attempts >= self.max_attempts:
             return True
-        return self.max_candidates is not None and caller.sampled >= self.max_candidates
+        if self.max_candidates is not None and caller.sampled >= self.max_candidates:
+            return True
+        return self._collapsed(caller)
+
+    def _exhausted(self, caller: _Caller) -> GenerationError:
+        """The one-line error of a call that gives up, with what it delivered as ``partial``."""
+        why = ""
+        if self._collapsed(caller):
+            why = (
+                f": only {sum(caller.recent)} of the last {len(caller.recent)} candidates were "
+                f"acceptable (it stops below {self.collapse_rate:.0%})"
+            )
+        return GenerationError(
+            f"The model produced only {len(caller.genres)} of {caller.count} acceptable genres "
+            f"in {caller.attempts} attempts ({caller.sampled} candidates){why}; try a higher "
+            "temperature or a different 'like'.",
+            partial=caller.outcome(),
+        )
 
     def _deal(self, name: str, needy: list[_Caller]) -> tuple[_Caller | None, str]:
         """The first caller in line who may take ``name``; else why nobody could."""
@@ -359,8 +516,12 @@ class _Caller:
     steer: bool  # called with ``like``: the leading-word cap does not apply
     excluded: set[str]
     lead_cap: int
+    # Whether each of the last candidates sampled for this call was accepted (collapse rule).
+    recent: deque[bool]
     on_position: PositionCallback | None = None
     future: asyncio.Future[None] | None = None
+    # Set whenever the call is dealt a genre or settled (what a shared stream waits on).
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
     genres: list[str] = field(default_factory=list)
     taken: set[str] = field(default_factory=set)
     lead_counts: Counter[str] = field(default_factory=Counter)
@@ -368,6 +529,7 @@ class _Caller:
     candidates: list[tuple[str, str]] = field(default_factory=list)
     attempts: int = 0
     sampled: int = 0  # candidates sampled in the rounds this call took part in
+    sent: int = 0  # genres already handed out by the stream
     model: str = ""
 
     @property
@@ -385,6 +547,13 @@ class _Caller:
         self.taken.add(near_key(name))
         self.lead_counts[leading_word(name)] += 1
         self.model = model
+        self.changed.set()
+
+    def unsent(self) -> Iterator[str]:
+        """The genres not handed out yet, including any dealt while this iterates."""
+        while self.sent < len(self.genres):
+            self.sent += 1
+            yield self.genres[self.sent - 1]
 
     def reject(self, text: str, verdict: str) -> None:
         self.stats["raw"] += 1
@@ -394,21 +563,15 @@ class _Caller:
         else:
             self.stats[f"rejected:{verdict}"] += 1
 
-    def exhausted(self) -> GenerationError:
-        return GenerationError(
-            f"The model produced only {len(self.genres)} of {self.count} acceptable genres "
-            f"in {self.attempts} attempts ({self.sampled} candidates); try a higher temperature "
-            "or a different 'like'.",
-            partial=self.outcome(),
-        )
-
     def finish(self) -> None:
         if self.future is not None and not self.future.done():
             self.future.set_result(None)
+        self.changed.set()
 
     def fail(self, exc: BaseException) -> None:
         if self.future is not None and not self.future.done():
             self.future.set_exception(exc)
+        self.changed.set()
 
     def outcome(self) -> GenerationOutcome:
         stats = dict(self.stats)

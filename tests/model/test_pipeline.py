@@ -343,3 +343,189 @@ async def test_candidate_budget_stops_a_hopeless_call_early() -> None:
     assert sampled == 30  # the last request is cut to what the budget leaves
     assert len(backend.requests) < 10
     assert "(30 candidates)" in str(info.value)
+
+
+# ---------------------------------------------------------------- any n
+
+
+class PatternBackend:
+    """Candidate number i (counted over every request) is ``w<i> jazz`` when ``good(i)``, else a
+    known genre; records every request and the number of genres handed out at its start."""
+
+    def __init__(self, good: Any, *, delivered: list[str] | None = None) -> None:
+        self.good = good
+        self.index = 0
+        self.requests: list[GenerationRequest] = []
+        self.seen_before: list[int] = []  # genres the consumer had received at each request
+        self.delivered = delivered if delivered is not None else []
+
+    async def complete(
+        self, request: GenerationRequest, *, on_position: Any = None
+    ) -> GenerationResult:
+        self.requests.append(request)
+        self.seen_before.append(len(self.delivered))
+        texts = []
+        for _ in range(request.n):
+            texts.append(f" w{self.index} jazz" if self.good(self.index) else " post rock")
+            self.index += 1
+        return GenerationResult(tuple(texts), "pattern", extra={"finished": [True] * request.n})
+
+
+class SeededBackend:
+    """Completions drawn from ``random.Random(seed)``: the same request gives the same texts;
+    a third of them are junk (a known genre or an invented string), nine in ten with ``like``."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+
+    async def complete(
+        self, request: GenerationRequest, *, on_position: Any = None
+    ) -> GenerationResult:
+        import random
+
+        self.requests.append(request)
+        rng = random.Random(request.seed)
+        junk = 0.9 if "like:" in request.prompt else 0.33
+        texts = []
+        for _ in range(request.n):
+            pick = rng.random()
+            if pick < junk - 0.13:
+                texts.append(" post rock")
+            elif pick < junk:
+                texts.append(f" zq{rng.randrange(10**6)}")
+            else:
+                texts.append(f" k{rng.randrange(10**6)} {rng.choice(['jazz', 'techno', 'gaze'])}")
+        return GenerationResult(tuple(texts), "seeded", extra={"finished": [True] * request.n})
+
+
+async def test_large_calls_are_many_bounded_requests() -> None:
+    backend = PatternBackend(lambda i: True)
+    outcome = await GenrePipeline(backend, KNOWN).generate(5000)
+    assert len(outcome.genres) == 5000 == len(set(outcome.genres))
+    assert max(r.n for r in backend.requests) <= 256
+    assert outcome.stats["raw"] == sum(r.n for r in backend.requests)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+async def test_the_budget_adapts_to_a_model_accepting_half(seed: int | None) -> None:
+    backend = PatternBackend(lambda i: i % 2 == 0)
+    outcome = await GenrePipeline(backend, KNOWN).generate(2000, seed=seed)
+    assert len(outcome.genres) == 2000
+    sampled = sum(r.n for r in backend.requests)
+    assert 4000 <= sampled < 4000 * 1.2  # enough rounds, and little waste
+    assert outcome.stats["attempts"] == len(backend.requests) > 4
+
+
+async def test_a_slow_but_steady_model_is_not_given_up_on() -> None:
+    # 2 % acceptance: above the collapse threshold, so the call goes on until it is complete.
+    backend = PatternBackend(lambda i: i % 50 == 49)
+    outcome = await GenrePipeline(backend, KNOWN).generate(30)
+    assert len(outcome.genres) == 30
+    assert sum(r.n for r in backend.requests) >= 1500
+
+
+@pytest.mark.parametrize("seed", [None, 1])
+async def test_a_collapsed_acceptance_rate_gives_up_with_what_it_has(seed: int | None) -> None:
+    from model.pipeline import COLLAPSE_RATE, COLLAPSE_WINDOW
+
+    backend = PatternBackend(lambda i: i < 300)  # 300 good candidates, then nothing
+    with pytest.raises(GenerationError) as info:
+        await GenrePipeline(backend, KNOWN).generate(1000, seed=seed)
+    partial = info.value.partial
+    assert partial is not None and len(partial.genres) == 300
+    sampled = sum(r.n for r in backend.requests)
+    # It gave up as soon as the last window held too few acceptances, not before.
+    assert COLLAPSE_WINDOW * (1 - COLLAPSE_RATE) <= sampled - 300 < COLLAPSE_WINDOW + 256
+    message = str(info.value)
+    assert "\n" not in message
+    assert "only 300 of 1000 acceptable genres" in message
+    assert f"of the last {COLLAPSE_WINDOW} candidates" in message
+    assert f"({sampled} candidates)" in message
+
+
+async def test_the_collapse_window_and_rate_are_settings() -> None:
+    backend = PatternBackend(lambda i: i % 10 == 0)  # 10 % acceptance
+    pipeline = GenrePipeline(backend, KNOWN, collapse_window=100, collapse_rate=0.2)
+    with pytest.raises(GenerationError) as info:
+        await pipeline.generate(500)
+    assert info.value.partial is not None and 0 < len(info.value.partial.genres) < 500
+    assert sum(r.n for r in backend.requests) < 100 + 256
+    lenient = GenrePipeline(PatternBackend(lambda i: i % 10 == 0), KNOWN, collapse_rate=0.05)
+    assert len((await lenient.generate(500)).genres) == 500
+
+
+async def test_seeded_calls_are_deterministic_whatever_the_pipeline_served_before() -> None:
+    fresh = await GenrePipeline(SeededBackend(), KNOWN).generate(700, seed=3)
+    used = GenrePipeline(SeededBackend(), KNOWN)
+    await used.generate(50, like="gaze")  # moves the shared acceptance estimate far down
+    again = await used.generate(700, seed=3)
+    assert len(fresh.genres) == 700
+    assert again.genres == fresh.genres
+    other = await GenrePipeline(SeededBackend(), KNOWN).generate(700, seed=4)
+    assert other.genres != fresh.genres
+
+
+async def test_neighbouring_seeds_do_not_replay_each_others_requests() -> None:
+    seeds: dict[int, list[int | None]] = {}
+    for seed in (3, 4):
+        backend = PatternBackend(lambda i: i % 2 == 0)
+        await GenrePipeline(backend, KNOWN).generate(1000, seed=seed)
+        seeds[seed] = [r.seed for r in backend.requests]
+    assert seeds[3][0] == 3 and seeds[4][0] == 4
+    assert len(set(seeds[3])) == len(seeds[3]) > 1
+    assert not set(seeds[3]) & set(seeds[4])
+
+
+async def test_thousands_of_exclusions_are_never_delivered() -> None:
+    previous = [f"w{i} jazz" for i in range(0, 6000, 2)]  # every other candidate
+    outcome = await GenrePipeline(PatternBackend(lambda i: True), KNOWN).generate(
+        2000, exclude=previous
+    )
+    assert len(outcome.genres) == 2000
+    assert not set(outcome.genres) & set(previous)
+    assert outcome.stats["rejected:excluded"] >= 2000
+
+
+@pytest.mark.parametrize("seed", [None, 2])
+async def test_stream_hands_out_genres_before_the_call_is_complete(seed: int | None) -> None:
+    received: list[str] = []
+    backend = PatternBackend(lambda i: True, delivered=received)
+    stream = GenrePipeline(backend, KNOWN, max_request=100).stream(1000, seed=seed)
+    async for genre in stream:
+        received.append(genre)
+    assert len(received) == 1000 == len(set(received))
+    assert len(backend.requests) >= 10
+    # Every request after the first found the genres of the earlier ones already handed out.
+    assert backend.seen_before[0] == 0 and all(b > 0 for b in backend.seen_before[1:])
+    assert stream.outcome.genres == received
+
+
+async def test_stream_yields_what_it_has_then_raises() -> None:
+    stream = GenrePipeline(PatternBackend(lambda i: i < 40), KNOWN).stream(100)
+    received = []
+    with pytest.raises(GenerationError, match="only 40 of 100"):
+        async for genre in stream:
+            received.append(genre)
+    assert len(received) == 40 and stream.outcome.genres == received
+
+
+async def test_a_stream_closed_early_stops_asking() -> None:
+    backend = PatternBackend(lambda i: True)
+    pipeline = GenrePipeline(backend, KNOWN, max_request=50)
+    stream = pipeline.stream(1000)
+    received = [genre async for genre, _ in zip_count(stream, 60)]
+    await stream.aclose()
+    await asyncio.sleep(0.01)
+    assert len(received) == 60
+    assert len(backend.requests) <= 3
+    assert pipeline._drivers == {} and pipeline._waiting == {}
+
+
+async def zip_count(stream: Any, limit: int) -> Any:
+    """The first ``limit`` items of ``stream``, each with its number."""
+    number = 0
+    async for item in stream:
+        yield item, number
+        number += 1
+        if number >= limit:
+            return
