@@ -64,15 +64,13 @@ async def make_generator(
 ) -> Any:
     from bot.service import PipelineGenerator, create_generator
     from model.worker import WorkerClient
-    from model.worker.factory import sampler_spec, worker_settings
+    from model.worker.factory import sampler_spec
 
     if sampler == "model":
         return await create_generator(config, known=known, pipeline_options=options)
     from tests.bot.scripted_sampler import slow_factory
 
-    client = WorkerClient(
-        sampler_spec(config), worker_settings(config), sampler_factory=slow_factory
-    )
+    client = WorkerClient(sampler_spec(config), config.worker, sampler_factory=slow_factory)
     await client.start()
     return PipelineGenerator(client, known=known, pipeline_options=options)
 

@@ -3,7 +3,8 @@
 Precedence, lowest first: built-in defaults, the TOML file, environment variables
 (``MICROGENRE_<SECTION>_<KEY>`` for every key, and ``DISCORD_TOKEN`` for ``discord.token``).
 Every problem is reported as one :class:`~bot.errors.ConfigError` naming the file (or variable),
-the key and what is wrong. ``config.example.toml`` documents every key.
+the key and what is wrong. ``config.example.toml`` documents every key. The ``[worker]`` and
+``[serve]`` sections are the model library's own settings classes.
 
 >>> cfg = load_config(None, environ={"MICROGENRE_DATABASE_URL": "sqlite+aiosqlite:///x.db"})
 >>> cfg.database.url
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
+from model.worker.settings import ServeSettings, WorkerSettings
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
 
@@ -101,84 +103,6 @@ class ScrapingConfig:
 
 
 @dataclass(frozen=True)
-class WorkerConfig:
-    # "local": the bot starts and supervises a worker process; "remote": HTTP to `url`.
-    transport: str = "local"
-    # OpenAI-compatible server of the remote transport (`microgenre serve`, vLLM, ...).
-    url: str = "http://127.0.0.1:8700"
-    # Bearer token for the remote server. Secret: no default, never logged.
-    api_token: str | None = field(default=None, repr=False)
-    # Model name sent to the remote server (vLLM: the name given to --lora-modules).
-    remote_model: str = "genre"
-    # How long the oldest queued request waits for company before its batch starts.
-    batch_window_ms: float = 25.0
-    # Most completions (sum of n over the requests) generated together in one batch.
-    max_batch_size: int = 256
-    # Most requests waiting in the queue; beyond it callers are told to retry later.
-    queue_size: int = 256
-    # The worker process reports that it is alive this often (seconds)...
-    heartbeat_interval_s: float = 1.0
-    # ...and is killed and restarted when silent for this long.
-    heartbeat_timeout_s: float = 10.0
-    # A caller waits at most this long; a batch that runs this long is treated as hung.
-    request_timeout_s: float = 120.0
-    # First delay before restarting a crashed worker; doubles on each crash in a row (max 60).
-    restart_backoff_s: float = 1.0
-    # How long loading the model may take (the first run converts the base model).
-    start_timeout_s: float = 300.0
-
-    def validate(self) -> None:
-        if self.transport not in ("local", "remote"):
-            raise ValueError(f"transport must be 'local' or 'remote', got {self.transport!r}")
-        if self.transport == "remote" and not self.url.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
-        if self.batch_window_ms < 0:
-            raise ValueError("batch_window_ms must be >= 0")
-        for name in ("max_batch_size", "queue_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        for name in (
-            "heartbeat_interval_s",
-            "request_timeout_s",
-            "start_timeout_s",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
-        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
-            raise ValueError("heartbeat_timeout_s must be greater than heartbeat_interval_s")
-        if self.restart_backoff_s < 0:
-            raise ValueError("restart_backoff_s must be >= 0")
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    # Address `microgenre serve` binds; 127.0.0.1 keeps it private to this machine.
-    host: str = "127.0.0.1"
-    port: int = 8700
-    # Bearer token clients must send. Secret: no default, never logged; empty = no check.
-    api_token: str | None = field(default=None, repr=False)
-    # Name of the served model in /v1/models and the "model" field.
-    model_name: str = "genre"
-    # Most completions in one request (number of prompts x n).
-    max_n: int = 64
-    # Most new tokens per completion.
-    max_tokens: int = 64
-    # Longest prompt, in characters.
-    max_prompt_chars: int = 2000
-    # Whether POST /v1/load_lora_adapter may hot-reload another adapter folder.
-    allow_reload: bool = True
-
-    def validate(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
-        for name in ("max_n", "max_tokens", "max_prompt_chars"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not self.model_name.strip():
-            raise ValueError("model_name must not be empty")
-
-
-@dataclass(frozen=True)
 class BotConfig:
     # Seconds a user waits between two /genre new commands.
     cooldown_s: float = 10.0
@@ -232,8 +156,8 @@ class Config:
     discord: DiscordConfig = field(default_factory=DiscordConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     scraping: ScrapingConfig = field(default_factory=ScrapingConfig)
-    worker: WorkerConfig = field(default_factory=WorkerConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
     bot: BotConfig = field(default_factory=BotConfig)
     # Folder the relative paths are resolved against.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
@@ -262,8 +186,8 @@ SECTIONS: dict[str, type] = {
     "discord": DiscordConfig,
     "model": ModelConfig,
     "scraping": ScrapingConfig,
-    "worker": WorkerConfig,
-    "serve": ServeConfig,
+    "worker": WorkerSettings,
+    "serve": ServeSettings,
     "bot": BotConfig,
 }
 
@@ -334,9 +258,12 @@ def _parse_env(text: str, tp: Any) -> Any:
 
     >>> _parse_env("8", int), _parse_env("yes", bool), _parse_env("a, b", tuple[str, ...])
     (8, True, ['a', 'b'])
+    >>> _parse_env("8", int | None), _parse_env("x", str | None)
+    (8, 'x')
     """
-    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
-    target = args[0]
+    target = tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        target = next(a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(target) in (list, tuple):
         return [part.strip() for part in text.split(",") if part.strip()]
     if target is bool:

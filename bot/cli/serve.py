@@ -15,7 +15,6 @@ from bot.cli import main
 from bot.cli.common import state
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
-from model.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +69,15 @@ def serve(
             "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
             err=True,
         )
-    try:
-        asyncio.run(_serve(config, host, port, factory))
-    except ModelError as exc:
-        raise MicrogenreError(str(exc)) from None
+    asyncio.run(_serve(config, host, port, factory))
 
 
 async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
     from aiohttp import web
 
     from model.worker.factory import make_local_client
-    from model.worker.server import ServeLimits, create_app
+    from model.worker.server import create_app
 
-    s = config.serve
-    limits = ServeLimits(
-        model_name=s.model_name,
-        max_n=s.max_n,
-        max_tokens=s.max_tokens,
-        max_prompt_chars=s.max_prompt_chars,
-        allow_reload=s.allow_reload,
-    )
     client = make_local_client(config, sampler_factory=factory)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -105,7 +93,7 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
             starting.cancel()
             return
         starting.result()
-        app = create_app(client, limits, api_token=s.api_token)
+        app = create_app(client, config.serve, api_token=config.serve.api_token)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -117,7 +105,7 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
             ) from None
         bound = runner.addresses[0] if runner.addresses else (host, port)
         click.echo(
-            f"Serving {client.model_name} as '{limits.model_name}' on "
+            f"Serving {client.model_name} as '{config.serve.model_name}' on "
             f"http://{_url_host(bound[0])}:{bound[1]} (Ctrl-C to stop)",
             err=True,
         )

@@ -22,7 +22,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -37,6 +36,7 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
+from model.worker.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +55,6 @@ class ServedBackend(Protocol):
     async def reload(self, adapter: str | None) -> None: ...
 
     def health(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """Request limits and names (``[serve]`` in the config)."""
-
-    # Name clients put in "model" (vLLM: the name given to --lora-modules).
-    model_name: str = "genre"
-    # Most completions in one request (number of prompts × n).
-    max_n: int = 64
-    # Most new tokens per completion.
-    max_tokens: int = 64
-    # Longest prompt, in characters.
-    max_prompt_chars: int = 2000
-    # Whether POST /v1/load_lora_adapter may switch the adapter.
-    allow_reload: bool = True
 
 
 class _BadRequest(Exception):
@@ -115,7 +99,7 @@ def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int)
 
 
 def parse_completion_body(
-    body: Any, limits: ServeLimits, served: Sequence[str]
+    body: Any, limits: ServeSettings, served: Sequence[str]
 ) -> list[GenerationRequest]:
     """Validate an OpenAI completions body; one request per prompt.
 
@@ -246,10 +230,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(
-    backend: ServedBackend, limits: ServeLimits | None = None, *, api_token: str | None = None
+    backend: ServedBackend, limits: ServeSettings | None = None, *, api_token: str | None = None
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``."""
-    limits = limits or ServeLimits()
+    limits = limits or ServeSettings()
     token = api_token.encode() if api_token else None
 
     @web.middleware

@@ -1,15 +1,16 @@
-"""Plain settings of the worker (no dependency on the bot's config classes).
+"""Plain settings of the worker: the ``[worker]`` and ``[serve]`` sections of the bot's config.
 
-:func:`model.worker.factory.make_client` builds them from the ``[model]`` and ``[worker]``
-sections of the bot's configuration; tests build them directly.
+``bot.config`` loads :class:`WorkerSettings` and :class:`ServeSettings` from TOML and the
+environment (and calls ``validate()``); :func:`model.worker.factory.make_client` derives the
+:class:`SamplerSpec` from ``[model]``; tests build them directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 from model.protocol import GenerationRequest, GenerationResult
 
@@ -65,8 +66,16 @@ def default_sampler_factory(spec: SamplerSpec) -> SamplerLike:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """Batching, back-pressure and supervision knobs (``[worker]`` in the config)."""
+    """How the bot reaches and supervises the worker (``[worker]`` in the config)."""
 
+    # "local": the bot starts and supervises a worker process; "remote": HTTP to `url`.
+    transport: str = "local"
+    # OpenAI-compatible server of the remote transport (`microgenre serve`, vLLM, ...).
+    url: str = "http://127.0.0.1:8700"
+    # Bearer token for the remote server. Secret: no default, never logged.
+    api_token: str | None = field(default=None, repr=False)
+    # Model name sent to the remote server (vLLM: the name given to --lora-modules).
+    remote_model: str = "genre"
     # How long the oldest queued request waits for company before its batch starts.
     batch_window_ms: float = 25.0
     # Most completions (sum of ``n``) generated together in one batch.
@@ -84,4 +93,52 @@ class WorkerSettings:
     # How long loading the model may take (the first run converts the GGUF base model).
     start_timeout_s: float = 300.0
     # Prompt of the smoke generation an adapter must pass before a hot reload switches to it.
-    smoke_prompt: str = DEFAULT_SMOKE_PROMPT
+    smoke_prompt: ClassVar[str] = DEFAULT_SMOKE_PROMPT
+
+    def validate(self) -> None:
+        if self.transport not in ("local", "remote"):
+            raise ValueError(f"transport must be 'local' or 'remote', got {self.transport!r}")
+        if self.transport == "remote" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        if self.batch_window_ms < 0:
+            raise ValueError("batch_window_ms must be >= 0")
+        for name in ("max_batch_size", "queue_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        for name in ("heartbeat_interval_s", "request_timeout_s", "start_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must be greater than heartbeat_interval_s")
+        if self.restart_backoff_s < 0:
+            raise ValueError("restart_backoff_s must be >= 0")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Address, token and request limits of ``microgenre serve`` (``[serve]`` in the config)."""
+
+    # Address to bind; 127.0.0.1 keeps it private to this machine.
+    host: str = "127.0.0.1"
+    port: int = 8700
+    # Bearer token clients must send. Secret: no default, never logged; empty = no check.
+    api_token: str | None = field(default=None, repr=False)
+    # Name clients put in "model" (vLLM: the name given to --lora-modules).
+    model_name: str = "genre"
+    # Most completions in one request (number of prompts × n).
+    max_n: int = 64
+    # Most new tokens per completion.
+    max_tokens: int = 64
+    # Longest prompt, in characters.
+    max_prompt_chars: int = 2000
+    # Whether POST /v1/load_lora_adapter may switch the adapter.
+    allow_reload: bool = True
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        for name in ("max_n", "max_tokens", "max_prompt_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not self.model_name.strip():
+            raise ValueError("model_name must not be empty")

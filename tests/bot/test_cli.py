@@ -120,3 +120,17 @@ def test_model_errors_escaping_a_command_are_one_line(
     assert run_cli(group, ["boom"]) == ModelLoadError.exit_code
     err = capsys.readouterr().err
     assert err.strip() == "Error: adapter folder /nope has no adapter_config.json"
+
+
+def test_a_model_error_in_serve_keeps_its_exit_status(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model.errors import ModelLoadError
+    from model.worker import factory
+
+    def refuse(config: object, **_: object) -> None:
+        raise ModelLoadError("base model /nope not found")
+
+    monkeypatch.setattr(factory, "make_local_client", refuse)
+    assert entry(["serve", "--port", "0"]) == ModelLoadError.exit_code == 2
+    assert capsys.readouterr().err.strip() == "Error: base model /nope not found"

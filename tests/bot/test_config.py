@@ -120,3 +120,15 @@ def test_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.database = cfg.database  # type: ignore[misc]
     assert isinstance(cfg, Config)
+
+
+def test_list_keys_can_be_overridden_from_the_environment() -> None:
+    cfg = load_config(None, environ={"MICROGENRE_BOT_TRAIN_COMMAND": "python, train.py"})
+    assert cfg.bot.train_command == ("python", "train.py")
+
+
+def test_secrets_of_worker_and_serve_are_never_shown() -> None:
+    environ = {"MICROGENRE_WORKER_API_TOKEN": "s3cret-w", "MICROGENRE_SERVE_API_TOKEN": "s3cret-s"}
+    cfg = load_config(None, environ=environ)
+    assert (cfg.worker.api_token, cfg.serve.api_token) == ("s3cret-w", "s3cret-s")
+    assert "s3cret" not in repr(cfg)

@@ -29,12 +29,10 @@ def main() -> int:
     async def create_generator(config, *, known=(), pipeline_options=None):
         from model.filters import Moderator
         from model.worker import WorkerClient
-        from model.worker.factory import sampler_spec, worker_settings
+        from model.worker.factory import sampler_spec
         from tests.bot.scripted_sampler import scripted_factory
 
-        client = WorkerClient(
-            sampler_spec(config), worker_settings(config), sampler_factory=scripted_factory
-        )
+        client = WorkerClient(sampler_spec(config), config.worker, sampler_factory=scripted_factory)
         await client.start()
         pid_file = os.environ.get("MICROGENRE_TEST_WORKER_PID_FILE")
         if pid_file:

@@ -13,8 +13,8 @@ from aiohttp import web
 
 from model.worker.client import WorkerClient
 from model.worker.remote import RemoteClient
-from model.worker.server import ServeLimits, create_app
-from model.worker.settings import SamplerSpec, WorkerSettings
+from model.worker.server import create_app
+from model.worker.settings import SamplerSpec, ServeSettings, WorkerSettings
 from tests.model.worker.fakes import fake_factory
 
 FAST = WorkerSettings(
@@ -78,7 +78,7 @@ async def make_harness(transport: str) -> AsyncIterator[MakeHarness]:
         cleanups.append(worker.close)
         if transport == "local":
             return Harness(worker, worker)
-        runner, url = await serve_app(create_app(worker, ServeLimits(), api_token=token))
+        runner, url = await serve_app(create_app(worker, ServeSettings(), api_token=token))
         cleanups.append(runner.cleanup)
         remote = RemoteClient(url, token, request_timeout_s=overrides.get("request_timeout_s", 20))
         await remote.start()

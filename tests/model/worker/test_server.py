@@ -18,7 +18,8 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
-from model.worker.server import ServeLimits, create_app
+from model.worker.server import create_app
+from model.worker.settings import ServeSettings
 from tests.model.worker.conftest import serve_app
 
 
@@ -52,7 +53,7 @@ class ScriptedBackend:
         return {"alive": True, "queue_length": 0}
 
 
-LIMITS = ServeLimits(max_n=8, max_tokens=32, max_prompt_chars=50)
+LIMITS = ServeSettings(max_n=8, max_tokens=32, max_prompt_chars=50)
 
 
 @pytest.fixture
@@ -234,7 +235,7 @@ async def test_load_lora_adapter(server: tuple[str, ScriptedBackend]) -> None:
 
 
 async def test_reload_can_be_disabled() -> None:
-    app = create_app(ScriptedBackend(), ServeLimits(allow_reload=False))
+    app = create_app(ScriptedBackend(), ServeSettings(allow_reload=False))
     runner, url = await serve_app(app)
     try:
         status, _, _ = await _post(url, "/v1/load_lora_adapter", {"lora_path": "/good"}, token=None)
