@@ -17,8 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from model.protocol import GenerationRequest, GenerationResult
-from model.worker.client import PositionCallback
+from model.protocol import GenerationRequest, GenerationResult, PositionCallback
 from model.worker.errors import (
     AdapterRejectedError,
     InvalidRequestError,
