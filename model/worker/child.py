@@ -1,13 +1,8 @@
 """The worker process: owns the sampler, generates batches, beats its heart, dies with its parent.
 
 Started by :class:`model.worker.client.WorkerClient` with the multiprocessing "spawn" method, so
-torch is imported only here, never in the bot process. It talks over one duplex pipe:
-
-parent → child: ``("batch", id, [GenerationRequest])``, ``("reload", id, SamplerSpec)``,
-``("stop",)``.
-child → parent: ``("heartbeat", info)``, ``("ready", info)``, ``("fatal", message)``,
-``("result", id, [GenerationResult], seconds, rss)``, ``("batch_error", id, message)``,
-``("reloaded", id, info)``, ``("reload_failed", id, message)``.
+torch is imported only here, never in the bot process. It talks over one duplex pipe in the
+messages of :mod:`model.worker.messages`.
 
 The child exits when the pipe closes (parent gone), when the parent process changes
 (``getppid``), or at once on Linux through ``PR_SET_PDEATHSIG``: no orphan keeps a model in RAM.
@@ -24,11 +19,24 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
 
 from model.errors import ModelError
 from model.protocol import GenerationRequest
 from model.worker.batching import run_grouped
+from model.worker.messages import (
+    BatchDone,
+    BatchFailed,
+    FromWorker,
+    Generate,
+    Heartbeat,
+    Loaded,
+    LoadFailed,
+    Phase,
+    Reload,
+    Reloaded,
+    ReloadFailed,
+    Stop,
+)
 from model.worker.settings import SamplerFactory, SamplerLike, SamplerSpec
 
 log = logging.getLogger(__name__)
@@ -89,10 +97,10 @@ class _Child:
         self.parent_pid = parent_pid
         self.interval = heartbeat_interval_s
         self.send_lock = threading.Lock()
-        self.phase = "loading"
+        self.phase: Phase = "loading"
         self.stop = threading.Event()
 
-    def send(self, message: tuple[Any, ...]) -> None:
+    def send(self, message: FromWorker) -> None:
         with self.send_lock:
             self.conn.send(message)
 
@@ -101,7 +109,7 @@ class _Child:
             if os.getppid() != self.parent_pid:
                 os._exit(0)
             try:
-                self.send(("heartbeat", {"rss": rss_bytes(), "phase": self.phase}))
+                self.send(Heartbeat(rss=rss_bytes(), phase=self.phase))
             except (OSError, ValueError):  # pipe closed: the parent is gone
                 os._exit(0)
 
@@ -133,6 +141,27 @@ def child_main(
 
 
 def _serve(child: _Child, spec: SamplerSpec, factory: SamplerFactory, smoke_prompt: str) -> None:
+    sampler = _load(child, spec, factory)
+    if sampler is None:
+        return
+    while True:
+        message = child.conn.recv()
+        if isinstance(message, Stop):
+            return
+        if isinstance(message, Generate):
+            child.phase = "generating"
+            child.send(_generate(sampler, message))
+        elif isinstance(message, Reload):
+            child.phase = "reloading"
+            sampler = _reload(child, sampler, message, factory, smoke_prompt)
+            gc.collect()  # free the sampler that lost (the old one or the rejected one)
+        else:
+            log.warning("ignoring unknown message %r", message)
+        child.phase = "ready"
+
+
+def _load(child: _Child, spec: SamplerSpec, factory: SamplerFactory) -> SamplerLike | None:
+    """The first sampler, announced with :class:`Loaded` (None after :class:`LoadFailed`)."""
     started = time.monotonic()
     try:
         sampler = factory(spec)
@@ -143,58 +172,36 @@ def _serve(child: _Child, spec: SamplerSpec, factory: SamplerFactory, smoke_prom
             "loading the model failed",
             exc_info=True,
         )
-        child.send(("fatal", f"could not load the model: {describe(exc)}"))
-        return
+        child.send(LoadFailed(f"could not load the model: {describe(exc)}"))
+        return None
     child.phase = "ready"
-    info = {
-        "name": sampler.name,
-        "adapter": spec.adapter,
-        "pid": os.getpid(),
-        "load_s": time.monotonic() - started,
-        "rss": rss_bytes(),
-    }
-    child.send(("ready", info))
-    while True:
-        message = child.conn.recv()
-        kind = message[0]
-        if kind == "stop":
-            return
-        if kind == "batch":
-            _, batch_id, requests = message
-            child.phase = "generating"
-            t0 = time.monotonic()
-            try:
-                results = run_grouped(sampler.complete_batch, requests)
-            except Exception as exc:
-                log.exception("generation failed")
-                child.send(("batch_error", batch_id, describe(exc)))
-            else:
-                child.send(("result", batch_id, results, time.monotonic() - t0, rss_bytes()))
-            finally:
-                child.phase = "ready"
-        elif kind == "reload":
-            _, op_id, new_spec = message
-            child.phase = "reloading"
-            t0 = time.monotonic()
-            candidate: SamplerLike | None = None
-            try:
-                candidate = factory(new_spec)
-                smoke_test(candidate, smoke_prompt)
-            except Exception as exc:
-                log.info("adapter %s rejected: %s", new_spec.adapter, describe(exc))
-                candidate = None
-                gc.collect()
-                child.send(("reload_failed", op_id, describe(exc)))
-            else:
-                sampler, candidate = candidate, None
-                gc.collect()
-                info = {
-                    "name": sampler.name,
-                    "adapter": new_spec.adapter,
-                    "load_s": time.monotonic() - t0,
-                }
-                child.send(("reloaded", op_id, info))
-            finally:
-                child.phase = "ready"
-        else:
-            log.warning("ignoring unknown message %r", kind)
+    load_s = time.monotonic() - started
+    child.send(Loaded(sampler.name, spec.adapter, os.getpid(), load_s, rss_bytes()))
+    return sampler
+
+
+def _generate(sampler: SamplerLike, message: Generate) -> BatchDone | BatchFailed:
+    t0 = time.monotonic()
+    try:
+        results = run_grouped(sampler.complete_batch, message.requests)
+    except Exception as exc:
+        log.exception("generation failed")
+        return BatchFailed(message.batch_id, describe(exc))
+    return BatchDone(message.batch_id, tuple(results), time.monotonic() - t0, rss_bytes())
+
+
+def _reload(
+    child: _Child, sampler: SamplerLike, message: Reload, factory: SamplerFactory, smoke_prompt: str
+) -> SamplerLike:
+    """The sampler that serves next: the new one if it loads and passes the smoke test."""
+    t0 = time.monotonic()
+    try:
+        candidate = factory(message.spec)
+        smoke_test(candidate, smoke_prompt)
+    except Exception as exc:
+        log.info("adapter %s rejected: %s", message.spec.adapter, describe(exc))
+        child.send(ReloadFailed(message.op_id, describe(exc)))
+        return sampler
+    elapsed = time.monotonic() - t0
+    child.send(Reloaded(message.op_id, candidate.name, message.spec.adapter, elapsed))
+    return candidate

@@ -58,3 +58,12 @@ class InvalidRequestError(WorkerError):
 
 class RemoteAuthError(WorkerError):
     """The remote generation server refused the API token."""
+
+
+def as_sentence(text: str | None) -> str:
+    """``text`` ending with exactly one full stop, to embed in an error message.
+
+    >>> as_sentence("it broke."), as_sentence("it broke"), as_sentence(None)
+    ('it broke.', 'it broke.', 'unknown error.')
+    """
+    return (text or "unknown error").rstrip(". ") + "."

@@ -1,7 +1,7 @@
 """Worker health for other processes (``microgenre stats --json``).
 
 The process that owns a local worker writes :meth:`WorkerClient.health` to
-``<data_dir>/worker_health.json`` every couple of seconds and when it closes;
+``<data_dir>/worker_health.json`` every couple of seconds and when it closes (:class:`HealthFile`);
 :func:`worker_health` reads that snapshot (local transport) or asks the server's ``/health``
 (remote transport).
 """
@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,21 @@ def snapshot_quietly(path: Path, data: dict[str, Any]) -> None:
     """:func:`write_snapshot` that never raises (health reporting must not break serving)."""
     with contextlib.suppress(OSError):
         write_snapshot(path, data)
+
+
+class HealthFile:
+    """Writes a client's health for other processes: every ``interval_s``, and on request."""
+
+    def __init__(self, path: Path, interval_s: float = 2.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+
+    async def write(self, data: dict[str, Any]) -> None:
+        data = dict(data, owner_pid=os.getpid(), written_at=time.time())
+        await asyncio.to_thread(snapshot_quietly, self.path, data)
+
+    async def run(self, health: Callable[[], dict[str, Any]]) -> None:
+        """Task: write ``health()`` now and every ``interval_s`` until cancelled."""
+        while True:
+            await self.write(health())
+            await asyncio.sleep(self.interval_s)
