@@ -1,10 +1,11 @@
 """LoRA fine-tuning of the base model on a dataset folder (see :mod:`model.dataset`).
 
-:func:`train` is seeded, reports progress through a callback (``start``/``step``/``epoch``/
-``done`` events, the CLI turns them into a tqdm bar or JSON lines), computes the validation loss
-after every epoch, stops early when it stops improving (keeping the best epoch's weights),
-checkpoints every few minutes and at Ctrl-C into ``<output>.work/`` and resumes from there. The
-output folder is assembled in a temporary folder and renamed into place, so an interruption never
+:func:`train` is seeded and reports progress through a callback (:class:`model.events.TrainEvent`
+``start``/``step``/``epoch``/``done``; the CLI turns them into a tqdm bar or JSON lines). A
+:class:`TrainLoop` computes the validation loss after every epoch, stops early when it stops
+improving (keeping the best epoch's weights), and saves a :class:`Checkpoint` every few minutes
+and at Ctrl-C into ``<output>.work/``, which the next run resumes. The output folder is assembled
+in a temporary folder and renamed into place (:func:`publish_adapter`), so an interruption never
 leaves a half-written adapter.
 
 Output: ``adapter_model.safetensors``, ``adapter_config.json``, ``model_card.json``,
@@ -19,11 +20,12 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.artifacts import ADAPTER_WEIGHTS, FINGERPRINT, LOSS_CURVE, write_card
 from model.dataset import (
     FINGERPRINT_FILE,
     STATS_FILE,
@@ -34,17 +36,12 @@ from model.dataset import (
     read_examples,
 )
 from model.errors import TrainingError
+from model.events import EventKind, StopReason, TrainEvent
 from model.textformat import build_prompt, format_example
-
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-MODEL_CARD = "model_card.json"
-FINGERPRINT = "known_genres.fingerprint"
-LOSS_CURVE = "loss_curve.png"
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[TrainEvent], None]
 
 
 @dataclass(frozen=True)
@@ -223,43 +220,53 @@ def _write_loss_curve(
     plt.close(fig)
 
 
-def train(
-    dataset_dir: str | Path,
-    output: str | Path,
-    config: TrainConfig | None = None,
-    *,
-    progress: Progress | None = None,
-    data_dir: str | Path | None = None,
-    resume: bool = True,
-    name: str | None = None,
-    notes: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train a LoRA adapter on ``dataset_dir`` and write it to ``output`` (see module doc)."""
+@dataclass
+class TrainState:
+    """Where a run stands (saved as JSON in every checkpoint)."""
+
+    step: int = 0
+    epoch: int = 0  # epochs finished
+    step_in_epoch: int = 0
+    step_losses: list[list[float]] = field(default_factory=list)  # [step, loss] pairs
+    epoch_train_losses: list[float] = field(default_factory=list)
+    valid_losses: list[float] = field(default_factory=list)
+    best_valid: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    elapsed_s: float = 0.0  # training time of the runs before a resume
+
+    def end_epoch(self, train_loss: float, valid_loss: float, min_delta: float) -> bool:
+        """Record a finished epoch; True when it is the best so far (keep its weights).
+
+        >>> s = TrainState()
+        >>> s.end_epoch(2.0, 1.5, 0.01), s.end_epoch(1.8, 1.495, 0.01), s.best_epoch, s.epoch
+        (True, False, 1, 2)
+        """
+        self.epoch_train_losses.append(train_loss)
+        self.valid_losses.append(valid_loss)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        if (
+            math.isnan(valid_loss)
+            or self.best_valid is None
+            or (valid_loss < self.best_valid - min_delta)
+        ):
+            self.best_valid = self.best_valid if math.isnan(valid_loss) else valid_loss
+            self.best_epoch = self.epoch
+            self.bad_epochs = 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> tuple[Any, Any, str, Any]:
+    """The seeded base model with fresh LoRA layers (trained in float32), its tokenizer,
+    device and dtype."""
     import torch
-    from peft import (
-        LoraConfig,
-        get_peft_model,
-        get_peft_model_state_dict,
-        set_peft_model_state_dict,
-    )
+    from peft import LoraConfig, get_peft_model
 
     from model.base import load_base, pick_device, pick_dtype, set_threads
 
-    cfg = config or TrainConfig()
-    emit = progress or (lambda event: None)
-    dataset = Path(dataset_dir)
-    train_examples = read_examples(dataset / TRAIN_FILE)
-    valid_examples = read_examples(dataset / VALID_FILE)[: cfg.max_valid]
-    if not train_examples:
-        raise TrainingError(f"{dataset / TRAIN_FILE} has no examples.")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise TrainingError("epochs and batch_size must be at least 1.")
-    out = Path(output)
-    work = out.with_name(out.name + ".work")
-    ckpt = work / "checkpoint"
-    data_hash = dataset_hash(dataset)
-
-    started = time.perf_counter()
     set_threads(cfg.threads)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
@@ -280,227 +287,365 @@ def train(
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
+    return model, tokenizer, device, dtype
 
-    encoded_train = _encode(tokenizer, train_examples)
-    encoded_valid = _encode(tokenizer, valid_examples)
-    pad_id = int(tokenizer.pad_token_id)
-    steps_per_epoch = math.ceil(len(encoded_train) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(cfg.warmup_steps, total_steps)
-    )
 
-    state: dict[str, Any] = {
-        "step": 0,
-        "epoch": 0,
-        "step_in_epoch": 0,
-        "step_losses": [],
-        "epoch_train_losses": [],
-        "valid_losses": [],
-        "best_valid": None,
-        "best_epoch": 0,
-        "bad_epochs": 0,
-        "elapsed_s": 0.0,
-    }
-    best_weights: dict[str, Any] | None = None
-    # What a checkpoint must match to be resumed (the thread count may change between runs).
-    signature = {
-        "config": {k: v for k, v in cfg.to_dict().items() if k not in ("threads",)},
-        "data_hash": data_hash,
-    }
-    resumed = False
-    if resume and (ckpt / "state.json").is_file():
-        saved = json.loads((ckpt / "state.json").read_text())
-        if saved.get("signature") == signature:
-            state = saved["state"]
-            set_peft_model_state_dict(model, torch.load(ckpt / "adapter.pt", weights_only=True))
-            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-            scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-            if (ckpt / "best.pt").is_file():
-                best_weights = torch.load(ckpt / "best.pt", weights_only=True)
-            resumed = True
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+class Trainer:
+    """The model, its optimiser and learning-rate schedule, and the encoded data."""
 
-    def save_checkpoint() -> None:
-        tmp = work / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(get_peft_model_state_dict(model), tmp / "adapter.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        if best_weights is not None:
-            torch.save(best_weights, tmp / "best.pt")
-        snapshot = {**state, "elapsed_s": state["elapsed_s"] + time.perf_counter() - t_run}
-        (tmp / "state.json").write_text(json.dumps({"signature": signature, "state": snapshot}))
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data_dir: str | Path | None,
+        train: list[Example],
+        valid: list[Example],
+    ) -> None:
+        import torch
 
-    def valid_loss() -> float:
-        if not encoded_valid:
+        self.cfg = cfg
+        self.model, tokenizer, self.device, dtype = _load_model(cfg, data_dir)
+        self.dtype = str(dtype).replace("torch.", "")
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.n_trainable = sum(p.numel() for p in self.trainable)
+        self.train_data = _encode(tokenizer, train)
+        self.valid_data = _encode(tokenizer, valid)
+        self.pad_id = int(tokenizer.pad_token_id)
+        self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
+        total = self.steps_per_epoch * cfg.epochs
+        self.total_steps = min(total, cfg.max_steps) if cfg.max_steps else total
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(cfg.warmup_steps, self.total_steps)
+        )
+
+    def start_event(self, step: int, *, resumed: bool) -> TrainEvent:
+        return TrainEvent(
+            EventKind.START,
+            step=step,
+            total_steps=self.total_steps,
+            epochs=self.cfg.epochs,
+            train_examples=len(self.train_data),
+            valid_examples=len(self.valid_data),
+            trainable_params=self.n_trainable,
+            device=self.device,
+            dtype=self.dtype,
+            resumed=resumed,
+        )
+
+    def step(self, indices: list[int], seed: int) -> float:
+        """One optimiser step on a batch; its training loss."""
+        import torch
+
+        torch.manual_seed(seed)
+        ids, mask, labels = _collate(self.train_data, indices, self.pad_id)
+        outputs = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            labels=labels.to(self.device),
+        )
+        outputs.loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(outputs.loss.detach())
+
+    @property
+    def lr(self) -> float:
+        return float(self.scheduler.get_last_lr()[0])
+
+    def valid_loss(self) -> float:
+        """Mean token loss over the validation genres (NaN without any)."""
+        import torch
+
+        if not self.valid_data:
             return float("nan")
-        model.eval()
+        self.model.eval()
         total, count = 0.0, 0
         with torch.inference_mode():
-            for indices in _batches(encoded_valid, 64, None):
-                ids, mask, labels = _collate(encoded_valid, indices, pad_id)
-                outputs = model(input_ids=ids.to(device), attention_mask=mask.to(device))
+            for indices in _batches(self.valid_data, 64, None):
+                ids, mask, labels = _collate(self.valid_data, indices, self.pad_id)
+                outputs = self.model(
+                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
+                )
                 logits = outputs.logits[:, :-1].float()
-                target = labels[:, 1:].to(device)
+                target = labels[:, 1:].to(self.device)
                 loss = torch.nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"
                 )
                 total += float(loss)
                 count += int((target != -100).sum())
-        model.train()
+        self.model.train()
         return total / max(count, 1)
 
-    emit(
-        {
-            "event": "start",
-            "step": state["step"],
-            "total_steps": total_steps,
-            "epochs": cfg.epochs,
-            "train_examples": len(train_examples),
-            "valid_examples": len(valid_examples),
-            "trainable_params": n_trainable,
-            "device": device,
-            "dtype": str(dtype).replace("torch.", ""),
-            "resumed": resumed,
-        }
-    )
-    t_run = time.perf_counter()
-    first_step = state["step"]
-    last_ckpt = time.perf_counter()
-    stopped_early = False
-    model.train()
-    try:
-        while state["epoch"] < cfg.epochs and state["step"] < total_steps:
-            rng = random.Random(cfg.seed * 1000 + state["epoch"])
-            batches = _batches(encoded_train, cfg.batch_size, rng)
-            epoch_losses: list[float] = []
-            for batch_index, indices in enumerate(batches):
-                if batch_index < state["step_in_epoch"]:
-                    continue  # resumed mid-epoch: these batches are done
-                if state["step"] >= total_steps:
-                    break
-                torch.manual_seed(cfg.seed + state["step"])
-                ids, mask, labels = _collate(encoded_train, indices, pad_id)
-                outputs = model(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    labels=labels.to(device),
-                )
-                loss = outputs.loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                value = float(loss.detach())
-                epoch_losses.append(value)
-                state["step"] += 1
-                state["step_in_epoch"] = batch_index + 1
-                state["step_losses"].append([state["step"], value])
-                done = state["step"]
-                elapsed = time.perf_counter() - t_run
-                rate = elapsed / max(done - first_step, 1)
-                emit(
-                    {
-                        "event": "step",
-                        "step": done,
-                        "total_steps": total_steps,
-                        "epoch": state["epoch"] + 1,
-                        "loss": round(value, 4),
-                        "lr": scheduler.get_last_lr()[0],
-                        "eta_s": round(rate * (total_steps - done), 1),
-                        "elapsed_s": round(state["elapsed_s"] + elapsed, 1),
-                    }
-                )
-                if time.perf_counter() - last_ckpt > cfg.checkpoint_every_s:
-                    save_checkpoint()
-                    last_ckpt = time.perf_counter()
-            # End of an epoch (or of max_steps inside it).
-            finished_epoch = state["step_in_epoch"] >= len(batches)
-            mean_train = sum(epoch_losses) / len(epoch_losses) if epoch_losses else float("nan")
-            vloss = valid_loss()
-            state["epoch_train_losses"].append(mean_train)
-            state["valid_losses"].append(vloss)
-            improved = state["best_valid"] is None or vloss < state["best_valid"] - cfg.min_delta
-            if improved or math.isnan(vloss):
-                state["best_valid"] = vloss if not math.isnan(vloss) else state["best_valid"]
-                state["best_epoch"] = state["epoch"] + 1
-                state["bad_epochs"] = 0
-                best_weights = {
-                    k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()
-                }
-            else:
-                state["bad_epochs"] += 1
-            emit(
-                {
-                    "event": "epoch",
-                    "step": state["step"],
-                    "total_steps": total_steps,
-                    "epoch": state["epoch"] + 1,
-                    "loss": round(mean_train, 4),
-                    "valid_loss": round(vloss, 4),
-                    "best_epoch": state["best_epoch"],
-                }
-            )
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            if not finished_epoch:
-                break
-            if state["bad_epochs"] >= cfg.patience and state["epoch"] < cfg.epochs:
-                stopped_early = True
-                break
-            save_checkpoint()
-            last_ckpt = time.perf_counter()
-    except KeyboardInterrupt:
-        save_checkpoint()
-        raise
+    def lora_weights(self) -> dict[str, Any]:
+        """A copy of the LoRA weights (the best epoch's are kept this way)."""
+        from peft import get_peft_model_state_dict
 
-    if best_weights is not None:
-        set_peft_model_state_dict(model, best_weights)
-    wall = state["elapsed_s"] + time.perf_counter() - t_run
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+
+    def load_lora_weights(self, weights: dict[str, Any]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.model, weights)
+
+
+class Checkpoint:
+    """``<output>.work/checkpoint``: the LoRA weights, optimiser, schedule, best weights and
+    :class:`TrainState` of an unfinished run, resumed only by a run with the same signature."""
+
+    def __init__(self, work: Path, cfg: TrainConfig, data_hash: str) -> None:
+        self.work = work
+        self.folder = work / "checkpoint"
+        # What a checkpoint must match to be resumed (the thread count may change between runs).
+        config = {k: v for k, v in cfg.to_dict().items() if k != "threads"}
+        self.signature = {"config": config, "data_hash": data_hash}
+
+    def restore(self, trainer: Trainer) -> tuple[TrainState, dict[str, Any] | None] | None:
+        """Load the checkpoint into ``trainer``: its state and best weights; None when there is
+        none, or when it belongs to another configuration or dataset (then it is deleted)."""
+        import torch
+
+        if not (self.folder / "state.json").is_file():
+            return None
+        saved = json.loads((self.folder / "state.json").read_text())
+        if saved.get("signature") != self.signature:
+            self.discard()
+            return None
+        state = TrainState(**saved["state"])
+
+        def load(name: str) -> Any:
+            return torch.load(self.folder / name, weights_only=True)
+
+        trainer.load_lora_weights(load("adapter.pt"))
+        trainer.optimizer.load_state_dict(load("optimizer.pt"))
+        trainer.scheduler.load_state_dict(load("scheduler.pt"))
+        best = load("best.pt") if (self.folder / "best.pt").is_file() else None
+        return state, best
+
+    def save(self, trainer: Trainer, state: TrainState, best: dict[str, Any] | None) -> None:
+        """Write a new checkpoint next to the old one, then swap them."""
+        import torch
+        from peft import get_peft_model_state_dict
+
+        tmp = self.work / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save(get_peft_model_state_dict(trainer.model), tmp / "adapter.pt")
+        torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(trainer.scheduler.state_dict(), tmp / "scheduler.pt")
+        if best is not None:
+            torch.save(best, tmp / "best.pt")
+        data = {"signature": self.signature, "state": asdict(state)}
+        (tmp / "state.json").write_text(json.dumps(data))
+        shutil.rmtree(self.folder, ignore_errors=True)
+        tmp.rename(self.folder)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class TrainLoop:
+    """Epochs of steps: progress events, early stopping, checkpoints every few minutes, at the
+    end of each epoch and at Ctrl-C."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        state: TrainState,
+        checkpoint: Checkpoint,
+        best: dict[str, Any] | None,
+        emit: Progress,
+    ) -> None:
+        self.trainer, self.cfg, self.state = trainer, trainer.cfg, state
+        self.checkpoint, self.best, self.emit = checkpoint, best, emit
+        self.started = self.last_checkpoint = time.perf_counter()
+        self.first_step = state.step
+        self.stop_reason = StopReason.COMPLETED
+
+    def elapsed(self) -> float:
+        """Training time, including the runs this one resumed."""
+        return self.state.elapsed_s + time.perf_counter() - self.started
+
+    def run(self) -> StopReason:
+        self.trainer.model.train()
+        try:
+            while self.state.epoch < self.cfg.epochs and self.state.step < self.trainer.total_steps:
+                if not self._epoch():
+                    break  # max_steps ended it
+                if (
+                    self.state.bad_epochs >= self.cfg.patience
+                    and self.state.epoch < self.cfg.epochs
+                ):
+                    return StopReason.EARLY_STOPPED
+                self.save()
+        except KeyboardInterrupt:
+            self.save()
+            raise
+        return StopReason.COMPLETED
+
+    def save(self) -> None:
+        snapshot = replace(self.state, elapsed_s=self.elapsed())
+        self.checkpoint.save(self.trainer, snapshot, self.best)
+        self.last_checkpoint = time.perf_counter()
+
+    def _epoch(self) -> bool:
+        """Train the rest of the epoch; False when ``max_steps`` stopped it early."""
+        state = self.state
+        rng = random.Random(self.cfg.seed * 1000 + state.epoch)
+        batches = _batches(self.trainer.train_data, self.cfg.batch_size, rng)
+        losses: list[float] = []
+        for batch_index, indices in enumerate(batches):
+            if batch_index < state.step_in_epoch:
+                continue  # resumed mid-epoch: these batches are done
+            if state.step >= self.trainer.total_steps:
+                break
+            losses.append(self._step(indices, batch_index))
+        finished = state.step_in_epoch >= len(batches)
+        train_loss = sum(losses) / len(losses) if losses else float("nan")
+        valid_loss = self.trainer.valid_loss()
+        if state.end_epoch(train_loss, valid_loss, self.cfg.min_delta):
+            self.best = self.trainer.lora_weights()
+        self._event(
+            EventKind.EPOCH,
+            epoch=state.epoch,
+            loss=round(train_loss, 4),
+            valid_loss=round(valid_loss, 4),
+            best_epoch=state.best_epoch,
+        )
+        return finished
+
+    def _step(self, indices: list[int], batch_index: int) -> float:
+        state = self.state
+        value = self.trainer.step(indices, seed=self.cfg.seed + state.step)
+        state.step += 1
+        state.step_in_epoch = batch_index + 1
+        state.step_losses.append([state.step, value])
+        elapsed = time.perf_counter() - self.started
+        rate = elapsed / max(state.step - self.first_step, 1)
+        self._event(
+            EventKind.STEP,
+            epoch=state.epoch + 1,
+            loss=round(value, 4),
+            lr=self.trainer.lr,
+            eta_s=round(rate * (self.trainer.total_steps - state.step), 1),
+            elapsed_s=round(state.elapsed_s + elapsed, 1),
+        )
+        if time.perf_counter() - self.last_checkpoint > self.cfg.checkpoint_every_s:
+            self.save()
+        return value
+
+    def _event(self, kind: EventKind, **values: Any) -> None:
+        self.emit(
+            TrainEvent(kind, step=self.state.step, total_steps=self.trainer.total_steps, **values)
+        )
+
+
+def train(
+    dataset_dir: str | Path,
+    output: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    data_dir: str | Path | None = None,
+    resume: bool = True,
+    name: str | None = None,
+    notes: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on ``dataset_dir`` and write it to ``output`` (see module doc)."""
+    cfg = config or TrainConfig()
+    emit = progress or (lambda event: None)
+    dataset = Path(dataset_dir)
+    train_examples, valid_examples = _read_split(dataset, cfg)
+    out = Path(output)
+    data_hash = dataset_hash(dataset)
+    started = time.perf_counter()
+    trainer = Trainer(cfg, data_dir, train_examples, valid_examples)
+    checkpoint = Checkpoint(out.with_name(out.name + ".work"), cfg, data_hash)
+    restored = checkpoint.restore(trainer) if resume else None
+    state, best = restored or (TrainState(), None)
+    emit(trainer.start_event(state.step, resumed=restored is not None))
+    loop = TrainLoop(trainer, state, checkpoint, best, emit)
+    stop_reason = loop.run()
+    if loop.best is not None:
+        trainer.load_lora_weights(loop.best)
     result = TrainResult(
         output=out,
-        steps=state["step"],
-        epochs_run=state["epoch"],
-        best_epoch=state["best_epoch"],
-        train_losses=state["epoch_train_losses"],
-        valid_losses=state["valid_losses"],
-        wall_s=wall,
-        stopped_early=stopped_early,
+        steps=state.step,
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        train_losses=state.epoch_train_losses,
+        valid_losses=state.valid_losses,
+        wall_s=loop.elapsed(),
+        stopped_early=stop_reason is StopReason.EARLY_STOPPED,
     )
-    stats_path = dataset / STATS_FILE
-    data_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
-    card = {
+    card = _model_card(cfg, trainer, result, dataset, data_hash, name, notes, started)
+    tmp = out.with_name(out.name + ".tmp")
+    _write_adapter(tmp, trainer, card, dataset / FINGERPRINT_FILE, state)
+    publish_adapter(tmp, out)
+    checkpoint.discard()
+    emit(
+        TrainEvent(
+            EventKind.DONE,
+            step=result.steps,
+            total_steps=trainer.total_steps,
+            loss=round(result.train_losses[-1], 4) if result.train_losses else None,
+            valid_loss=round(result.valid_losses[-1], 4) if result.valid_losses else None,
+            output=str(out),
+            wall_s=round(result.wall_s, 1),
+            eta_s=0,
+            stop_reason=stop_reason,
+        )
+    )
+    return result
+
+
+def _read_split(dataset: Path, cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
+    train_examples = read_examples(dataset / TRAIN_FILE)
+    valid_examples = read_examples(dataset / VALID_FILE)[: cfg.max_valid]
+    if not train_examples:
+        raise TrainingError(f"{dataset / TRAIN_FILE} has no examples.")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise TrainingError("epochs and batch_size must be at least 1.")
+    return train_examples, valid_examples
+
+
+def _model_card(
+    cfg: TrainConfig,
+    trainer: Trainer,
+    result: TrainResult,
+    dataset: Path,
+    data_hash: str,
+    name: str | None,
+    notes: dict[str, Any] | None,
+    started: float,
+) -> dict[str, Any]:
+    """How the adapter was made (``eval`` is filled by ``microgenre eval --update-card``)."""
+    stats = dataset / STATS_FILE
+    data = {
+        "hash": data_hash,
+        "train_examples": len(trainer.train_data),
+        "valid_examples": len(trainer.valid_data),
+        "dataset": json.loads(stats.read_text()) if stats.is_file() else {},
+    }
+    return {
         "name": name or f"lora-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
         "base_model": cfg.base_model,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "format": {"prompt": build_prompt(), "like_prompt": build_prompt("<text>"), "end": "\\n"},
-        "data": {
-            "hash": data_hash,
-            "train_examples": len(train_examples),
-            "valid_examples": len(valid_examples),
-            "dataset": data_stats,
-        },
+        "data": data,
         "hyperparameters": cfg.to_dict(),
-        "trainable_params": n_trainable,
-        "device": device,
-        "dtype": str(dtype).replace("torch.", ""),
+        "trainable_params": trainer.n_trainable,
+        "device": trainer.device,
+        "dtype": trainer.dtype,
         "training": {
             "steps": result.steps,
             "epochs_run": result.epochs_run,
             "best_epoch": result.best_epoch,
-            "stopped_early": stopped_early,
-            "wall_s": round(wall, 1),
+            "stopped_early": result.stopped_early,
+            "wall_s": round(result.wall_s, 1),
             "total_s": round(time.perf_counter() - started, 1),
             "train_loss_per_epoch": [round(x, 4) for x in result.train_losses],
             "valid_loss_per_epoch": [round(x, 4) for x in result.valid_losses],
@@ -508,46 +653,40 @@ def train(
         "eval": {},
         **({"notes": notes} if notes else {}),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+
+
+def _write_adapter(
+    folder: Path, trainer: Trainer, card: dict[str, Any], fingerprint: Path, state: TrainState
+) -> None:
+    """Write the whole adapter folder (see the module docstring) into an empty ``folder``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     # Name the base model as configured, not the local cache path it was loaded from.
-    for peft_config in model.peft_config.values():
-        peft_config.base_model_name_or_path = cfg.base_model
-    model.save_pretrained(str(tmp))
-    (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    if (dataset / FINGERPRINT_FILE).is_file():
-        shutil.copyfile(dataset / FINGERPRINT_FILE, tmp / FINGERPRINT)
+    for peft_config in trainer.model.peft_config.values():
+        peft_config.base_model_name_or_path = trainer.cfg.base_model
+    trainer.model.save_pretrained(str(folder))
+    write_card(folder, card)
+    if fingerprint.is_file():
+        shutil.copyfile(fingerprint, folder / FINGERPRINT)
     _write_loss_curve(
-        tmp / LOSS_CURVE,
-        [(int(s), float(v)) for s, v in state["step_losses"]],
-        state["valid_losses"],
-        steps_per_epoch,
+        folder / LOSS_CURVE,
+        [(int(s), float(v)) for s, v in state.step_losses],
+        state.valid_losses,
+        trainer.steps_per_epoch,
     )
-    compact_adapter_weights(tmp / ADAPTER_WEIGHTS)
-    for stray in tmp.iterdir():
-        if stray.name == "README.md":
-            stray.unlink()
+    compact_adapter_weights(folder / ADAPTER_WEIGHTS)
+    (folder / "README.md").unlink(missing_ok=True)
+
+
+def publish_adapter(staged: Path, out: Path) -> None:
+    """Move the finished folder ``staged`` to ``out``, replacing what was there: a reader sees
+    the old adapter or the new one, never half of one."""
     if out.exists():
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
-        tmp.rename(out)
+        staged.rename(out)
         shutil.rmtree(old, ignore_errors=True)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(out)
-    shutil.rmtree(work, ignore_errors=True)
-    emit(
-        {
-            "event": "done",
-            "step": result.steps,
-            "total_steps": total_steps,
-            "loss": round(result.train_losses[-1], 4) if result.train_losses else None,
-            "valid_loss": round(result.valid_losses[-1], 4) if result.valid_losses else None,
-            "output": str(out),
-            "wall_s": round(wall, 1),
-            "eta_s": 0,
-        }
-    )
-    return result
+        staged.rename(out)

@@ -7,7 +7,6 @@ store. torch is imported only inside the commands that sample or train.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import sys
@@ -23,32 +22,11 @@ from bot.cli import main
 from bot.cli.common import open_store, state
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
+from model.artifacts import DEFAULT_ADAPTER_DIR, is_adapter, read_card, write_card
 from model.errors import ModelError
+from model.events import EvalResult, EventKind, StopReason, TrainEvent
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_ADAPTER = Path(__file__).resolve().parents[2] / "model" / "default_adapter"
-
-
-class ModelCommandError(MicrogenreError):
-    """A :class:`model.errors.ModelError` surfaced by a CLI command."""
-
-    def __init__(self, error: ModelError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
-
-
-def _model_errors(fn: F) -> F:
-    """Turn model-library errors into one-line CLI errors."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ModelError as exc:
-            raise ModelCommandError(exc) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _quiet_transformers() -> None:
@@ -71,8 +49,8 @@ def _say(message: str) -> None:
 def adapter_path(config: Config, adapter: str | None) -> Path:
     """The adapter to use: the option, the config, else the shipped default."""
     chosen = adapter or config.model.adapter
-    path = config.resolve_path(chosen) if chosen else DEFAULT_ADAPTER
-    if not (path / "adapter_config.json").is_file():
+    path = config.resolve_path(chosen) if chosen else DEFAULT_ADAPTER_DIR
+    if not is_adapter(path):
         hint = "" if chosen else " (the shipped default adapter is missing: reinstall)"
         raise InputError(f"{path} is not a LoRA adapter folder{hint}.")
     return path
@@ -101,13 +79,15 @@ def load_sampler(config: Config, adapter: Path) -> Any:
 
 
 def load_fingerprint(adapter: Path) -> Any:
+    """The adapter's fingerprint, else an empty one (with a warning)."""
+    from model.artifacts import load_fingerprint as load
     from model.filters import Fingerprint
 
-    path = adapter / "known_genres.fingerprint"
-    if not path.is_file():
-        _say(f"warning: {adapter} has no known_genres.fingerprint; novelty uses the store only")
+    fingerprint = load(adapter)
+    if fingerprint is None:
+        _say(f"warning: {adapter} has no readable fingerprint; novelty uses the store only")
         return Fingerprint()
-    return Fingerprint.load(path)
+    return fingerprint
 
 
 # ---------------------------------------------------------------- dataset
@@ -236,7 +216,6 @@ def _genre_source_options(fn: F) -> F:
 @click.option("--valid-fraction", type=float, default=0.08, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @click.pass_context
-@_model_errors
 def dataset_build(
     ctx: click.Context,
     output: str | None,
@@ -274,35 +253,40 @@ class _BarProgress:
     def __init__(self) -> None:
         self.bar: Any = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def __call__(self, event: TrainEvent) -> None:
         from tqdm import tqdm
 
-        kind = event["event"]
-        if kind == "start":
+        if event.event == EventKind.START:
             self.bar = tqdm(
-                total=event["total_steps"], initial=event["step"], desc="training", unit="step"
+                total=event.total_steps, initial=event.step or 0, desc="training", unit="step"
             )
             click.echo(
-                f"training on {event['train_examples']} examples, {event['trainable_params']:,} "
-                f"LoRA parameters, {event['device']}/{event['dtype']}"
-                + (" (resumed)" if event.get("resumed") else ""),
+                f"training on {event.train_examples} examples, {event.trainable_params:,} "
+                f"LoRA parameters, {event.device}/{event.dtype}"
+                + (" (resumed)" if event.resumed else ""),
                 err=True,
             )
-        elif kind == "step" and self.bar is not None:
-            self.bar.update(event["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{event['loss']:.3f}", epoch=event["epoch"])
-        elif kind == "epoch" and self.bar is not None:
+        elif self.bar is None:
+            return
+        elif event.event == EventKind.STEP:
+            self.bar.update((event.step or 0) - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", epoch=event.epoch)
+        elif event.event == EventKind.EPOCH:
             self.bar.write(
-                f"epoch {event['epoch']}: train loss {event['loss']:.4f}, "
-                f"validation loss {event['valid_loss']:.4f}"
+                f"epoch {event.epoch}: train loss {event.loss:.4f}, "
+                f"validation loss {event.valid_loss:.4f}"
             )
-        elif kind == "done" and self.bar is not None:
+        elif event.event == EventKind.DONE:
             self.bar.close()
 
 
-def _json_progress(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+def _json_progress(event: TrainEvent) -> None:
+    sys.stdout.write(event.to_json() + "\n")
     sys.stdout.flush()
+
+
+def _error_event(message: str, reason: StopReason) -> TrainEvent:
+    return TrainEvent(EventKind.ERROR, message=message, stop_reason=reason)
 
 
 @main.command()
@@ -332,7 +316,6 @@ def _json_progress(event: dict[str, Any]) -> None:
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by an interrupted run.")
 @click.option("--progress-json", is_flag=True, help="JSON lines on stdout instead of a bar.")
 @click.pass_context
-@_model_errors
 def train(
     ctx: click.Context,
     output: str | None,
@@ -356,7 +339,7 @@ def train(
     config = state(ctx).config
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(output) if output else config.data_dir / "adapters" / f"lora-{stamp}"
-    emit: Callable[[dict[str, Any]], None] = _json_progress if progress_json else _BarProgress()
+    emit: Callable[[TrainEvent], None] = _json_progress if progress_json else _BarProgress()
     try:
         _train(
             config,
@@ -383,11 +366,11 @@ def train(
         )
     except KeyboardInterrupt:
         if progress_json:
-            _json_progress({"event": "error", "message": "interrupted; run again to resume"})
+            _json_progress(_error_event("interrupted; run again to resume", StopReason.CANCELLED))
         raise
     except (MicrogenreError, ModelError) as exc:
         if progress_json:
-            _json_progress({"event": "error", "message": str(exc)})
+            _json_progress(_error_event(str(exc), StopReason.FAILED))
         raise
     if not progress_json:
         click.echo(f"adapter written to {out}")
@@ -396,7 +379,7 @@ def train(
 def _train(
     config: Config,
     out: Path,
-    emit: Callable[[dict[str, Any]], None],
+    emit: Callable[[TrainEvent], None],
     *,
     dataset_dir: str | None,
     from_csv: str | None,
@@ -493,7 +476,6 @@ async def _generate(
 @click.option("--no-record", is_flag=True, help="Do not store the genres (store only).")
 @click.option("--stats", "show_stats", is_flag=True, help="Print rejection statistics to stderr.")
 @click.pass_context
-@_model_errors
 def generate(
     ctx: click.Context,
     count: int,
@@ -564,7 +546,6 @@ def generate(
 @click.option("--update-card", is_flag=True, help="Store the results in the adapter's card.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-@_model_errors
 def eval_command(
     ctx: click.Context,
     count: int,
@@ -585,14 +566,9 @@ def eval_command(
         _evaluate(config, path, count, dataset_dir, from_csv, seed, temperature, likes, no_baseline)
     )
     if update_card:
-        card_path = path / "model_card.json"
-        card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-        card["eval"] = result
-        tmp = card_path.with_name(card_path.name + ".tmp")
-        tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-        tmp.replace(card_path)
+        write_card(path, {**read_card(path), "eval": result.to_dict()})
     if as_json:
-        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+        click.echo(result.to_json())
     else:
         click.echo(format_eval_table(result))
 
@@ -631,7 +607,7 @@ async def _evaluate(
     temperature: float,
     likes: int,
     no_baseline: bool,
-) -> dict[str, Any]:
+) -> EvalResult:
     import random
 
     from model.evaluate import MarkovBackend, evaluate_backend
@@ -667,19 +643,11 @@ async def _evaluate(
         temperature=temperature,
         likes=like_terms,
     )
-    result: dict[str, Any] = {
-        "n": count,
-        "adapter": str(adapter),
-        "split": split_source,
-        "train_genres": len(train_examples),
-        "valid_genres": len(valid_examples),
-        "temperature": temperature,
-        "model": model_table,
-    }
+    baseline = None
     if not no_baseline:
         markov = MarkovBackend([e.genre for e in train_examples], seed=seed)
         markov_pipeline = GenrePipeline(markov, fingerprint, moderator, **sizes)
-        result["baseline"] = await evaluate_backend(
+        baseline = await evaluate_backend(
             markov,
             markov_pipeline,
             n=count,
@@ -689,17 +657,25 @@ async def _evaluate(
             seed=seed,
             temperature=temperature,
         )
-    return result
+    return EvalResult(
+        n=count,
+        adapter=str(adapter),
+        split=split_source,
+        train_genres=len(train_examples),
+        valid_genres=len(valid_examples),
+        temperature=temperature,
+        model=model_table,
+        baseline=baseline,
+    )
 
 
-def format_eval_table(result: dict[str, Any]) -> str:
+def format_eval_table(result: EvalResult) -> str:
     """The side-by-side table `microgenre eval` prints."""
-    model = result["model"]
-    base = result.get("baseline")
+    model, base = result.model, result.baseline
     cols = [("model", model)] + ([("markovify", base)] if base else [])
     lines = [
-        f"eval: n={result['n']}, temperature {result['temperature']}, "
-        f"{result['valid_genres']} held-out validation genres ({result['split']})",
+        f"eval: n={result.n}, temperature {result.temperature}, "
+        f"{result.valid_genres} held-out validation genres ({result.split})",
         f"{'':34}" + "".join(f"{name:>14}" for name, _ in cols),
     ]
 

@@ -125,7 +125,7 @@ def test_train_progress_json_reports_errors(
     code = entry(["train", "--dataset", str(tmp_path / "missing"), "--progress-json"])
     assert code == 2
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert events == [{"event": "error", "message": events[0]["message"]}]
+    assert events == [{"event": "error", "message": events[0]["message"], "stop_reason": "failed"}]
     assert "dataset" in events[0]["message"]
 
 
