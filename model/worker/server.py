@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from model.protocol import GenerationRequest, GenerationResult
 from model.worker.errors import (
@@ -233,8 +234,17 @@ def create_app(
     backend: ServedBackend, limits: ServeSettings | None = None, *, api_token: str | None = None
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``."""
-    limits = limits or ServeSettings()
-    token = api_token.encode() if api_token else None
+    routes = _Routes(backend, limits or ServeSettings())
+    app = web.Application(middlewares=[_guard(api_token.encode() if api_token else None)])
+    app.router.add_post("/v1/completions", routes.completions)
+    app.router.add_get("/v1/models", routes.models)
+    app.router.add_post("/v1/load_lora_adapter", routes.load_adapter)
+    app.router.add_get("/health", routes.health)
+    return app
+
+
+def _guard(token: bytes | None) -> Middleware:
+    """Middleware: check the bearer token (not for /health); errors become OpenAI bodies."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -258,24 +268,34 @@ def create_app(
             log.exception("unexpected error serving %s %s", request.method, request.path)
             return error_response(500, "Internal server error.", type_="server_error")
 
-    def served() -> list[str]:
-        names = [limits.model_name]
-        if backend.model_name and backend.model_name not in names:
-            names.append(backend.model_name)
+    return guard
+
+
+class _Routes:
+    """The handlers of :func:`create_app`."""
+
+    def __init__(self, backend: ServedBackend, limits: ServeSettings) -> None:
+        self.backend = backend
+        self.limits = limits
+
+    def served(self) -> list[str]:
+        names = [self.limits.model_name]
+        if self.backend.model_name and self.backend.model_name not in names:
+            names.append(self.backend.model_name)
         return names
 
-    async def completions(request: web.Request) -> web.Response:
+    async def completions(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
         except ValueError:
             return error_response(400, "The request body is not valid JSON.")
         try:
-            requests = parse_completion_body(body, limits, served())
+            requests = parse_completion_body(body, self.limits, self.served())
         except _BadRequest as exc:
             return error_response(400, str(exc), param=exc.param)
         except LookupError as exc:
             return error_response(404, str(exc.args[0]), param="model", code="model_not_found")
-        tasks = [asyncio.ensure_future(backend.complete(r)) for r in requests]
+        tasks = [asyncio.ensure_future(self.backend.complete(r)) for r in requests]
         try:
             results = await asyncio.gather(*tasks)
         except WorkerError as exc:
@@ -284,23 +304,23 @@ def create_app(
             for task in tasks:
                 task.cancel()
         # Like OpenAI, answer with the concrete model behind the alias (base + adapter version).
-        name = results[0].model if results and results[0].model else limits.model_name
+        name = results[0].model if results and results[0].model else self.limits.model_name
         return web.json_response(completion_body(results, name))
 
-    async def models(request: web.Request) -> web.Response:
-        created = int(time.time())
+    async def models(self, request: web.Request) -> web.Response:
         data = [
             {
-                "id": limits.model_name,
+                "id": self.limits.model_name,
                 "object": "model",
-                "created": created,
+                "created": int(time.time()),
                 "owned_by": "microgenre",
-                "root": backend.model_name,
+                "root": self.backend.model_name,
             }
         ]
         return web.json_response({"object": "list", "data": data})
 
-    async def load_adapter(request: web.Request) -> web.Response:
+    async def load_adapter(self, request: web.Request) -> web.Response:
+        limits = self.limits
         if not limits.allow_reload:
             return error_response(403, "Adapter reloads are disabled on this server.")
         try:
@@ -315,18 +335,11 @@ def create_app(
                 400, f"This server serves one adapter, named {limits.model_name!r}.", param="name"
             )
         try:
-            await backend.reload(body["lora_path"])
+            await self.backend.reload(body["lora_path"])
         except WorkerError as exc:
             return worker_error_response(exc)
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
-    async def health(request: web.Request) -> web.Response:
-        data = backend.health()
+    async def health(self, request: web.Request) -> web.Response:
+        data = self.backend.health()
         return web.json_response(data, status=200 if data.get("alive") else 503)
-
-    app = web.Application(middlewares=[guard])
-    app.router.add_post("/v1/completions", completions)
-    app.router.add_get("/v1/models", models)
-    app.router.add_post("/v1/load_lora_adapter", load_adapter)
-    app.router.add_get("/health", health)
-    return app
