@@ -5,11 +5,12 @@ A run (:class:`RetrainManager`):
 1. writes the community genres (net score >= ``[bot] retrain_min_score``, fewer than
    ``retrain_max_downvotes`` downvotes) to ``<data>/runs/run-NNNN/community_genres.txt``;
 2. runs ``microgenre train --progress-json --output DIR --extra-genres FILE`` as a subprocess
-   and follows its JSON lines (``start``/``step``/``epoch``/``done``/``error`` events),
-   reporting progress to a callback at most every ``progress_edit_interval_s``;
+   and follows its :class:`~model.events.TrainEvent` lines, reporting progress to a callback at
+   most every ``progress_edit_interval_s``;
 3. evaluates the new adapter and the active one on the run's validation split with
-   ``microgenre eval --adapter DIR --dataset DIR --json`` (the active model's stored numbers
-   are the fall-back when it cannot be evaluated);
+   ``microgenre eval --adapter DIR --dataset DIR --json``, which prints an
+   :class:`~model.events.EvalResult` (the active model's stored evaluation is the fall-back when
+   it cannot be evaluated);
 4. activates the new adapter (a ``ModelVersion`` row made active, then a hot reload of the
    worker) only if it passes :func:`quality_gate`; otherwise the active model keeps serving.
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -48,6 +48,7 @@ from bot.store.models import (
     RUN_RUNNING,
     RUN_SUCCEEDED,
 )
+from model.events import EvalResult, EventKind, StopReason, TrainEvent
 
 if TYPE_CHECKING:
     from bot.config import BotConfig, Config
@@ -67,6 +68,8 @@ LOSS_CURVE = "loss_curve.png"
 GATE_METRICS = ("well_formed", "novel")
 # Not passed on to the training and evaluation processes, which never talk to Discord.
 SECRET_VARIABLES = frozenset({"DISCORD_TOKEN", "MICROGENRE_DISCORD_TOKEN"})
+# The status of a run stopped from the bot (an admin's cancel, or the bot shutting down).
+STOPPED_STATUS = {StopReason.CANCELLED: RUN_CANCELLED, StopReason.SHUT_DOWN: RUN_FAILED}
 
 
 class RetrainBusyError(MicrogenreError):
@@ -101,6 +104,19 @@ class Progress:
     def fraction(self) -> float:
         return self.step / self.total_steps if self.total_steps else 0.0
 
+    def apply(self, event: TrainEvent) -> None:
+        """Take the numbers a training event carries."""
+        self.total_steps = event.total_steps if event.total_steps is not None else self.total_steps
+        self.step = event.step if event.step is not None else self.step
+        self.eta_s = event.eta_s if event.eta_s is not None else self.eta_s
+        self.epoch = event.epoch if event.epoch is not None else self.epoch
+        if event.loss is not None:
+            self.loss = event.loss
+            if event.event == EventKind.STEP:
+                self.losses.append((self.step, self.loss))
+        if event.event == EventKind.DONE:
+            self.step = self.total_steps or self.step
+
     def summary(self) -> str:
         """One line, e.g. ``run #3 training, step 40/100, loss 1.234, about 2m left``."""
         parts = [f"run #{self.run_id} {self.phase}"]
@@ -131,31 +147,14 @@ ProgressCallback = Callable[[Progress], Awaitable[None]]
 FinishCallback = Callable[[RunOutcome], Awaitable[None]]
 
 
-def gate_metrics(data: Any) -> dict[str, float]:
-    """The raw well-formed and novelty rates in an evaluation's JSON output.
+def gate_metrics(result: EvalResult) -> dict[str, float]:
+    """The numbers the gate compares: the model's raw well-formed and novelty rates.
 
-    Accepts the table of :func:`model.evaluate.evaluate_backend` (``{"raw": {...}}``), a
-    report holding it under ``"model"``, or flat numbers.
-
-    >>> gate_metrics({"model": {"raw": {"well_formed": 0.9, "novel": 0.7, "n": 10}}})
+    >>> table = {"raw": {"well_formed": 0.9, "novel": 0.7, "n": 10}}
+    >>> gate_metrics(EvalResult(10, "run-0001", "valid", 90, 10, 0.85, table))
     {'well_formed': 0.9, 'novel': 0.7}
     """
-    if not isinstance(data, dict):
-        return {}
-    for key in ("model", "adapter", "raw"):
-        inner = data.get(key)
-        if isinstance(inner, dict):
-            found = gate_metrics(inner)
-            if found:
-                return found
-    flat: dict[str, float] = {}
-    for name in GATE_METRICS:
-        for key in (name, f"{name}_rate"):
-            value = data.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                flat[name] = float(value)
-                break
-    return flat if len(flat) == len(GATE_METRICS) else {}
+    return {"well_formed": result.well_formed, "novel": result.novel}
 
 
 def quality_gate(
@@ -253,7 +252,8 @@ class RetrainManager:
         self.progress: Progress | None = None
         self._task: asyncio.Task[RunOutcome] | None = None
         self._proc: asyncio.subprocess.Process | None = None
-        self._cancel_reason: str | None = None
+        # Why the bot stopped the current run, and the message recorded with it.
+        self._stop: tuple[StopReason, str] | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -299,7 +299,7 @@ class RetrainManager:
                 progress = Progress(active.id if active else 0, phase="running elsewhere")
                 raise RetrainBusyError(progress)
             self.progress = Progress(info.id, community_genres=len(selected))
-            self._cancel_reason = None
+            self._stop = None
             self._task = asyncio.get_running_loop().create_task(
                 self._run(info.id, [name for name, _ in selected], on_progress, on_finish),
                 name=f"retrain-{info.id}",
@@ -315,14 +315,14 @@ class RetrainManager:
     async def cancel(self, reason: str = "cancelled by an admin") -> Progress:
         if not self.running or self.progress is None:
             raise NoRunError()
-        self._cancel_reason = reason
+        self._stop = (StopReason.CANCELLED, reason)
         self._terminate()
         return self.progress
 
     async def shutdown(self) -> None:
         """Stop a run because the bot stops; it is recorded as failed."""
         if self.running:
-            self._cancel_reason = "the bot shut down during the run"
+            self._stop = (StopReason.SHUT_DOWN, "the bot shut down during the run")
             self._terminate()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), 15)  # type: ignore[arg-type]
@@ -360,16 +360,15 @@ class RetrainManager:
                 run_id, run_dir, adapter_dir, community, progress, on_progress
             )
         except asyncio.CancelledError:
-            outcome = RunOutcome(run_id, RUN_CANCELLED, self._cancel_reason or "cancelled")
+            outcome = RunOutcome(run_id, RUN_CANCELLED, "cancelled")
         except MicrogenreError as exc:
             outcome = RunOutcome(run_id, RUN_FAILED, str(exc))
         except Exception as exc:
             log.exception("retraining run %s failed unexpectedly", run_id)
             outcome = RunOutcome(run_id, RUN_FAILED, f"unexpected error: {exc}")
-        if self._cancel_reason and outcome.status not in (RUN_SUCCEEDED, RUN_REJECTED):
-            shut_down = "shut down" in self._cancel_reason
-            outcome.status = RUN_FAILED if shut_down else RUN_CANCELLED
-            outcome.reason = self._cancel_reason
+        if self._stop is not None and outcome.status not in (RUN_SUCCEEDED, RUN_REJECTED):
+            stop_reason, outcome.reason = self._stop
+            outcome.status = STOPPED_STATUS[stop_reason]
         if outcome.status in (RUN_CANCELLED, RUN_FAILED) and outcome.adapter is None:
             # Nothing was evaluated or registered: the half-trained adapter, its checkpoints
             # and its dataset are of no use (the logs in the run folder stay).
@@ -432,25 +431,27 @@ class RetrainManager:
         # Both adapters are evaluated on the validation split of this run's dataset (built by
         # `microgenre train` in <data>/datasets/<adapter folder name>), so they compare fairly.
         dataset = self.config.data_dir / "datasets" / adapter_dir.name
-        metrics = await self._evaluate(str(adapter_dir), dataset, run_dir / EVAL_LOG)
+        evaluation = await self._evaluate(str(adapter_dir), dataset, run_dir / EVAL_LOG)
         active = await runs_store.active_version(self.sessions)
+        baseline: EvalResult | None
         try:
             baseline = await self._evaluate(
                 active.path if active is not None else None, dataset, run_dir / EVAL_ACTIVE_LOG
             )
         except MicrogenreError as exc:
-            # The active adapter could not be evaluated now: fall back to its stored numbers.
+            # The active adapter could not be evaluated now: fall back to its stored evaluation.
             log.warning("evaluating the active model failed (%s); using its stored numbers", exc)
-            baseline = dict(active.metrics) if active is not None else {}
-        new = gate_metrics(metrics)
-        passed, reasons = quality_gate(new, gate_metrics(baseline) or None, self.config.bot)
+            baseline = _stored_evaluation(active.metrics if active is not None else {})
+        new = gate_metrics(evaluation)
+        old = gate_metrics(baseline) if baseline is not None else {}
+        passed, reasons = quality_gate(new, old or None, self.config.bot)
         curve = adapter_dir / LOSS_CURVE
         outcome = RunOutcome(
             run_id,
             RUN_REJECTED,
             "; ".join(reasons),
             metrics=new,
-            baseline=gate_metrics(baseline),
+            baseline=old,
             adapter=str(adapter_dir),
             loss_curve=curve if curve.is_file() else None,
         )
@@ -464,7 +465,7 @@ class RetrainManager:
             name=f"run-{run_id:04d}",
             path=str(adapter_dir),
             base_model=self.config.model.base_model,
-            metrics={**new, "evaluation": metrics},
+            metrics={**new, "evaluation": evaluation.to_dict()},
             activate=True,
         )
         try:
@@ -510,44 +511,27 @@ class RetrainManager:
         assert proc.stdout is not None
         try:
             async for raw in proc.stdout:
-                line = raw.decode("utf-8", "replace").strip()
-                if not line.startswith("{"):
+                event = _train_event(raw)
+                if event is None:
                     continue
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                kind = event.get("event")
-                if isinstance(event.get("total_steps"), int):
-                    progress.total_steps = event["total_steps"]
-                if isinstance(event.get("step"), int):
-                    progress.step = event["step"]
-                if isinstance(event.get("loss"), int | float):
-                    progress.loss = float(event["loss"])
-                    if kind == "step":
-                        progress.losses.append((progress.step, progress.loss))
-                if isinstance(event.get("eta_s"), int | float):
-                    progress.eta_s = float(event["eta_s"])
-                if isinstance(event.get("epoch"), int):
-                    progress.epoch = event["epoch"]
-                if kind == "error":
-                    error = str(event.get("message") or event.get("error") or "training failed")
-                if kind == "done":
-                    done = True
-                    progress.step = progress.total_steps or progress.step
-                await self._report(run_id, progress, on_progress, force=kind in ("start", "done"))
+                progress.apply(event)
+                if event.event == EventKind.ERROR:
+                    error = event.message or "training failed"
+                done = done or event.event == EventKind.DONE
+                forced = event.event in (EventKind.START, EventKind.DONE)
+                await self._report(run_id, progress, on_progress, force=forced)
             rc = await proc.wait()
         finally:
             self._proc = None
             if proc.returncode is None:
                 self._kill(proc)
-        if self._cancel_reason:
+        if self._stop is not None:
             raise asyncio.CancelledError()
         if rc != 0 or error or not done:
             detail = error or _last_line(log_path) or f"exit status {rc}"
             raise MicrogenreError(f"training failed: {detail}")
 
-    async def _evaluate(self, adapter: str | None, dataset: Path, log_path: Path) -> dict[str, Any]:
+    async def _evaluate(self, adapter: str | None, dataset: Path, log_path: Path) -> EvalResult:
         command = list(self.eval_command)
         if adapter is not None:
             command += ["--adapter", adapter]
@@ -562,24 +546,17 @@ class RetrainManager:
             rc = await proc.wait()
         finally:
             self._proc = None
-        if self._cancel_reason:
+        if self._stop is not None:
             raise asyncio.CancelledError()
         if rc != 0:
             detail = _last_line(log_path) or f"exit status {rc}"
             raise MicrogenreError(f"evaluation failed: {detail}")
-        text = out.decode("utf-8", "replace").strip()
+        text = out.decode("utf-8", "replace")
         try:
-            data = json.loads(text)
-        except ValueError:
             # Tolerate log lines before the JSON document.
-            start = text.find("{")
-            try:
-                data = json.loads(text[start:]) if start >= 0 else None
-            except ValueError:
-                data = None
-        if not isinstance(data, dict):
-            raise MicrogenreError("evaluation failed: it did not print a JSON object")
-        return data
+            return EvalResult.from_json(text[text.find("{") :])
+        except ValueError:
+            raise MicrogenreError("evaluation failed: it did not print an evaluation") from None
 
     _last_report: float = 0.0
 
@@ -622,6 +599,25 @@ def discard_outputs(adapter_dir: Path, dataset_dir: Path) -> None:
         dataset_dir,
     ):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train_event(raw: bytes) -> TrainEvent | None:
+    """The event on a line of ``microgenre train --progress-json``; None for anything else."""
+    line = raw.decode("utf-8", "replace").strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return TrainEvent.from_json(line)
+    except (ValueError, TypeError):
+        return None
+
+
+def _stored_evaluation(metrics: dict[str, Any]) -> EvalResult | None:
+    """The evaluation stored with a model version (see ``_train_and_gate``), if it has one."""
+    try:
+        return EvalResult.from_dict(metrics["evaluation"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _write_lines(path: Path, lines: Sequence[str]) -> None:

@@ -97,8 +97,8 @@ class EvalResult:
     ``--no-baseline``).
 
     >>> r = EvalResult(10, "a", "s", 9, 1, 0.85, {"raw": {"well_formed": 0.9, "novel": 0.7}})
-    >>> r.gate_metrics()
-    {'well_formed': 0.9, 'novel': 0.7}
+    >>> r.well_formed, r.novel
+    (0.9, 0.7)
     >>> EvalResult.from_dict(r.to_dict()) == r
     True
     """
@@ -112,10 +112,15 @@ class EvalResult:
     model: dict[str, Any]
     baseline: dict[str, Any] | None = None
 
-    def gate_metrics(self) -> dict[str, float]:
-        """The model's raw well-formed and novelty rates (what the retraining gate compares)."""
-        raw = self.model["raw"]
-        return {"well_formed": float(raw["well_formed"]), "novel": float(raw["novel"])}
+    @property
+    def well_formed(self) -> float:
+        """The model's raw well-formed rate."""
+        return float(self.model["raw"]["well_formed"])
+
+    @property
+    def novel(self) -> float:
+        """The model's raw novelty rate (of the well-formed)."""
+        return float(self.model["raw"]["novel"])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -131,7 +136,7 @@ class EvalResult:
         """Raises ValueError when a field is missing or the model has no raw rates."""
         try:
             result = cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
-            result.gate_metrics()
+            _ = result.well_formed, result.novel  # the model's table must hold both rates
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not an evaluation result ({exc!r})") from None
         return result

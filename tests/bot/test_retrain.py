@@ -12,12 +12,20 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import BotConfig
-from bot.retrain import Progress, RetrainBusyError, RetrainManager, gate_metrics, quality_gate
+from bot.retrain import (
+    Progress,
+    RetrainBusyError,
+    RetrainManager,
+    _train_event,
+    gate_metrics,
+    quality_gate,
+)
 from bot.service import GenreService
 from bot.store import runs as runs_store
 from bot.store.generations import attach_message, reserve_generations
 from bot.store.models import ModelVersion, TrainingRun
 from bot.store.votes import set_vote
+from model.events import EvalResult, EventKind
 from tests.bot.fakes import ScriptedGenerator, make_config, running_bot
 from tests.fake_discord import FakeDiscord
 from tests.fake_discord.server import MANAGE_GUILD, MEMBER_PERMISSIONS
@@ -207,6 +215,37 @@ async def test_progress_reports_are_throttled(sessions: Any, tmp_path: Path) -> 
     ]
 
 
+@pytest.mark.parametrize(
+    ("stop", "status"),
+    [
+        ("shutdown", "failed"),
+        ("cancel", "cancelled"),
+        ("cancel-with-shut-down-in-the-reason", "cancelled"),
+    ],
+)
+async def test_a_stopped_run_is_failed_by_shutdown_and_cancelled_by_an_admin(
+    sessions: Any, tmp_path: Path, stop: str, status: str
+) -> None:
+    service = GenreService(ScriptedGenerator(), sessions)
+    manager = RetrainManager(make_config(tmp_path), sessions, service, **commands("ok", 1.0))
+    training = asyncio.Event()
+
+    async def on_progress(progress: Progress) -> None:
+        if progress.phase == "training":
+            training.set()
+
+    await manager.start(requested_by=1, guild_id=1, channel_id=1, on_progress=on_progress)
+    await training.wait()
+    if stop == "shutdown":
+        await manager.shutdown()
+    else:
+        await manager.cancel("an admin shut down the idea" if "shut" in stop else "not now")
+    outcome = await manager.wait()
+    assert outcome is not None and outcome.status == status
+    run = await runs_store.get_run(sessions, outcome.run_id)
+    assert run is not None and run.status == status
+
+
 def test_quality_gate_bounds() -> None:
     bounds = BotConfig(gate_min_well_formed=0.8, gate_min_novel=0.5, gate_max_regression=0.05)
     assert quality_gate(
@@ -217,8 +256,29 @@ def test_quality_gate_bounds() -> None:
     )
     assert not ok and reasons == ["well-formed rate 0.84 is worse than the active model's 0.95"]
     assert quality_gate({}, None, bounds)[0] is False
-    assert gate_metrics({"well_formed_rate": 1, "novel_rate": 0.5}) == {
-        "well_formed": 1.0,
-        "novel": 0.5,
-    }
-    assert gate_metrics({"raw": {"well_formed": 0.5}}) == {}
+
+
+def test_gate_reads_the_models_raw_rates_of_an_eval_result() -> None:
+    table = {"raw": {"n": 10, "well_formed": 1, "novel": 0.5}}
+    result = EvalResult.from_json(EvalResult(10, "a", "valid", 9, 1, 0.85, table).to_json())
+    assert gate_metrics(result) == {"well_formed": 1.0, "novel": 0.5}
+    with pytest.raises(ValueError, match="not an evaluation result"):
+        EvalResult.from_dict({**result.to_dict(), "model": {"raw": {"well_formed": 0.5}}})
+    with pytest.raises(ValueError, match="not an evaluation result"):
+        EvalResult.from_dict({"model": table})
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (b'{"event": "step", "step": 2, "total_steps": 6, "loss": 1.5}\n', EventKind.STEP),
+        (b'{"event": "done", "step": 6, "stop_reason": "completed"}', EventKind.DONE),
+        (b"loading weights...", None),
+        (b'{"event": "unheard-of"}', None),
+        (b'{"event": "step", "stop_reason": "bored"}', None),
+        (b"{not json", None),
+    ],
+)
+def test_train_output_lines_are_events_or_ignored(line: bytes, kind: EventKind | None) -> None:
+    event = _train_event(line)
+    assert (event.event if event is not None else None) == kind

@@ -1,11 +1,15 @@
-"""Stands in for `microgenre eval --adapter DIR --json`.
+"""Stands in for `microgenre eval --adapter DIR --json`: prints an EvalResult.
 
 Usage: fake_eval.py NEW_WELL_FORMED NEW_NOVEL [--adapter DIR] --json
 A retrained adapter (a path containing "run-") gets the given rates, anything else 0.9/0.6.
 """
 
-import json
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from model.events import EvalResult
 
 
 def main() -> int:
@@ -16,7 +20,8 @@ def main() -> int:
     else:
         well_formed, novel = 0.9, 0.6
     print("loading model...", file=sys.stderr)
-    print(json.dumps({"model": {"raw": {"n": 100, "well_formed": well_formed, "novel": novel}}}))
+    table = {"raw": {"n": 100, "well_formed": well_formed, "novel": novel}}
+    print(EvalResult(100, adapter or "base", "valid", 900, 100, 0.85, table).to_json())
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Stands in for `microgenre train --progress-json`: prints JSON progress lines.
+"""Stands in for `microgenre train --progress-json`: prints TrainEvent lines.
 
 Usage: fake_train.py MODE [STEP_DELAY_S] --progress-json --output DIR [--extra-genres FILE]
 MODE: ok (writes an adapter), fail (reports an error event and exits 1).
@@ -10,6 +10,15 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from model.events import EventKind, StopReason, TrainEvent
+
+
+def emit(kind: EventKind, **values: Any) -> None:
+    print(TrainEvent(kind, **values).to_json(), flush=True)
 
 
 def main() -> int:
@@ -20,28 +29,29 @@ def main() -> int:
     extra = args[args.index("--extra-genres") + 1] if "--extra-genres" in args else None
     total = 6
 
-    def emit(**event: object) -> None:
-        print(json.dumps(event), flush=True)
-
     # Like the real trainer: checkpoints go to <output>.work while training runs.
     checkpoints = output.with_name(output.name + ".work")
     checkpoints.mkdir(parents=True, exist_ok=True)
     (checkpoints / "checkpoint.pt").write_text("pretend")
-    emit(event="start", step=0, total_steps=total, extra_genres=extra)
+    emit(EventKind.START, step=0, total_steps=total)
     for step in range(1, total + 1):
         time.sleep(delay)
         if mode == "fail" and step == 3:
-            emit(event="error", message="CUDA out of memory (pretend)")
+            emit(
+                EventKind.ERROR,
+                message="CUDA out of memory (pretend)",
+                stop_reason=StopReason.FAILED,
+            )
             return 1
         emit(
-            event="step",
+            EventKind.STEP,
             step=step,
             total_steps=total,
             loss=3.0 / step,
             eta_s=(total - step) * delay,
         )
         if step % 3 == 0:
-            emit(event="epoch", epoch=step // 3, step=step, total_steps=total, loss=3.0 / step)
+            emit(EventKind.EPOCH, epoch=step // 3, step=step, total_steps=total, loss=3.0 / step)
     work = output.with_name(output.name + ".tmp")
     work.mkdir(parents=True, exist_ok=True)
     (work / "adapter_config.json").write_text("{}")
@@ -50,7 +60,7 @@ def main() -> int:
         shutil.copy(extra, work / "extra_genres.txt")
     work.rename(output)
     shutil.rmtree(checkpoints)
-    emit(event="done", step=total, total_steps=total, loss=0.5)
+    emit(EventKind.DONE, step=total, total_steps=total, loss=0.5, stop_reason=StopReason.COMPLETED)
     return 0
 
 
