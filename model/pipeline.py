@@ -138,6 +138,11 @@ class GenreStream:
     def outcome(self) -> GenerationOutcome:
         return self._caller.outcome()
 
+    @property
+    def model(self) -> str:
+        """The model that wrote the genres so far ("" before the first request)."""
+        return self._caller.model
+
 
 class GenrePipeline:
     """Generate distinct, well-formed, inoffensive, novel genre names."""

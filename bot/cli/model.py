@@ -425,47 +425,15 @@ def _train(
 # ---------------------------------------------------------------- generate
 
 
-async def _generate(
-    config: Config,
-    adapter: Path,
-    *,
-    count: int,
-    seed: int | None,
-    like: str | None,
-    temperature: float | None,
-    record: bool,
-) -> Any:
-    from model.filters import Moderator
-    from model.pipeline import GenrePipeline
+def _local_backend(config: Config, adapter: Path) -> Any:
+    """The in-process model behind `generate` (tests replace :func:`load_sampler`)."""
     from model.sampler import LocalBackend
 
-    sampler = await asyncio.to_thread(load_sampler, config, adapter)
-    fingerprint = load_fingerprint(adapter)
-    backend = LocalBackend(sampler)
-    if not store_configured(config):
-        pipeline = GenrePipeline(backend, fingerprint, Moderator())
-        return await pipeline.generate(count, like=like, temperature=temperature, seed=seed)
-    from bot.store.generated import generated_names, record_generations, training_names
-
-    async with open_store(config) as sessions:
-        known = await training_names(sessions)
-        previous = await generated_names(sessions)
-        pipeline = GenrePipeline(backend, fingerprint, Moderator(), known=known)
-        outcome = await pipeline.generate(
-            count, like=like, temperature=temperature, seed=seed, exclude=previous
-        )
-        if record:
-            await record_generations(
-                sessions,
-                outcome.genres,
-                model_name=outcome.model,
-                options={"like": like, "temperature": temperature, "seed": seed, "cli": True},
-            )
-    return outcome
+    return LocalBackend(load_sampler(config, adapter))
 
 
 @main.command()
-@click.option("-n", "--count", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("-n", "--count", type=click.IntRange(1, 100_000), default=10, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
 @click.option("--like", default=None, help="Steer towards a genre or a word.")
 @click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=None)
@@ -475,6 +443,11 @@ async def _generate(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--no-record", is_flag=True, help="Do not store the genres (store only).")
 @click.option("--stats", "show_stats", is_flag=True, help="Print rejection statistics to stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: for 50 genres or more when stderr is a terminal).",
+)
 @click.pass_context
 def generate(
     ctx: click.Context,
@@ -486,30 +459,45 @@ def generate(
     as_json: bool,
     no_record: bool,
     show_stats: bool,
+    progress: bool | None,
 ) -> None:
-    """Print COUNT distinct genres that do not exist yet, one per line."""
+    """Print COUNT distinct genres that do not exist yet, one per line, as they come.
+
+    Gives up (exit status 1, after printing and recording what it has) only when the model's
+    acceptance rate collapses.
+    """
+    from bot.cli.generating import GenerateOptions, run_generate
+    from model.errors import GenerationError
+
     config = state(ctx).config
     path = adapter_path(config, adapter)
     started = time.perf_counter()
-    outcome = asyncio.run(
-        _generate(
-            config,
-            path,
-            count=count,
-            seed=seed,
-            like=like,
-            temperature=temperature,
-            record=not no_record,
-        )
+    backend = _local_backend(config, path)
+    options = GenerateOptions(
+        count=count,
+        seed=seed,
+        like=like,
+        temperature=temperature,
+        record=not no_record,
+        as_json=as_json,
+        progress=progress,
     )
-    for genre in outcome.genres:
-        if as_json:
-            click.echo(json.dumps({"genre": genre, "model": outcome.model}, ensure_ascii=False))
-        else:
-            click.echo(genre)
+    job = run_generate(
+        config, backend, load_fingerprint(path), options, use_store=store_configured(config)
+    )
+    try:
+        outcome = asyncio.run(job)
+    except GenerationError as exc:
+        if show_stats and exc.partial is not None:
+            _print_generate_stats(exc.partial.stats, started)
+        raise
     if show_stats:
-        stats = {**outcome.stats, "seconds": round(time.perf_counter() - started, 2)}
-        click.echo(json.dumps(stats, sort_keys=True), err=True)
+        _print_generate_stats(outcome.stats, started)
+
+
+def _print_generate_stats(stats: dict[str, int], started: float) -> None:
+    data = {**stats, "seconds": round(time.perf_counter() - started, 2)}
+    click.echo(json.dumps(data, sort_keys=True), err=True)
 
 
 # ---------------------------------------------------------------- eval

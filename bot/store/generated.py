@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.store.engine import SessionMaker
 from bot.store.models import ORIGIN_GENERATED, ORIGIN_TRAINING, Generation, Genre, Vote
@@ -52,31 +53,78 @@ async def record_generations(
 ) -> list[int]:
     """Store each name as a generated genre (if new) with one Generation row; return their ids.
 
-    A name whose key is already a genre reuses that genre row. One transaction for all names.
+    A name whose key is already a genre reuses that genre row; names without a key are
+    skipped. One transaction for all names; the genre rows are looked up and inserted in bulk.
     """
-    ids: list[int] = []
+    wanted = _keyed(names)
     async with sessions.begin() as session:
-        for name in names:
-            display = clean_name(name)
-            key = genre_key(display)
-            if not key:
-                continue
-            genre = await session.scalar(select(Genre).where(Genre.name == key))
-            if genre is None:
-                genre = Genre(name=key, display_name=display, origin=ORIGIN_GENERATED)
-                session.add(genre)
-                await session.flush()
-            generation = Generation(
-                genre_id=genre.id,
+        genre_ids = await _genre_ids(session, wanted)
+        generations = [
+            Generation(
+                genre_id=genre_ids[key],
                 guild_id=guild_id,
                 channel_id=channel_id,
                 user_id=user_id,
                 model_name=model_name,
                 options=dict(options or {}),
             )
-            session.add(generation)
-            await session.flush()
-            ids.append(generation.id)
+            for _, key in wanted
+        ]
+        session.add_all(generations)
+        await session.flush()
+        return [generation.id for generation in generations]
+
+
+async def record_generations_bulk(
+    sessions: SessionMaker,
+    names: Sequence[str],
+    *,
+    model_name: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """:func:`record_generations` in the CLI's scope for many names, in a few statements.
+
+    Returns how many generations were recorded (their ids are not read back: a multi-row
+    insert does not say which id belongs to which row).
+    """
+    wanted = _keyed(names)
+    async with sessions.begin() as session:
+        genre_ids = await _genre_ids(session, wanted)
+        rows = [
+            {"genre_id": genre_ids[key], "model_name": model_name, "options": dict(options or {})}
+            for _, key in wanted
+        ]
+        if rows:
+            await session.execute(insert(Generation), rows)
+    return len(rows)
+
+
+# Keys per ``IN (...)`` lookup: well under SQLite's and PostgreSQL's bound-parameter limits.
+LOOKUP_CHUNK = 500
+
+
+def _keyed(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(display name, key) of each name that has a key, in order."""
+    pairs = [(display, genre_key(display)) for display in map(clean_name, names)]
+    return [(display, key) for display, key in pairs if key]
+
+
+async def _genre_ids(session: AsyncSession, wanted: Sequence[tuple[str, str]]) -> dict[str, int]:
+    """The genre id of every key in ``wanted``, inserting generated genres for new keys."""
+    ids: dict[str, int] = {}
+    keys = sorted({key for _, key in wanted})
+    for start in range(0, len(keys), LOOKUP_CHUNK):
+        chunk = keys[start : start + LOOKUP_CHUNK]
+        found = await session.execute(select(Genre.name, Genre.id).where(Genre.name.in_(chunk)))
+        ids.update({name: genre_id for name, genre_id in found})
+    new: dict[str, str] = {}
+    for display, key in wanted:
+        if key not in ids:
+            new.setdefault(key, display)
+    if new:
+        rows = [{"name": k, "display_name": d, "origin": ORIGIN_GENERATED} for k, d in new.items()]
+        inserted = await session.execute(insert(Genre).returning(Genre.name, Genre.id), rows)
+        ids.update({name: genre_id for name, genre_id in inserted})
     return ids
 
 
