@@ -1,4 +1,9 @@
-"""`/genre new`: generate genres, one message each with 👍 👎 ⭐, recorded in the store."""
+"""`/genre new`: generate genres, one message each, recorded in the store.
+
+The vote reactions (👍 👎 ⭐) are added after each message is posted, from the paced
+per-channel queue of :mod:`bot.pacing`, so a burst stays within Discord's rate limits; the
+command does not wait for them, and a reaction that fails never fails the command.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from bot.cogs.common import (
     subcommand,
 )
 from bot.errors import InputError, MicrogenreError
+from bot.pacing import ReactionJob, ReactionPacer
 from bot.service import weirdness_temperature
 from bot.store.generations import attach_message, release_generation, reserve_generations
 from scraping.normalize import clean_name
@@ -116,11 +122,35 @@ class PositionReporter:
                 await self.task
 
 
+class MissingReactionsNote:
+    """Tells the caller once, privately, that the bot may not add the vote reactions here."""
+
+    TEXT = (
+        "I cannot add reactions in this channel; vote by reacting with "
+        f"{' '.join(REACTIONS)} yourselves, or ask a server manager to give me the "
+        "Add Reactions permission."
+    )
+
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        self.interaction = interaction
+        self.sent = False
+
+    async def send(self) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        try:
+            await self.interaction.followup.send(self.TEXT, ephemeral=True)
+        except discord.HTTPException as e:
+            log.warning("could not send the missing-reactions note: %s", e)
+
+
 class GenerationCog(commands.Cog):
     def __init__(self, bot: MicrogenreBot) -> None:
         self.bot = bot
         self.active: dict[int, int] = {}
         self.commands_ = [subcommand(self.new, name="new")]
+        self.pacer = ReactionPacer(self._add_reaction)
 
     async def cog_load(self) -> None:
         for command in self.commands_:
@@ -129,6 +159,7 @@ class GenerationCog(commands.Cog):
     async def cog_unload(self) -> None:
         for command in self.commands_:
             self.bot.genre_group.remove_command(command.name)
+        await self.pacer.close()
 
     @app_commands.describe(
         count="How many genres (1-5)",
@@ -200,7 +231,9 @@ class GenerationCog(commands.Cog):
         issued = [r for r in reserved if r.generation_id is not None]
         if not issued:
             raise NothingGeneratedError()
-        missing_reactions = False
+        # Known from the interaction: no reaction requests that are bound to fail.
+        can_react = interaction.app_permissions.add_reactions
+        note = MissingReactionsNote(interaction)
         unposted = list(issued)
         try:
             await interaction.edit_original_response(
@@ -216,9 +249,9 @@ class GenerationCog(commands.Cog):
                     channel_id=interaction.channel_id,
                 )
                 unposted.remove(r)
-                if not missing_reactions:
-                    missing_reactions = not await self._add_reactions(
-                        message.channel.id, message.id
+                if can_react:
+                    self.pacer.submit(
+                        ReactionJob(message.channel.id, message.id, REACTIONS, note.send)
                     )
         finally:
             # Genres whose message never went out may be issued again later.
@@ -226,13 +259,8 @@ class GenerationCog(commands.Cog):
                 assert r.generation_id is not None
                 await release_generation(self.bot.sessions, r.generation_id)
                 self.bot.service.forget(guild_id, r.name)
-        if missing_reactions:
-            await interaction.followup.send(
-                "I cannot add reactions in this channel; vote by reacting with "
-                f"{' '.join(REACTIONS)} yourselves, or ask a server manager to give me the "
-                "Add Reactions permission.",
-                ephemeral=True,
-            )
+        if not can_react:
+            await note.send()
 
     @staticmethod
     def _header(
@@ -249,15 +277,10 @@ class GenerationCog(commands.Cog):
             "Vote with 👍 / 👎, ⭐ to keep one."
         )
 
-    async def _add_reactions(self, channel_id: int, message_id: int) -> bool:
-        """Add 👍 👎 ⭐; False when the bot lacks the permission there."""
+    async def _add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
+        """One vote reaction (called by the pacer, which handles its errors)."""
         partial = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
-        for emoji in REACTIONS:
-            try:
-                await partial.add_reaction(emoji)
-            except discord.Forbidden:
-                return False
-        return True
+        await partial.add_reaction(emoji)
 
 
 async def setup(bot: MicrogenreBot) -> None:

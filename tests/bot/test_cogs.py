@@ -77,6 +77,7 @@ async def test_new_defers_first_posts_and_records(sessions: Any, tmp_path: Path)
     interaction.response.defer.assert_awaited_once_with(thinking=True)
     sent = [c.args[0] for c in interaction.followup.send.await_args_list]
     assert sent == ["🎵 **glass harp dub**", "🎵 **polder grime**"]
+    await cog.pacer.close()  # the reactions are paced, after the command: let them drain
     assert [c.args[0] for c in bot.partial.add_reaction.await_args_list] == ["👍", "👎", "⭐"] * 2
     ref = await generation_by_message(sessions, 5000)
     assert ref is not None and ref.genre_name == "glass harp dub" and ref.user_id == 42
