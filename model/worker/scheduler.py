@@ -168,11 +168,11 @@ class Scheduler:
         """Task: send the next job whenever the worker is idle."""
         while True:
             self._wake.clear()
-            delay = self._dispatch(worker)
+            delay = self.dispatch(worker)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), delay)
 
-    def _dispatch(self, worker: WorkerPort) -> float | None:
+    def dispatch(self, worker: WorkerPort) -> float | None:
         """Send the next reload or batch; return how long to wait (None: until woken)."""
         if any(p.future.done() for p in self._queue):
             self._queue = [p for p in self._queue if not p.future.done()]
