@@ -122,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             config = dataclasses.replace(
                 base,
                 paths=dataclasses.replace(base.paths, data_dir=str(tmp / f"data-{level}")),
-                bot=dataclasses.replace(base.bot, cooldown_s=0.0, guild_concurrency=max(level, 1)),
+                bot=dataclasses.replace(base.bot, cooldown_s=0.0),
             )
             results["levels"][str(level)] = await measure(
                 fake, config, sessions, generator, users=level, rounds=args.rounds
@@ -263,7 +263,7 @@ async def burst(
         ]
     return {
         "requests": n,
-        "guild_concurrency": config.bot.guild_concurrency,
+        "generation_slots": config.bot.generation_slots,
         "all_deferred_within_3s": max(defers) < 3.0,
         "slowest_defer_s": round(max(defers), 3),
         "answered_with_genres": len(answered),

@@ -106,8 +106,15 @@ class ScrapingConfig:
 class BotConfig:
     # Seconds a user waits between two /genre new commands.
     cooldown_s: float = 10.0
-    # Most /genre new requests of one server generating at the same time; more are told to wait.
-    guild_concurrency: int = 4
+    # /genre new requests generating at once; the others wait in a fair line (round-robin
+    # across servers). Concurrent requests share the pipeline's rounds, so keep it well above 1.
+    generation_slots: int = 32
+    # A request whose estimated wait is longer than this (seconds) is refused.
+    max_wait_s: float = 60.0
+    # Most /genre new requests of one server waiting in line at once.
+    guild_queue_cap: int = 100
+    # Most /genre new requests of one user waiting or generating at once.
+    user_queue_cap: int = 3
     # Longest text accepted for the "like" option of /genre new.
     max_like_chars: int = 48
     # Retraining uses generated genres whose net score (upvotes - downvotes) reaches this...
@@ -134,8 +141,11 @@ class BotConfig:
     def validate(self) -> None:
         if self.cooldown_s < 0:
             raise ValueError("cooldown_s must be >= 0")
-        if self.guild_concurrency < 1:
-            raise ValueError("guild_concurrency must be >= 1")
+        for name in ("generation_slots", "guild_queue_cap", "user_queue_cap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_wait_s <= 0:
+            raise ValueError("max_wait_s must be > 0")
         if self.max_like_chars < 1:
             raise ValueError("max_like_chars must be >= 1")
         if self.retrain_max_downvotes < 1:

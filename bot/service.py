@@ -1,7 +1,10 @@
-"""The generation service the cogs use: per-guild novelty, queue positions, hot reload.
+"""The generation service the cogs use: a fair queue, per-guild novelty, hot reload.
 
 :class:`GenreService` sits between the cogs and a :class:`Generator` (the model pipeline over the
-worker client in production, a scripted fake in tests). It keeps, per guild, the set of genres
+worker client in production, a scripted fake in tests). Each request first waits for a slot in
+the bot's :class:`~bot.queue.FairQueue` (round-robin across guilds; the caller hears its place in
+that line, then the worker's queue positions), which also refuses what could not be served in
+time. It keeps, per guild, the set of genres
 already issued there (loaded once from the store, then updated by every delivery) and passes it
 as the ``exclude`` set, so a genre is never offered twice in one server even when requests run
 concurrently; real genres are excluded by the generator's fingerprint and checked again here.
@@ -19,6 +22,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.queue import FairQueue
 from bot.store.engine import SessionMaker
 from bot.store.generations import active_model_version, issued_names, real_genre_names
 from model.artifacts import load_fingerprint
@@ -29,8 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Called with the caller's place in line (1 = next batch, 0 = being generated now); may return
-# an awaitable, which is scheduled as a task.
+# Called with the caller's place in line: first in the bot's fair queue (1 = next to get a
+# slot), then in the worker's (1 = next batch, 0 = being generated now); may return an
+# awaitable, which is scheduled as a task.
 PositionCallback = Callable[[int], object]
 
 # Weirdness 1..5 of `/genre new` mapped to a sampling temperature.
@@ -92,9 +97,12 @@ class Delivery:
 class GenreService:
     """Generation for the bot; see the module docstring."""
 
-    def __init__(self, generator: Generator, sessions: SessionMaker) -> None:
+    def __init__(
+        self, generator: Generator, sessions: SessionMaker, *, queue: FairQueue | None = None
+    ) -> None:
         self.generator = generator
         self.sessions = sessions
+        self.queue = queue or FairQueue()
         self._issued: dict[int | None, set[str]] = {}
         self._issued_locks: dict[int | None, asyncio.Lock] = {}
         self._real_keys: set[str] | None = None
@@ -110,11 +118,12 @@ class GenreService:
 
     @property
     def queue_length(self) -> int:
-        """Requests waiting for the generator (its own queue, else the service's in-flight)."""
+        """Requests waiting: in the bot's line plus the generator's queue (else in flight)."""
         try:
-            return int(self.generator.queue_length)
+            behind = int(self.generator.queue_length)
         except Exception:  # a generator that cannot tell
-            return self._in_flight
+            behind = self._in_flight
+        return self.queue.waiting + behind
 
     @property
     def in_flight(self) -> int:
@@ -131,6 +140,8 @@ class GenreService:
             health = {"state": "unknown", "last_error": str(exc)}
         health.setdefault("queue_length", self.queue_length)
         health["bot_in_flight"] = self._in_flight
+        health["bot_waiting"] = self.queue.waiting
+        health["genres_per_s"] = round(self.queue.meter.rate, 2)
         return health
 
     async def _issued_in(self, guild_id: int | None) -> set[str]:
@@ -159,15 +170,38 @@ class GenreService:
     ) -> Delivery:
         """``count`` genres never issued in ``guild_id`` and not real.
 
-        Model errors (busy, crashed, could not generate) propagate unchanged.
+        Waits for a slot in the fair queue first; raises a :class:`~bot.errors.QueueRefusedError`
+        when the line is too long. Model errors (busy, crashed, could not generate) propagate
+        unchanged.
         """
+        ticket = await self.queue.acquire(
+            guild_id=guild_id, user_id=user_id, count=count, on_position=on_position
+        )
+        delivered: list[str] = []
+        try:
+            return await self._generate(
+                count, like, temperature, guild_id, user_id, on_position, delivered
+            )
+        finally:
+            self.queue.release(ticket, delivered=len(delivered))
+
+    async def _generate(
+        self,
+        count: int,
+        like: str | None,
+        temperature: float | None,
+        guild_id: int | None,
+        user_id: int | None,
+        on_position: PositionCallback | None,
+        delivered: list[str],
+    ) -> Delivery:
+        """:meth:`generate` once a slot is held; fills ``delivered`` as names are accepted."""
         if self._real_keys is None:
             await self.start()
         real = self._real_keys or set()
         issued = await self._issued_in(guild_id)
         start = time.perf_counter()
         self._in_flight += 1
-        delivered: list[str] = []
         stats: dict[str, int] = {}
         model_name = ""
         try:

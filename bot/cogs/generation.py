@@ -40,14 +40,6 @@ log = logging.getLogger(__name__)
 POSITION_EDIT_INTERVAL_S = 1.5
 
 
-class GuildBusyError(MicrogenreError):
-    def __init__(self, active: int) -> None:
-        super().__init__(
-            f"This server already has {active} genre requests generating; "
-            "try again in a few seconds."
-        )
-
-
 class NothingGeneratedError(MicrogenreError):
     def __init__(self) -> None:
         super().__init__(
@@ -148,7 +140,6 @@ class MissingReactionsNote:
 class GenerationCog(commands.Cog):
     def __init__(self, bot: MicrogenreBot) -> None:
         self.bot = bot
-        self.active: dict[int, int] = {}
         self.commands_ = [subcommand(self.new, name="new")]
         self.pacer = ReactionPacer(self._add_reaction)
 
@@ -180,10 +171,7 @@ class GenerationCog(commands.Cog):
         guild_id = guild_id_of(interaction)
         config = self.bot.config.bot
         cleaned_like = clean_like(like, config.max_like_chars)
-        active = self.active.get(guild_id, 0)
-        if active >= config.guild_concurrency:
-            raise GuildBusyError(active)
-        self.active[guild_id] = active + 1
+        # The service's fair queue makes the caller wait its turn (or refuses a too-long wait).
         with self.bot.track_work():
             await self._generate_and_post(interaction, guild_id, count, cleaned_like, weirdness)
 
@@ -207,11 +195,6 @@ class GenerationCog(commands.Cog):
             )
         finally:
             await reporter.close()
-            left = self.active.get(guild_id, 1) - 1
-            if left > 0:
-                self.active[guild_id] = left
-            else:
-                self.active.pop(guild_id, None)
         if not delivery.genres:
             raise NothingGeneratedError()
         options = {"count": count, "like": cleaned_like, "weirdness": weirdness}

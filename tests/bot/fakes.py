@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import BotConfig, Config, DiscordConfig, PathsConfig
+from bot.queue import FairQueue, QueueSettings
 from bot.service import GeneratorOutput, GenreService, PositionCallback
 from scraping.normalize import genre_key
 
@@ -132,7 +133,9 @@ async def running_bot(
     from bot.retrain import RetrainManager
 
     generator = generator or ScriptedGenerator()
-    service = GenreService(generator, sessions)
+    service = GenreService(
+        generator, sessions, queue=FairQueue(QueueSettings.from_config(config.bot))
+    )
     await service.start()
     retrainer = RetrainManager(config, sessions, service, **(retrainer_options or {}))
     bot = make_bot(config, sessions, service, retrainer=retrainer, guild_ready_timeout=0.05)

@@ -13,9 +13,10 @@ from discord import app_commands
 
 from bot.app import user_message
 from bot.cogs.common import NotAdminError, require_admin
-from bot.cogs.generation import GenerationCog, GuildBusyError, NothingGeneratedError, clean_like
+from bot.cogs.generation import GenerationCog, NothingGeneratedError, clean_like
 from bot.cogs.voting import VotingCog
-from bot.errors import InputError
+from bot.errors import InputError, UserQueueFullError
+from bot.queue import FairQueue, QueueSettings
 from bot.service import GenreService
 from bot.store.generations import generation_by_message
 from bot.store.votes import tally
@@ -30,7 +31,9 @@ class FakeBot:
     def __init__(self, tmp_path: Path, sessions: Any, generator: ScriptedGenerator, **bot_cfg: Any):
         self.config = make_config(tmp_path, **bot_cfg)
         self.sessions = sessions
-        self.service = GenreService(generator, sessions)
+        self.service = GenreService(
+            generator, sessions, queue=FairQueue(QueueSettings.from_config(self.config.bot))
+        )
         self.genre_group = app_commands.Group(name="genre", description="g")
         self.user = MagicMock(spec=discord.ClientUser, id=1)
         self.partial = create_autospec(discord.PartialMessage, instance=True)
@@ -46,7 +49,7 @@ class FakeBot:
         return contextlib.nullcontext()
 
 
-def fake_interaction(user_id: int = 42) -> Any:
+def fake_interaction(user_id: int = 42, first_message_id: int = 5000) -> Any:
     interaction = MagicMock(spec=discord.Interaction)
     interaction.guild_id = GUILD
     interaction.channel_id = CHANNEL
@@ -56,7 +59,7 @@ def fake_interaction(user_id: int = 42) -> Any:
     interaction.response.defer = AsyncMock()
     interaction.edit_original_response = AsyncMock()
     interaction.followup = MagicMock(spec=discord.Webhook)
-    ids = iter(range(5000, 6000))
+    ids = iter(range(first_message_id, first_message_id + 1000))
 
     async def send(content: str = "", **kwargs: Any) -> Any:
         message = MagicMock(spec=discord.WebhookMessage, id=next(ids), content=content)
@@ -84,21 +87,57 @@ async def test_new_defers_first_posts_and_records(sessions: Any, tmp_path: Path)
     assert gen.calls[0]["temperature"] == 0.6
 
 
-async def test_new_refuses_when_the_guild_is_at_its_cap(sessions: Any, tmp_path: Path) -> None:
+async def test_new_waits_in_line_instead_of_refusing(sessions: Any, tmp_path: Path) -> None:
+    gen = ScriptedGenerator()
+    gen.gate = asyncio.Event()
+    gen.enqueue([f"genre number {i}" for i in range(12)])
+    bot = FakeBot(tmp_path, sessions, gen)
+    cog = GenerationCog(bot)  # type: ignore[arg-type]
+    interactions = [fake_interaction(user, 10_000 * user) for user in range(1, 13)]
+    tasks = [asyncio.create_task(cog.new(i, count=1, like=None, weirdness=3)) for i in interactions]
+    await asyncio.sleep(0.05)
+    gen.gate.set()
+    await asyncio.gather(*tasks)  # nobody refused
+    posted = [c.args[0] for i in interactions for c in i.followup.send.await_args_list if c.args]
+    assert sorted(posted) == sorted(f"🎵 **genre number {i}**" for i in range(12))
+
+
+async def test_new_shows_the_place_in_the_bots_line(sessions: Any, tmp_path: Path) -> None:
+    gen = ScriptedGenerator()
+    gen.gate = asyncio.Event()
+    gen.enqueue(["a b", "c d", "e f"])
+    bot = FakeBot(tmp_path, sessions, gen, generation_slots=1)
+    cog = GenerationCog(bot)  # type: ignore[arg-type]
+    interactions = [fake_interaction(user, 10_000 * user) for user in (1, 2, 3)]
+    tasks = []
+    for i in interactions:
+        tasks.append(asyncio.create_task(cog.new(i, count=1, like=None, weirdness=3)))
+        await asyncio.sleep(0.02)
+    edits = [
+        [c.kwargs.get("content") for c in i.edit_original_response.await_args_list]
+        for i in interactions
+    ]
+    assert edits[1] == ["⏳ Waiting for the generator: you are number 1 in line."]
+    assert edits[2] == ["⏳ Waiting for the generator: you are number 2 in line."]
+    gen.gate.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_new_refuses_a_users_request_beyond_the_cap(sessions: Any, tmp_path: Path) -> None:
     gen = ScriptedGenerator()
     gen.gate = asyncio.Event()
     gen.enqueue(["a b", "c d"])
-    bot = FakeBot(tmp_path, sessions, gen, guild_concurrency=1)
+    bot = FakeBot(tmp_path, sessions, gen, user_queue_cap=1)
     cog = GenerationCog(bot)  # type: ignore[arg-type]
     first = asyncio.create_task(cog.new(fake_interaction(1), count=1, like=None, weirdness=3))
     await asyncio.sleep(0.05)
-    second = fake_interaction(2)
-    with pytest.raises(GuildBusyError):
+    second = fake_interaction(1)
+    with pytest.raises(UserQueueFullError) as refused:
         await cog.new(second, count=1, like=None, weirdness=3)
     second.response.defer.assert_awaited_once()  # deferred before refusing
+    assert "about" in (user_message(refused.value) or "")
     gen.gate.set()
     await first
-    assert cog.active == {}
 
 
 async def test_new_reports_when_nothing_new_is_left(sessions: Any, tmp_path: Path) -> None:

@@ -208,3 +208,45 @@ async def test_pipeline_generator_routes_positions_per_call() -> None:
     assert len(out_a.genres) == 2 and len(out_b.genres) == 2 and out_a.model_name == "double"
     # Each call heard only its own requests (the "like" prompt is longer).
     assert seen["a"] and seen["b"] and max(seen["a"]) < min(seen["b"])
+
+
+async def test_service_waits_in_the_fair_queue_and_reports_its_positions_first(
+    sessions: Any,
+) -> None:
+    from bot.queue import FairQueue, QueueSettings
+
+    gen = ScriptedGenerator()
+    gen.gate = asyncio.Event()
+    gen.positions = [0]  # the worker's own report: generating now
+    gen.enqueue(["first thing", "second thing", "third thing"])
+    queue = FairQueue(QueueSettings(slots=1))
+    service = GenreService(gen, sessions, queue=queue)
+    heard: dict[int, list[int]] = {1: [], 2: [], 3: []}
+    tasks = []
+    for user in heard:
+        tasks.append(
+            asyncio.create_task(
+                service.generate(1, guild_id=1, user_id=user, on_position=heard[user].append)
+            )
+        )
+        await asyncio.sleep(0.01)
+    assert len(gen.calls) == 1 and queue.waiting == 2
+    assert service.health()["bot_waiting"] == 2
+    gen.gate.set()
+    deliveries = await asyncio.gather(*tasks)
+    assert [d.genres for d in deliveries] == [["first thing"], ["second thing"], ["third thing"]]
+    # The bot's line first (2nd, then 1st), then the worker's positions.
+    assert heard == {1: [0], 2: [1, 0], 3: [2, 1, 0]}
+    assert queue.running == 0 and queue.lanes == 0
+
+
+async def test_service_frees_its_slot_when_the_generator_fails(sessions: Any) -> None:
+    from bot.queue import FairQueue, QueueSettings
+
+    gen = ScriptedGenerator()
+    gen.error = RuntimeError("worker crashed")
+    queue = FairQueue(QueueSettings(slots=1))
+    service = GenreService(gen, sessions, queue=queue)
+    with pytest.raises(RuntimeError):
+        await service.generate(1, guild_id=1, user_id=1)
+    assert queue.running == 0 and queue.users == 0
