@@ -338,6 +338,7 @@ async def serve_bot(
 
 async def run_bot(config: Config) -> int:
     """``microgenre bot``: run until SIGTERM/SIGINT, then clean up and return 0."""
+    from bot.queue import FairQueue, QueueSettings
     from bot.retrain import RetrainManager
     from bot.service import create_generator
     from bot.store.engine import create_engine, create_sessionmaker
@@ -357,7 +358,9 @@ async def run_bot(config: Config) -> int:
         sessions = create_sessionmaker(engine)
         known = await real_genre_names(sessions)
         generator = await create_generator(config, known=known)
-        service = GenreService(generator, sessions)
+        service = GenreService(
+            generator, sessions, queue=FairQueue(QueueSettings.from_config(config.bot))
+        )
         try:
             await service.start()
             retrainer = RetrainManager(config, sessions, service)
