@@ -1,9 +1,9 @@
-"""The Discord bot: a ``commands.Bot`` that receives its resources, and :func:`run_bot`.
+"""The Discord bot: a ``commands.Bot`` that receives its resources, and :func:`serve_bot`.
 
-:func:`run_bot` is the entry point of ``microgenre bot``: it opens the store, starts the
-generation worker, builds the bot (an ``AutoShardedBot`` when ``[discord] shard_count`` >= 1),
-installs SIGTERM/SIGINT handlers (discord.py has none) and, on a signal, finishes or fails the
-in-flight work, stops the worker, closes the database and returns 0.
+:func:`make_bot` builds the bot (an ``AutoShardedBot`` when ``[discord] shard_count`` >= 1);
+:func:`serve_bot` installs SIGTERM/SIGINT handlers (discord.py has none) and, on a signal,
+finishes or fails the in-flight work. ``microgenre bot`` (:mod:`bot.cli.bot`) wires the store
+and the generation worker around them.
 
 Slash commands are synced in ``setup_hook`` to ``[discord] dev_guild_id`` (instant) or globally,
 and only when their payload changed since the last sync (its hash is kept in the data folder).
@@ -25,7 +25,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.posting import PostsInFlight
 from bot.errors import MicrogenreError
 from bot.service import GenreService
 from bot.store.engine import SessionMaker
@@ -43,16 +42,6 @@ COG_MODULES = (
     "bot.cogs.admin",
 )
 SYNC_STATE_FILE = "command_sync.json"
-
-
-class MissingTokenError(MicrogenreError):
-    exit_code = 2
-
-    def __init__(self) -> None:
-        super().__init__(
-            "no Discord bot token: set the DISCORD_TOKEN environment variable "
-            "(or [discord] token in the config file)"
-        )
 
 
 class DiscordConnectionError(MicrogenreError):
@@ -98,7 +87,6 @@ class MicrogenreBotMixin:
     sessions: SessionMaker
     service: GenreService
     retrainer: RetrainManager | None
-    posts_in_flight: PostsInFlight
     genre_group: app_commands.Group
     tree: app_commands.CommandTree[Any]
 
@@ -113,7 +101,6 @@ class MicrogenreBotMixin:
         self.sessions = sessions
         self.service = service
         self.retrainer = retrainer
-        self.posts_in_flight = PostsInFlight()
         self.genre_group = app_commands.Group(
             name="genre",
             description="Invent, rate and browse musical micro-genres",
@@ -337,41 +324,3 @@ async def serve_bot(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-
-
-async def run_bot(config: Config) -> int:
-    """``microgenre bot``: run until SIGTERM/SIGINT, then clean up and return 0."""
-    from bot.queue import FairQueue, QueueSettings
-    from bot.retrain import RetrainManager
-    from bot.service import create_generator
-    from bot.store.engine import create_engine, create_sessionmaker
-    from bot.store.generations import real_genre_names
-    from bot.store.schema import ensure_schema_current
-
-    token = config.discord.token
-    if not token:
-        raise MissingTokenError()
-    engine = create_engine(
-        config.database_url,
-        echo=config.database.echo,
-        busy_timeout_ms=config.database.sqlite_busy_timeout_ms,
-    )
-    try:
-        await ensure_schema_current(engine)
-        sessions = create_sessionmaker(engine)
-        known = await real_genre_names(sessions)
-        generator = await create_generator(config, known=known)
-        service = GenreService(
-            generator, sessions, queue=FairQueue(QueueSettings.from_config(config.bot))
-        )
-        try:
-            await service.start()
-            retrainer = RetrainManager(config, sessions, service)
-            bot = make_bot(config, sessions, service, retrainer=retrainer)
-            await serve_bot(bot, token)
-        finally:
-            await service.close()
-    finally:
-        await engine.dispose()
-    log.info("stopped")
-    return 0

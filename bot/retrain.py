@@ -48,6 +48,7 @@ from bot.store.models import (
     RUN_RUNNING,
     RUN_SUCCEEDED,
 )
+from bot.text import format_duration
 from model.events import EvalResult, EventKind, StopReason, TrainEvent
 
 if TYPE_CHECKING:
@@ -125,8 +126,6 @@ class Progress:
         if self.loss is not None:
             parts.append(f"loss {self.loss:.3f}")
         if self.eta_s is not None and self.phase == "training":
-            from bot.cogs.common import format_duration
-
             parts.append(f"about {format_duration(self.eta_s)} left")
         return ", ".join(parts)
 

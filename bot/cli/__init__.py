@@ -1,6 +1,6 @@
 """The `microgenre` command line.
 
-Each command group lives in its own module and registers itself on :data:`main`; errors that a
+Each command group lives in its own module; :data:`main` registers them all here. Errors that a
 user can act on (:class:`~bot.errors.MicrogenreError`) become one line on stderr and a non-zero
 exit status, never a traceback.
 """
@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import click
 
+from bot.cli.bot import bot_command
 from bot.cli.common import CliState, run_cli
+from bot.cli.db import db
+from bot.cli.model import dataset, eval_command, generate, train
+from bot.cli.scrape import scrape
+from bot.cli.serve import serve
+from bot.cli.stats import stats
 from bot.errors import MicrogenreError
 
 
@@ -34,12 +40,8 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.obj = CliState(config_path=config_path)
 
 
-def _register() -> None:
-    # Imported for their side effect of adding commands to `main`.
-    from bot.cli import bot, db, model, scrape, serve, stats  # noqa: F401
-
-
-_register()
+for command in (bot_command, db, dataset, train, generate, eval_command, scrape, serve, stats):
+    main.add_command(command)
 
 
 def entry(argv: Sequence[str] | None = None) -> int:

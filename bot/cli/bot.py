@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
-from bot.cli import main
-from bot.cli.common import state
+from bot.cli.common import open_store, state
+from bot.errors import MicrogenreError
+
+if TYPE_CHECKING:
+    from bot.config import Config
+
+log = logging.getLogger(__name__)
 
 
-@main.command(name="bot")
+class MissingTokenError(MicrogenreError):
+    exit_code = 2
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no Discord bot token: set the DISCORD_TOKEN environment variable "
+            "(or [discord] token in the config file)"
+        )
+
+
+@click.command(name="bot")
 @click.option(
     "--force-sync",
     is_flag=True,
@@ -24,8 +40,6 @@ def bot_command(ctx: click.Context, force_sync: bool) -> None:
     Slash commands sync to [discord] dev_guild_id (instantly) or globally, only when they
     changed. SIGTERM or SIGINT finish in-flight work, stop the worker and exit 0.
     """
-    from bot.app import MissingTokenError, run_bot
-
     config = state(ctx).config
     # A long-running service logs its life cycle (connected, synced, stopping) by default.
     app_logger = logging.getLogger("bot")
@@ -38,5 +52,28 @@ def bot_command(ctx: click.Context, force_sync: bool) -> None:
         from bot.app import SYNC_STATE_FILE
 
         (config.data_dir / SYNC_STATE_FILE).unlink(missing_ok=True)
-    code = asyncio.run(run_bot(config))
+    code = asyncio.run(run_bot(config, config.discord.token))
     ctx.exit(code)
+
+
+async def run_bot(config: Config, token: str) -> int:
+    """Open the store, start the worker, run the bot until SIGTERM/SIGINT, clean up; 0."""
+    from bot.app import make_bot, serve_bot
+    from bot.queue import FairQueue, QueueSettings
+    from bot.retrain import RetrainManager
+    from bot.service import GenreService, create_generator
+    from bot.store.generations import real_genre_names
+
+    async with open_store(config) as sessions:
+        known = await real_genre_names(sessions)
+        generator = await create_generator(config, known=known)
+        queue = FairQueue(QueueSettings.from_config(config.bot))
+        service = GenreService(generator, sessions, queue=queue)
+        try:
+            await service.start()
+            retrainer = RetrainManager(config, sessions, service)
+            await serve_bot(make_bot(config, sessions, service, retrainer=retrainer), token)
+        finally:
+            await service.close()
+    log.info("stopped")
+    return 0

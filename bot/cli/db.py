@@ -6,12 +6,11 @@ import asyncio
 
 import click
 
-from bot.cli import main
 from bot.cli.common import open_store, state
 from bot.store import schema
 
 
-@main.group()
+@click.group()
 def db() -> None:
     """Manage the database schema (Alembic migrations)."""
 

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import click
 
-from bot.cli import main
 from bot.cli.common import open_store, state
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
@@ -93,7 +92,7 @@ def load_fingerprint(adapter: Path) -> Any:
 # ---------------------------------------------------------------- dataset
 
 
-@main.group()
+@click.group()
 def dataset() -> None:
     """Build the training dataset from the store's genres."""
 
@@ -289,7 +288,7 @@ def _error_event(message: str, reason: StopReason) -> TrainEvent:
     return TrainEvent(EventKind.ERROR, message=message, stop_reason=reason)
 
 
-@main.command()
+@click.command()
 @click.option(
     "--output",
     type=click.Path(file_okay=False),
@@ -432,7 +431,7 @@ def _local_backend(config: Config, adapter: Path) -> Any:
     return LocalBackend(load_sampler(config, adapter))
 
 
-@main.command()
+@click.command()
 @click.option("-n", "--count", type=click.IntRange(1, 100_000), default=10, show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
 @click.option("--like", default=None, help="Steer towards a genre or a word.")
@@ -503,7 +502,7 @@ def _print_generate_stats(stats: dict[str, int], started: float) -> None:
 # ---------------------------------------------------------------- eval
 
 
-@main.command("eval")
+@click.command("eval")
 @click.option("-n", "--count", type=click.IntRange(10, 100_000), default=1000, show_default=True)
 @click.option(
     "--adapter", default=None, help="LoRA adapter folder (default: config, else shipped)."

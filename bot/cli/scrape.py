@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.cli import main
 from bot.cli.common import echo_json, open_store, state
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
@@ -191,7 +190,7 @@ async def _run(
     return data
 
 
-@main.command()
+@click.command()
 @click.option(
     "--source",
     type=click.Choice([*SOURCES, "all"]),

@@ -11,7 +11,6 @@ from typing import Any
 
 import click
 
-from bot.cli import main
 from bot.cli.common import state
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
@@ -42,7 +41,7 @@ def _load_factory(spec: str) -> Any:
         ) from None
 
 
-@main.command()
+@click.command()
 @click.option("--host", default=None, help="Address to bind (default: [serve] host, 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Port (default: [serve] port)."

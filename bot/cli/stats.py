@@ -7,12 +7,11 @@ from typing import Any
 
 import click
 
-from bot.cli import main
 from bot.cli.common import echo_json, open_store, state
 from bot.store.stats import store_stats
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:

@@ -16,16 +16,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import (
-    EMBED_COLOUR,
-    defer_public,
-    format_duration,
-    progress_bar,
-    require_admin,
-)
+from bot.cogs.common import EMBED_COLOUR, defer_public, require_admin
 from bot.errors import MicrogenreError
 from bot.retrain import NoRunError, Progress, RunOutcome
 from bot.store import runs as runs_store
+from bot.text import format_duration, progress_bar
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot

@@ -71,16 +71,6 @@ def guild_id_of(interaction: discord.Interaction[Any]) -> int:
     return interaction.guild_id
 
 
-def jump_url(guild_id: int, channel_id: int | None, message_id: int | None) -> str | None:
-    if channel_id is None or message_id is None:
-        return None
-    return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
-
-
-def mention(user_id: int | None) -> str:
-    return f"<@{user_id}>" if user_id else "someone"
-
-
 async def defer_public(interaction: discord.Interaction[Any]) -> None:
     """Defer with a public "thinking…" placeholder; an error later replaces it privately."""
     await interaction.response.defer(thinking=True)
@@ -99,30 +89,3 @@ async def reply(
         await interaction.followup.send(content or "", ephemeral=ephemeral, **kwargs)
     else:
         await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
-
-
-def progress_bar(fraction: float, width: int = 20) -> str:
-    """A text progress bar.
-
-    >>> progress_bar(0.5, 10)
-    '█████░░░░░ 50%'
-    """
-    fraction = min(1.0, max(0.0, fraction))
-    filled = round(fraction * width)
-    return "█" * filled + "░" * (width - filled) + f" {fraction * 100:.0f}%"
-
-
-def format_duration(seconds: float | None) -> str:
-    """Seconds as a short human duration.
-
-    >>> format_duration(75), format_duration(3725), format_duration(None)
-    ('1m 15s', '1h 2m', '?')
-    """
-    if seconds is None or seconds < 0:
-        return "?"
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60}m"

@@ -17,18 +17,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import (
-    REACTIONS,
-    bot_of,
-    defer_public,
-    guild_id_of,
-    mention,
-    subcommand,
-)
+from bot.cogs.common import REACTIONS, bot_of, defer_public, guild_id_of, subcommand
 from bot.errors import InputError, MicrogenreError
 from bot.pacing import ReactionJob, ReactionPacer
 from bot.service import weirdness_temperature
 from bot.store.generations import attach_message, release_generation, reserve_generations
+from bot.text import mention
 from scraping.normalize import clean_name
 
 if TYPE_CHECKING:
@@ -224,15 +218,13 @@ class GenerationCog(commands.Cog):
             )
             for r in issued:
                 assert r.generation_id is not None
-                # Reactions that arrive before the id is recorded wait for it (voting cog).
-                with self.bot.posts_in_flight.posting(interaction.channel_id):
-                    message = await interaction.followup.send(f"🎵 **{r.name}**", wait=True)
-                    await attach_message(
-                        self.bot.sessions,
-                        r.generation_id,
-                        message_id=message.id,
-                        channel_id=interaction.channel_id,
-                    )
+                message = await interaction.followup.send(f"🎵 **{r.name}**", wait=True)
+                await attach_message(
+                    self.bot.sessions,
+                    r.generation_id,
+                    message_id=message.id,
+                    channel_id=interaction.channel_id,
+                )
                 unposted.remove(r)
                 if can_react:
                     self.pacer.submit(

@@ -1,8 +1,8 @@
 """Build the generation client the configuration asks for.
 
 ``config`` is the bot's :class:`bot.config.Config`, used by duck typing (``model/`` never
-imports the bot): ``config.worker``, ``config.model``, ``config.data_dir`` and
-``config.resolve_path``.
+imports the bot): ``config.worker`` (a :class:`~model.worker.settings.WorkerSettings`),
+``config.model``, ``config.data_dir`` and ``config.resolve_path``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from model.worker.remote import RemoteClient
 from model.worker.settings import (
     SamplerFactory,
     SamplerSpec,
-    WorkerSettings,
     default_sampler_factory,
 )
 
@@ -40,27 +39,13 @@ def sampler_spec(config: Any) -> SamplerSpec:
     )
 
 
-def worker_settings(config: Any) -> WorkerSettings:
-    w = config.worker
-    return WorkerSettings(
-        batch_window_ms=w.batch_window_ms,
-        max_batch_size=w.max_batch_size,
-        queue_size=w.queue_size,
-        heartbeat_interval_s=w.heartbeat_interval_s,
-        heartbeat_timeout_s=w.heartbeat_timeout_s,
-        request_timeout_s=w.request_timeout_s,
-        restart_backoff_s=w.restart_backoff_s,
-        start_timeout_s=w.start_timeout_s,
-    )
-
-
 def make_local_client(
     config: Any, *, sampler_factory: SamplerFactory | None = None
 ) -> WorkerClient:
     """A supervised local worker for the configured model (whatever ``transport`` says)."""
     return WorkerClient(
         sampler_spec(config),
-        worker_settings(config),
+        config.worker,
         sampler_factory=sampler_factory or default_sampler_factory,
         health_file=Path(config.data_dir) / HEALTH_FILE,
     )

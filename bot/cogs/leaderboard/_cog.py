@@ -10,14 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.common import (
-    EMBED_COLOUR,
-    defer_public,
-    guild_id_of,
-    jump_url,
-    mention,
-    subcommand,
-)
+from bot.cogs.common import EMBED_COLOUR, defer_public, guild_id_of, subcommand
 from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
 from bot.store.generations import lookup_genre
 from bot.store.leaderboard import (
@@ -29,6 +22,7 @@ from bot.store.leaderboard import (
     user_favorites,
 )
 from bot.store.stats import store_stats
+from bot.text import jump_url, mention
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot
