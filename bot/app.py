@@ -25,6 +25,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs.posting import PostsInFlight
 from bot.errors import MicrogenreError
 from bot.service import GenreService
 from bot.store.engine import SessionMaker
@@ -87,6 +88,7 @@ class MicrogenreBotMixin:
     sessions: SessionMaker
     service: GenreService
     retrainer: RetrainManager | None
+    posts_in_flight: PostsInFlight
     genre_group: app_commands.Group
     tree: app_commands.CommandTree[Any]
 
@@ -101,6 +103,7 @@ class MicrogenreBotMixin:
         self.sessions = sessions
         self.service = service
         self.retrainer = retrainer
+        self.posts_in_flight = PostsInFlight()
         self.genre_group = app_commands.Group(
             name="genre",
             description="Invent, rate and browse musical micro-genres",

@@ -218,13 +218,15 @@ class GenerationCog(commands.Cog):
             )
             for r in issued:
                 assert r.generation_id is not None
-                message = await interaction.followup.send(f"🎵 **{r.name}**", wait=True)
-                await attach_message(
-                    self.bot.sessions,
-                    r.generation_id,
-                    message_id=message.id,
-                    channel_id=interaction.channel_id,
-                )
+                # Reactions that arrive before the id is recorded wait for it (voting cog).
+                with self.bot.posts_in_flight.posting(interaction.channel_id):
+                    message = await interaction.followup.send(f"🎵 **{r.name}**", wait=True)
+                    await attach_message(
+                        self.bot.sessions,
+                        r.generation_id,
+                        message_id=message.id,
+                        channel_id=interaction.channel_id,
+                    )
                 unposted.remove(r)
                 if can_react:
                     self.pacer.submit(

@@ -1,9 +1,9 @@
 """Votes (👍 +1 / 👎 -1) and favorites (⭐) from reaction events.
 
-Every function is idempotent, so a duplicated or replayed gateway event never double-counts:
-adding a vote is an upsert on ``(generation_id, user_id)`` (the latest reaction wins, so
-switching 👍 → 👎 still counts once), removing a reaction only deletes the vote when it still
-has that reaction's value (removing the old 👍 after switching to 👎 keeps the 👎).
+The voting cog works out a user's vote from the reactions the message shows and stores it
+with :func:`put_vote`. Every function is idempotent, so a duplicated or replayed gateway event
+never double-counts: a vote is an upsert on ``(generation_id, user_id)``, and
+:func:`remove_vote` only deletes the vote when it still has that reaction's value.
 """
 
 from __future__ import annotations
@@ -52,6 +52,28 @@ async def remove_vote(sessions: SessionMaker, generation_id: int, user_id: int, 
             delete(Vote).where(
                 Vote.generation_id == generation_id, Vote.user_id == user_id, Vote.value == value
             )
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+
+async def get_vote(sessions: SessionMaker, generation_id: int, user_id: int) -> int | None:
+    """``user_id``'s stored vote on the generation: +1, -1 or None."""
+    async with sessions.begin() as session:
+        value = await session.scalar(
+            select(Vote.value).where(Vote.generation_id == generation_id, Vote.user_id == user_id)
+        )
+    return None if value is None else int(value)
+
+
+async def put_vote(
+    sessions: SessionMaker, generation_id: int, user_id: int, value: int | None
+) -> bool:
+    """Make ``user_id``'s vote exactly ``value`` (None: no vote); returns True when it changed."""
+    if value is not None:
+        return await set_vote(sessions, generation_id, user_id, value)
+    async with sessions.begin() as session:
+        result = await session.execute(
+            delete(Vote).where(Vote.generation_id == generation_id, Vote.user_id == user_id)
         )
         return bool(getattr(result, "rowcount", 0))
 

@@ -14,6 +14,7 @@ from discord import app_commands
 from bot.app import user_message
 from bot.cogs.common import NotAdminError, require_admin
 from bot.cogs.generation import GenerationCog, NothingGeneratedError, clean_like
+from bot.cogs.posting import PostsInFlight
 from bot.cogs.voting import VotingCog
 from bot.errors import InputError, UserQueueFullError
 from bot.queue import FairQueue, QueueSettings
@@ -34,6 +35,7 @@ class FakeBot:
         self.service = GenreService(
             generator, sessions, queue=FairQueue(QueueSettings.from_config(self.config.bot))
         )
+        self.posts_in_flight = PostsInFlight()
         self.genre_group = app_commands.Group(name="genre", description="g")
         self.user = MagicMock(spec=discord.ClientUser, id=1)
         self.partial = create_autospec(discord.PartialMessage, instance=True)
@@ -208,7 +210,7 @@ async def test_voting_cog_rules(sessions: Any, tmp_path: Path) -> None:
     await asyncio.gather(
         add(reaction(9, 5000, "👍")),  # switch: 👎 → 👍
         remove(reaction(9, 5000, "👎", add=False)),  # the stale 👎 removal keeps the 👍
-        remove(reaction(8, 5000, "👍", add=False)),
+        remove(reaction(8, 5000, "👍🏾", add=False)),  # each skin tone is its own reaction
         remove(reaction(7, 5000, "⭐", add=False)),
     )
     assert await tally(sessions, ref.id) == {"up": 2, "down": 0, "score": 2, "favorites": 0}
