@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -71,6 +72,80 @@ class GenerationResult:
         values = dict(data)
         values["texts"] = tuple(values["texts"])
         return cls(**values)
+
+
+# Seeds fit a signed 64-bit integer, as in ``torch.manual_seed`` and vLLM.
+MAX_SEED = 2**63 - 1
+
+# Control characters a prompt may hold: tab, line feed and carriage return.
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a request cannot be served: the offending field and a message that names it."""
+
+    param: str
+    message: str
+
+
+def text_problem(text: str) -> str | None:
+    """What makes ``text`` unfit for a tokenizer (a control character, a lone surrogate), or None.
+
+    >>> text_problem("like: dub\\ngenre:") is None
+    True
+    >>> text_problem("genre:\\x00")
+    'control character U+0000 at position 6'
+    """
+    for position, char in enumerate(text):
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            return f"lone surrogate U+{code:04X} at position {position}"
+        if (code < 0x20 or 0x7F <= code <= 0x9F) and char not in _ALLOWED_CONTROLS:
+            return f"control character U+{code:04X} at position {position}"
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_request(request: GenerationRequest) -> Problem | None:
+    """The first reason no worker should generate ``request``, or None when it is servable.
+
+    Servers check this at their edge so a bad request is refused alone instead of failing the
+    batch it would have joined.
+
+    >>> check_request(GenerationRequest(prompt="genre:", n=2)) is None
+    True
+    >>> check_request(GenerationRequest(prompt=""))
+    Problem(param='prompt', message="'prompt' must not be empty.")
+    """
+    if not isinstance(request.prompt, str) or not request.prompt:
+        return Problem("prompt", "'prompt' must not be empty.")
+    if (bad := text_problem(request.prompt)) is not None:
+        return Problem("prompt", f"'prompt' contains a {bad}.")
+    if not _is_int(request.n) or request.n < 1:
+        return Problem("n", "'n' must be an integer of at least 1.")
+    if not _is_int(request.max_tokens) or request.max_tokens < 1:
+        return Problem("max_tokens", "'max_tokens' must be an integer of at least 1.")
+    if not _is_number(request.temperature) or request.temperature < 0:
+        return Problem("temperature", "'temperature' must be a number of at least 0.")
+    if not _is_number(request.top_p) or not 0 < request.top_p <= 1:
+        return Problem("top_p", "'top_p' must be a number greater than 0 and at most 1.")
+    for stop in request.stop:
+        if not isinstance(stop, str) or not stop:
+            return Problem("stop", "'stop' strings must not be empty.")
+        if (bad := text_problem(stop)) is not None:
+            return Problem("stop", f"'stop' contains a {bad}.")
+    seed = request.seed
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
+        return Problem("seed", f"'seed' must be an integer between 0 and {MAX_SEED}.")
+    return None
 
 
 class CompletionBackend(Protocol):
