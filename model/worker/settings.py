@@ -131,13 +131,18 @@ class ServeSettings:
     max_tokens: int = 64
     # Longest prompt, in characters.
     max_prompt_chars: int = 2000
-    # Whether POST /v1/load_lora_adapter may switch the adapter.
+    # Most tokens one request may put into a batch: (prompt tokens + max_tokens) x n, summed
+    # over its prompts. The server has no tokenizer, so a prompt counts its UTF-8 bytes (a
+    # byte-level BPE token is at least one byte: never an undercount). Over it: HTTP 413.
+    max_request_tokens: int = 32768
+    # Whether POST /v1/load_lora_adapter may switch the adapter. Only with an api_token: a
+    # server without one refuses every hot reload, whatever this says.
     allow_reload: bool = True
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
-        for name in ("max_n", "max_tokens", "max_prompt_chars"):
+        for name in ("max_n", "max_tokens", "max_prompt_chars", "max_request_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not self.model_name.strip():
