@@ -5,13 +5,20 @@ The subset served::
     POST /v1/completions         model, prompt (string or list), n, max_tokens, temperature,
                                  top_p, stop, seed  → OpenAI "text_completion" object
     GET  /v1/models              the served model
-    POST /v1/load_lora_adapter   {"lora_name", "lora_path"}: hot reload (vLLM's endpoint)
-    GET  /health                 the worker's health (no token needed; 503 while it is down)
+    POST /v1/load_lora_adapter   {"lora_name", "lora_path"}: hot reload (vLLM's endpoint); only
+                                 on a server with an API token
+    GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
+                                 is down); the worker's details (pid, adapter path, last error)
+                                 only with the token
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
-request or one over the limits, 401 for a missing or wrong bearer token, 404 for an unknown
-model, 429 (with ``Retry-After``) when the queue is full, 503 while the worker is down, 504 on
-timeouts. The API token is compared in constant time and never logged.
+request or one over the limits, 401 for a missing or wrong bearer token, 403 for a hot reload
+this server does not allow, 404 for an unknown model, 413 for a body over 1 MiB or a request
+over ``max_request_tokens``, 415 for a POST body that is not ``application/json``, 429 (with
+``Retry-After``) when the queue is full, 503 while the worker is down, 504 on timeouts. Every
+request is checked here, at the edge (:func:`model.protocol.check_request`), so a bad body is
+refused alone and never reaches a batch. The API token is compared in constant time and never
+logged.
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from model.protocol import GenerationRequest, GenerationResult
+from model.protocol import (
+    MAX_SEED,
+    GenerationRequest,
+    GenerationResult,
+    check_request,
+    text_problem,
+)
 from model.worker.errors import (
     AdapterRejectedError,
     InvalidRequestError,
@@ -59,9 +72,15 @@ class ServedBackend(Protocol):
 
 
 class _BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
+    """A request refused at the edge; the middleware answers it in OpenAI's error shape."""
+
+    def __init__(
+        self, message: str, param: str | None = None, *, status: int = 400, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.param = param
+        self.status = status
+        self.code = code
 
 
 def error_response(
@@ -99,24 +118,22 @@ def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int)
     return value
 
 
-def parse_completion_body(
-    body: Any, limits: ServeSettings, served: Sequence[str]
-) -> list[GenerationRequest]:
-    """Validate an OpenAI completions body; one request per prompt.
-
-    Raises ``_BadRequest`` (→ 400) with a message naming the parameter, or ``LookupError``
-    (→ 404) for a model this server does not serve.
-    """
-    if not isinstance(body, dict):
-        raise _BadRequest("The request body must be a JSON object.")
+def _served_model(body: dict[str, Any], served: Sequence[str]) -> None:
     model = body.get("model")
-    if model is not None and model not in served:
-        raise LookupError(f"The model '{model}' does not exist; this server serves {served[0]!r}.")
-    for flag in ("stream", "echo"):
-        if body.get(flag):
-            raise _BadRequest(f"'{flag}' is not supported by this server.", flag)
-    if body.get("logprobs") is not None:
-        raise _BadRequest("'logprobs' is not supported by this server.", "logprobs")
+    if model is None:
+        return
+    if not isinstance(model, str):
+        raise _BadRequest("'model' must be a string.", "model")
+    if model not in served:
+        raise _BadRequest(
+            f"The model {model!r} does not exist; this server serves {served[0]!r}.",
+            "model",
+            status=404,
+            code="model_not_found",
+        )
+
+
+def _prompts(body: dict[str, Any], limits: ServeSettings) -> list[str]:
     prompt = body.get("prompt")
     prompts: list[str]
     if isinstance(prompt, str):
@@ -126,31 +143,27 @@ def parse_completion_body(
     else:
         raise _BadRequest("'prompt' must be a string or a non-empty list of strings.", "prompt")
     for text in prompts:
+        if not text:
+            raise _BadRequest("'prompt' must not be empty.", "prompt")
         if len(text) > limits.max_prompt_chars:
             raise _BadRequest(
                 f"'prompt' is {len(text)} characters long; the limit is {limits.max_prompt_chars}.",
                 "prompt",
             )
-    n = _integer(body, "n", 1, 1, limits.max_n)
-    if n * len(prompts) > limits.max_n:
-        raise _BadRequest(
-            f"{len(prompts)} prompts × n={n} asks for {n * len(prompts)} completions; "
-            f"the limit is {limits.max_n}.",
-            "n",
-        )
-    max_tokens = _integer(body, "max_tokens", 16, 1, limits.max_tokens)
-    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
-    if top_p == 0.0:
-        raise _BadRequest("'top_p' must be greater than 0.", "top_p")
-    stop_value = body.get("stop")
+        if (bad := text_problem(text)) is not None:
+            raise _BadRequest(f"'prompt' contains a {bad}.", "prompt")
+    return prompts
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    value = body.get("stop")
     stop: tuple[str, ...]
-    if stop_value is None:
+    if value is None:
         stop = ()
-    elif isinstance(stop_value, str):
-        stop = (stop_value,)
-    elif isinstance(stop_value, list) and all(isinstance(s, str) for s in stop_value):
-        stop = tuple(stop_value)
+    elif isinstance(value, str):
+        stop = (value,)
+    elif isinstance(value, list) and all(isinstance(s, str) for s in value):
+        stop = tuple(value)
     else:
         raise _BadRequest("'stop' must be a string or a list of strings.", "stop")
     if len(stop) > MAX_STOP_STRINGS or any(not s or len(s) > MAX_STOP_CHARS for s in stop):
@@ -159,10 +172,75 @@ def parse_completion_body(
             f"{MAX_STOP_CHARS} characters.",
             "stop",
         )
+    for text in stop:
+        if (bad := text_problem(text)) is not None:
+            raise _BadRequest(f"'stop' contains a {bad}.", "stop")
+    return stop
+
+
+def request_tokens(prompts: Sequence[str], n: int, max_tokens: int) -> int:
+    """An upper bound of the tokens a request puts into a batch, without a tokenizer.
+
+    Each of the ``n`` rows of every prompt holds the prompt and up to ``max_tokens`` new
+    tokens; a prompt counts its UTF-8 bytes (a byte-level BPE token is at least one byte).
+
+    >>> request_tokens(["genre:", "é"], n=2, max_tokens=10)
+    56
+    """
+    return sum(n * (len(p.encode("utf-8", "surrogatepass")) + max_tokens) for p in prompts)
+
+
+def _check_budget(prompts: Sequence[str], n: int, max_tokens: int, limits: ServeSettings) -> None:
+    if n * len(prompts) > limits.max_n:
+        raise _BadRequest(
+            f"{len(prompts)} prompts × n={n} asks for {n * len(prompts)} completions; "
+            f"the limit is {limits.max_n}.",
+            "n",
+        )
+    tokens = request_tokens(prompts, n, max_tokens)
+    if tokens > limits.max_request_tokens:
+        raise _BadRequest(
+            f"This request needs up to {tokens} tokens ((prompt + max_tokens) × n, prompts "
+            f"counted in UTF-8 bytes); this server's max_request_tokens is "
+            f"{limits.max_request_tokens}. Send fewer or shorter prompts, a smaller n or "
+            "max_tokens.",
+            "prompt",
+            status=413,
+            code="request_too_large",
+        )
+
+
+def parse_completion_body(
+    body: Any, limits: ServeSettings, served: Sequence[str]
+) -> list[GenerationRequest]:
+    """Validate an OpenAI completions body; one request per prompt.
+
+    Raises ``_BadRequest`` with the HTTP status (400, 404 for a model this server does not
+    serve, 413 over ``max_request_tokens``) and a message naming the parameter.
+    """
+    if not isinstance(body, dict):
+        raise _BadRequest("The request body must be a JSON object.")
+    _served_model(body, served)
+    for flag in ("stream", "echo"):
+        if body.get(flag):
+            raise _BadRequest(f"'{flag}' is not supported by this server.", flag)
+    if body.get("logprobs") is not None:
+        raise _BadRequest("'logprobs' is not supported by this server.", "logprobs")
+    prompts = _prompts(body, limits)
+    n = _integer(body, "n", 1, 1, limits.max_n)
+    max_tokens = _integer(body, "max_tokens", 16, 1, limits.max_tokens)
+    _check_budget(prompts, n, max_tokens, limits)
+    temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if top_p == 0.0:
+        raise _BadRequest("'top_p' must be greater than 0.", "top_p")
+    stop = _stop(body)
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise _BadRequest("'seed' must be an integer.", "seed")
-    return [
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise _BadRequest(f"'seed' must be between 0 and {MAX_SEED}, got {seed}.", "seed")
+    requests = [
         GenerationRequest(
             prompt=text,
             n=n,
@@ -174,6 +252,11 @@ def parse_completion_body(
         )
         for text in prompts
     ]
+    for request in requests:
+        # The contract's own check: nothing a worker cannot serve gets past the edge.
+        if (problem := check_request(request)) is not None:
+            raise _BadRequest(problem.message, problem.param)
+    return requests
 
 
 def completion_body(
@@ -233,9 +316,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def create_app(
     backend: ServedBackend, limits: ServeSettings | None = None, *, api_token: str | None = None
 ) -> web.Application:
-    """The aiohttp application; the caller starts and closes ``backend``."""
-    routes = _Routes(backend, limits or ServeSettings())
-    app = web.Application(middlewares=[_guard(api_token.encode() if api_token else None)])
+    """The aiohttp application; the caller starts and closes ``backend``.
+
+    Without ``api_token`` every route is open, so the server refuses hot reloads and shows
+    ``/health`` details to nobody.
+    """
+    token = api_token.encode() if api_token else None
+    routes = _Routes(backend, limits or ServeSettings(), token)
+    app = web.Application(middlewares=[_guard(token)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_post("/v1/load_lora_adapter", routes.load_adapter)
@@ -243,23 +331,30 @@ def create_app(
     return app
 
 
+def _has_token(request: web.Request, token: bytes | None) -> bool:
+    """Whether ``request`` carries ``Authorization: Bearer <token>`` (never, without a token)."""
+    if token is None:
+        return False
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
+
+
 def _guard(token: bytes | None) -> Middleware:
     """Middleware: check the bearer token (not for /health); errors become OpenAI bodies."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None and request.path != "/health":
-            header = request.headers.get("Authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token):
-                return error_response(
-                    401,
-                    "Invalid or missing API key (send 'Authorization: Bearer <token>').",
-                    code="invalid_api_key",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+        if token is not None and request.path != "/health" and not _has_token(request, token):
+            return error_response(
+                401,
+                "Invalid or missing API key (send 'Authorization: Bearer <token>').",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         try:
             return await handler(request)
+        except _BadRequest as exc:
+            return error_response(exc.status, str(exc), param=exc.param, code=exc.code)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -271,12 +366,42 @@ def _guard(token: bytes | None) -> Middleware:
     return guard
 
 
+def _is_json(content_type: str) -> bool:
+    """
+    >>> _is_json("application/json"), _is_json("application/vnd.api+json"), _is_json("text/plain")
+    (True, True, False)
+    """
+    kind = content_type.lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+async def _json_body(request: web.Request) -> Any:
+    """The parsed JSON body; 415 unless it is sent as JSON, 400 when it does not parse.
+
+    A body over aiohttp's ``client_max_size`` (1 MiB) raises 413 from ``request.json()``.
+    """
+    if not _is_json(request.content_type):
+        raise _BadRequest(
+            "Send the body as JSON with 'Content-Type: application/json' "
+            f"(got {request.content_type!r}).",
+            status=415,
+            code="unsupported_media_type",
+        )
+    try:
+        return await request.json()
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise _BadRequest("The request body is not valid JSON.") from None
+
+
 class _Routes:
     """The handlers of :func:`create_app`."""
 
-    def __init__(self, backend: ServedBackend, limits: ServeSettings) -> None:
+    def __init__(self, backend: ServedBackend, limits: ServeSettings, token: bytes | None) -> None:
         self.backend = backend
         self.limits = limits
+        self.token = token
 
     def served(self) -> list[str]:
         names = [self.limits.model_name]
@@ -285,16 +410,8 @@ class _Routes:
         return names
 
     async def completions(self, request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return error_response(400, "The request body is not valid JSON.")
-        try:
-            requests = parse_completion_body(body, self.limits, self.served())
-        except _BadRequest as exc:
-            return error_response(400, str(exc), param=exc.param)
-        except LookupError as exc:
-            return error_response(404, str(exc.args[0]), param="model", code="model_not_found")
+        body = await _json_body(request)
+        requests = parse_completion_body(body, self.limits, self.served())
         tasks = [asyncio.ensure_future(self.backend.complete(r)) for r in requests]
         try:
             results = await asyncio.gather(*tasks)
@@ -319,27 +436,44 @@ class _Routes:
         ]
         return web.json_response({"object": "list", "data": data})
 
+    def _check_reload_allowed(self) -> None:
+        if not self.limits.allow_reload:
+            raise _BadRequest(
+                "Adapter reloads are disabled on this server ([serve] allow_reload = false).",
+                status=403,
+                code="reload_disabled",
+            )
+        if self.token is None:
+            raise _BadRequest(
+                "Hot reload is off: this server has no API token, so anyone who can reach it "
+                "could swap the model. Set [serve] api_token (or MICROGENRE_SERVE_API_TOKEN) "
+                "to allow POST /v1/load_lora_adapter.",
+                status=403,
+                code="reload_disabled",
+            )
+
     async def load_adapter(self, request: web.Request) -> web.Response:
+        self._check_reload_allowed()
         limits = self.limits
-        if not limits.allow_reload:
-            return error_response(403, "Adapter reloads are disabled on this server.")
-        try:
-            body = await request.json()
-        except ValueError:
-            return error_response(400, "The request body is not valid JSON.")
-        if not isinstance(body, dict) or not isinstance(body.get("lora_path"), str):
-            return error_response(400, "'lora_path' (a folder on the server) is required.")
+        body = await _json_body(request)
+        path = body.get("lora_path") if isinstance(body, dict) else None
+        if not isinstance(path, str) or not path or text_problem(path) is not None:
+            raise _BadRequest("'lora_path' (a folder on the server) is required.", "lora_path")
         name = body.get("lora_name", limits.model_name)
         if name != limits.model_name:
-            return error_response(
-                400, f"This server serves one adapter, named {limits.model_name!r}.", param="name"
+            raise _BadRequest(
+                f"This server serves one adapter, named {limits.model_name!r}.", "lora_name"
             )
         try:
-            await self.backend.reload(body["lora_path"])
+            await self.backend.reload(path)
         except WorkerError as exc:
             return worker_error_response(exc)
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
     async def health(self, request: web.Request) -> web.Response:
+        """Liveness for anyone; the worker's details (pid, paths, last error) with the token."""
         data = self.backend.health()
-        return web.json_response(data, status=200 if data.get("alive") else 503)
+        ready = bool(data.get("alive"))
+        live = {"status": "ok" if ready else "unavailable", "ready": ready}
+        shown = {**data, **live} if _has_token(request, self.token) else live
+        return web.json_response(shown, status=200 if ready else 503)

@@ -68,8 +68,9 @@ async def make_harness(transport: str) -> AsyncIterator[MakeHarness]:
     """``await make_harness(**settings)`` → a started :class:`Harness` of the transport."""
     cleanups: list[Callable[[], Awaitable[Any]]] = []
 
+    # The remote server has a token by default: without one it refuses hot reloads.
     async def make(
-        spec: SamplerSpec | None = None, token: str | None = None, **overrides: Any
+        spec: SamplerSpec | None = None, token: str | None = "harness-token", **overrides: Any
     ) -> Harness:
         worker = WorkerClient(
             spec or SamplerSpec(), replace(FAST, **overrides), sampler_factory=fake_factory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,14 @@ class ScriptedBackend:
         self.raise_next: WorkerError | None = None
         self.requests: list[GenerationRequest] = []
         self.reloaded: list[str | None] = []
+        self.health_data: dict[str, Any] = {
+            "alive": True,
+            "state": "ready",
+            "queue_length": 0,
+            "pid": 4242,
+            "adapter": "/srv/secret/adapters/run-7",
+            "last_error": "RuntimeError at /srv/secret/model.py",
+        }
 
     async def complete(self, request: GenerationRequest) -> GenerationResult:
         self.requests.append(request)
@@ -50,7 +59,7 @@ class ScriptedBackend:
         self.reloaded.append(adapter)
 
     def health(self) -> dict[str, Any]:
-        return {"alive": True, "queue_length": 0}
+        return dict(self.health_data)
 
 
 LIMITS = ServeSettings(max_n=8, max_tokens=32, max_prompt_chars=50)
@@ -65,17 +74,20 @@ async def server() -> AsyncIterator[tuple[str, ScriptedBackend]]:
 
 
 async def _post(
-    url: str, path: str, body: Any, token: str | None = "s3cret", raw: str | None = None
+    url: str,
+    path: str,
+    body: Any,
+    token: str | None = "s3cret",
+    raw: str | bytes | None = None,
+    content_type: str | None = "application/json",
 ) -> tuple[int, Any, dict[str, str]]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    data = raw if raw is not None else json.dumps(body)
     async with (
         aiohttp.ClientSession() as session,
-        session.post(
-            url + path,
-            json=None if raw is not None else body,
-            data=raw,
-            headers=headers,
-        ) as response,
+        session.post(url + path, data=data, headers=headers) as response,
     ):
         text = await response.text()
         try:
@@ -135,6 +147,23 @@ async def test_completion_in_openai_shape(server: tuple[str, ScriptedBackend]) -
         ({"prompt": "x", "stop": 3}, "stop"),
         ({"prompt": "x", "seed": 1.5}, "seed"),
         ({"prompt": "x", "stream": True}, "stream"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": ["genre:", ""]}, "prompt"),
+        ({"prompt": "a\x00b"}, "prompt"),
+        ({"prompt": "genre:\x1b[2J"}, "prompt"),
+        ({"prompt": "\ud800"}, "prompt"),
+        ({"prompt": "x", "n": True}, "n"),
+        ({"prompt": "x", "n": 1.0}, "n"),
+        ({"prompt": "x", "max_tokens": True}, "max_tokens"),
+        ({"prompt": "x", "max_tokens": "4"}, "max_tokens"),
+        ({"prompt": "x", "stop": ""}, "stop"),
+        ({"prompt": "x", "stop": ["\n", ""]}, "stop"),
+        ({"prompt": "x", "stop": "\x00"}, "stop"),
+        ({"prompt": "x", "temperature": -0.5}, "temperature"),
+        ({"prompt": "x", "seed": -1}, "seed"),
+        ({"prompt": "x", "seed": 2**64}, "seed"),
+        ({"prompt": "x", "seed": True}, "seed"),
+        ({"prompt": "x", "model": ["genre"]}, "model"),
         ({"prompt": "x", "logprobs": 2}, "logprobs"),
     ],
 )
@@ -190,7 +219,7 @@ async def test_models_needs_the_token_but_health_does_not(
             assert data["data"][0]["root"] == "fake+base"
         async with session.get(url + "/health") as response:
             assert response.status == 200
-            assert (await response.json())["alive"] is True
+            assert await response.json() == {"status": "ok", "ready": True}
 
 
 @pytest.mark.parametrize(
@@ -254,3 +283,164 @@ async def test_unexpected_errors_are_a_json_500(server: tuple[str, ScriptedBacke
 
 def test_create_app_is_an_aiohttp_application() -> None:
     assert isinstance(create_app(ScriptedBackend()), web.Application)
+
+
+@pytest.mark.parametrize("body", ["genre:", 3, None, True, [], [{"prompt": "x"}]])
+async def test_a_body_that_is_not_an_object_is_400(
+    server: tuple[str, ScriptedBackend], body: Any
+) -> None:
+    url, backend = server
+    status, data, _ = await _post(url, "/v1/completions", body)
+    assert status == 400
+    assert data["error"]["message"] == "The request body must be a JSON object."
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": "like: dub\n\tgenre:"},
+        {"prompt": "x", "stop": []},
+        {"prompt": "x", "stop": None, "seed": None, "n": None},
+        {"prompt": "x", "temperature": 0, "seed": 0, "top_p": 1},
+        {"prompt": "ünïcödé 🎸", "stop": "🎸"},
+        {"prompt": "x", "user": "someone", "suffix": None},
+    ],
+)
+async def test_edge_cases_openai_accepts_are_served(
+    server: tuple[str, ScriptedBackend], body: dict[str, Any]
+) -> None:
+    url, backend = server
+    status, data, _ = await _post(url, "/v1/completions", body)
+    assert status == 200, data
+    assert len(data["choices"]) == 1
+    assert backend.requests[0].prompt == body["prompt"]
+
+
+async def test_deeply_nested_json_is_400_not_500(server: tuple[str, ScriptedBackend]) -> None:
+    url, _ = server
+    status, data, _ = await _post(url, "/v1/completions", None, raw="[" * 100_000)
+    assert status == 400
+    assert data["error"]["type"] == "invalid_request_error"
+
+
+async def test_invalid_utf8_is_400(server: tuple[str, ScriptedBackend]) -> None:
+    url, _ = server
+    status, data, _ = await _post(url, "/v1/completions", None, raw=b'{"prompt": "\xff"}')
+    assert status == 400 and "not valid JSON" in data["error"]["message"]
+
+
+async def test_a_body_over_the_size_limit_is_413(server: tuple[str, ScriptedBackend]) -> None:
+    url, _ = server
+    big = json.dumps({"prompt": "x" * (2 * 1024 * 1024)})
+    status, data, _ = await _post(url, "/v1/completions", None, raw=big)
+    assert status == 413
+    assert data["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        ("application/json", 200),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        (None, 415),
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/load_lora_adapter"])
+async def test_post_bodies_must_be_json(
+    server: tuple[str, ScriptedBackend], content_type: str | None, status: int, path: str
+) -> None:
+    url, backend = server
+    body = {"prompt": "x", "lora_name": "genre", "lora_path": "/good"}
+    got, data, _ = await _post(url, path, body, content_type=content_type)
+    assert got == status, data
+    if status == 415:
+        assert data["error"]["code"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in data["error"]["message"]
+        assert backend.requests == [] and backend.reloaded == []
+
+
+async def test_one_request_over_the_token_budget_is_refused() -> None:
+    limits = ServeSettings(max_n=8, max_tokens=32, max_request_tokens=100)
+    backend = ScriptedBackend()
+    runner, url = await serve_app(create_app(backend, limits))
+    try:
+        # (40 prompt bytes + 10 new tokens) x 2 rows = 100: just fits.
+        ok = {"prompt": "x" * 40, "n": 2, "max_tokens": 10}
+        status, _, _ = await _post(url, "/v1/completions", ok)
+        assert status == 200
+        for too_much in (
+            {"prompt": "x" * 40, "n": 3, "max_tokens": 10},
+            {"prompt": ["x" * 40, "y" * 40], "n": 1, "max_tokens": 11},
+            # Prompts count in UTF-8 bytes, an upper bound of byte-level BPE tokens: 60 + 10.
+            {"prompt": "é" * 30, "n": 2, "max_tokens": 10},
+        ):
+            status, data, _ = await _post(url, "/v1/completions", too_much)
+            assert status == 413, too_much
+            assert data["error"]["code"] == "request_too_large"
+            assert "max_request_tokens" in data["error"]["message"]
+        assert len(backend.requests) == 1
+    finally:
+        await runner.cleanup()
+
+
+def test_max_request_tokens_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_request_tokens"):
+        ServeSettings(max_request_tokens=0).validate()
+
+
+async def test_reload_is_off_without_a_token() -> None:
+    backend = ScriptedBackend()
+    runner, url = await serve_app(create_app(backend, ServeSettings(allow_reload=True)))
+    try:
+        body = {"lora_name": "genre", "lora_path": "/good"}
+        status, data, _ = await _post(url, "/v1/load_lora_adapter", body, token=None)
+        assert status == 403
+        assert data["error"]["code"] == "reload_disabled"
+        assert "api_token" in data["error"]["message"]
+        assert backend.reloaded == []
+    finally:
+        await runner.cleanup()
+
+
+async def _get_health(url: str, token: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + "/health", headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+@pytest.mark.parametrize("token", [None, "wrong", "S3CRET"])
+async def test_health_without_the_token_is_liveness_only(
+    server: tuple[str, ScriptedBackend], token: str | None
+) -> None:
+    url, backend = server
+    assert await _get_health(url, token) == (200, {"status": "ok", "ready": True})
+    backend.health_data.update(alive=False, state="restarting")
+    assert await _get_health(url, token) == (503, {"status": "unavailable", "ready": False})
+
+
+async def test_health_with_the_token_has_the_details(
+    server: tuple[str, ScriptedBackend],
+) -> None:
+    url, backend = server
+    status, data = await _get_health(url, "s3cret")
+    assert status == 200
+    assert data["status"] == "ok" and data["ready"] is True
+    assert data["pid"] == 4242 and data["last_error"] == backend.health_data["last_error"]
+    assert data["adapter"] == "/srv/secret/adapters/run-7"
+
+
+async def test_health_of_a_server_without_a_token_is_liveness_only() -> None:
+    runner, url = await serve_app(create_app(ScriptedBackend(), LIMITS))
+    try:
+        assert await _get_health(url, None) == (200, {"status": "ok", "ready": True})
+        assert await _get_health(url, "anything") == (200, {"status": "ok", "ready": True})
+    finally:
+        await runner.cleanup()
