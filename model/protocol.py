@@ -22,8 +22,40 @@ PositionCallback = Callable[[int], object]
 
 
 @dataclass(frozen=True)
+class AdapterRef:
+    """A LoRA adapter a request should be generated with.
+
+    ``name`` is the served name, unique per model version (e.g. ``"guild-123-run-0007"``): the
+    worker keys its resident adapters by it and a remote server exposes it as the ``model``.
+    ``path`` is the adapter folder on the worker's machine, so any worker can load it on demand.
+
+    >>> ref = AdapterRef(name="guild-1-run-0001", path="/models/guild-1-run-0001")
+    >>> AdapterRef.from_dict(ref.to_dict()) == ref
+    True
+    """
+
+    name: str
+    path: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterRef:
+        return cls(name=str(data["name"]), path=str(data["path"]))
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """Sample ``n`` completions of ``prompt``."""
+    """Sample ``n`` completions of ``prompt``.
+
+    ``adapter`` None means the worker's default adapter (the one it was started with).
+
+    >>> ref = AdapterRef(name="guild-1-run-0001", path="/m/a")
+    >>> req = GenerationRequest(prompt="genre:", adapter=ref)
+    >>> GenerationRequest.from_dict(req.to_dict()).adapter == ref
+    True
+    """
 
     prompt: str
     n: int = 1
@@ -32,6 +64,7 @@ class GenerationRequest:
     max_tokens: int = 16
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    adapter: AdapterRef | None = None
 
     def sampling_key(self) -> tuple[float, float, int, tuple[str, ...]]:
         """Requests with equal keys may share one batch (prompts may differ)."""
@@ -40,12 +73,15 @@ class GenerationRequest:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["stop"] = list(self.stop)
+        data["adapter"] = None if self.adapter is None else self.adapter.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
         values = dict(data)
         values["stop"] = tuple(values.get("stop") or ())
+        adapter = values.get("adapter")
+        values["adapter"] = None if adapter is None else AdapterRef.from_dict(adapter)
         return cls(**values)
 
 
