@@ -413,7 +413,9 @@ class GenrePipeline:
             result = await self.backend.complete(request)
         finished = result.extra.get("finished") if result.extra else None
         taken = {key for c in callers for key in c.taken}
-        judged = self.judge(result.texts, finished, taken)
+        # Moderation and the fingerprint over up to max_request candidates: in a thread, so
+        # the event loop (the bot's, in production) keeps answering meanwhile.
+        judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: list[bool] = []
         for index, j in enumerate(judged):
