@@ -190,6 +190,16 @@ class MicrogenreBotMixin:
     async def on_ready(self) -> None:
         user = getattr(self, "user", None)
         log.info("connected as %s (id %s)", user, getattr(user, "id", None))
+        if (self.sync_result or "").startswith("synced") and not self.config.discord.dev_guild_id:
+            log.info(
+                "slash commands are global: Discord can take up to an hour to show them in a "
+                "server; set [discord] dev_guild_id to a server id to see them there at once"
+            )
+        application_id = getattr(self, "application_id", None)
+        if not getattr(self, "guilds", None) and application_id:
+            from bot.cli.invite import invite_url
+
+            log.warning("I am in no server yet; invite me: %s", invite_url(application_id))
 
     # ------------------------------------------------------------------ shutdown
 

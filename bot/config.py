@@ -56,6 +56,8 @@ class DiscordConfig:
     dev_guild_id: int = 0
     # Number of shards; 0 runs a plain Bot, >= 1 an AutoShardedBot with that many shards.
     shard_count: int = 0
+    # Application id for `microgenre invite`; 0 asks Discord for it with the token.
+    application_id: int = 0
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,8 @@ class FakeDiscord:
         self.guild_id = guild_id
         self.channel_id = channel_id
         self.channel_ids: list[int] = [channel_id]  # text channels of the guild
+        # Every guild the bot is in -> its text channels (``add_guild``); empty: in no server.
+        self.guilds: dict[int, list[int]] = {guild_id: self.channel_ids}
         self.limits = limits
         self.ack_deadline_s = ack_deadline_s
         self.token_lifetime_s = token_lifetime_s
@@ -174,6 +176,8 @@ class FakeDiscord:
         self.no_messages_in: set[int] = set()
         # Answer 401 to the login, as Discord does for a wrong token.
         self.reject_token = False
+        # Close the gateway with 4014 on IDENTIFY (a privileged intent not enabled).
+        self.refuse_intents = False
         self.identified = asyncio.Event()
         self.identify_count = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -237,6 +241,15 @@ class FakeDiscord:
         if channel_id not in self.channel_ids:
             self.channel_ids.append(channel_id)
 
+    def add_guild(self, guild_id: int, channel_id: int) -> None:
+        """Another guild with one text channel (call before the bot connects)."""
+        self.guilds.setdefault(guild_id, []).append(channel_id)
+
+    def guild_of(self, channel_id: int) -> int:
+        """The guild holding ``channel_id`` (the first guild for an unknown channel)."""
+        found = (g for g, channels in self.guilds.items() if channel_id in channels)
+        return next(found, self.guild_id)
+
     def force_rate_limit(
         self, method: str, path_contains: str, *, times: int = 5, retry_after: float = 0.01
     ) -> None:
@@ -254,9 +267,10 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ payloads
 
-    def guild_payload(self) -> dict[str, Any]:
+    def guild_payload(self, guild_id: int | None = None) -> dict[str, Any]:
+        guild_id = self.guild_id if guild_id is None else guild_id
         everyone = {
-            "id": str(self.guild_id),
+            "id": str(guild_id),
             "name": "@everyone",
             "permissions": str(MEMBER_PERMISSIONS),
             "position": 0,
@@ -270,7 +284,7 @@ class FakeDiscord:
             {
                 "id": str(channel_id),
                 "type": 0,
-                "guild_id": str(self.guild_id),
+                "guild_id": str(guild_id),
                 "name": "genres" if position == 0 else f"genres-{position}",
                 "position": position,
                 "permission_overwrites": [],
@@ -280,10 +294,10 @@ class FakeDiscord:
                 "last_message_id": None,
                 "rate_limit_per_user": 0,
             }
-            for position, channel_id in enumerate(self.channel_ids)
+            for position, channel_id in enumerate(self.guilds.get(guild_id, []))
         ]
         return {
-            "id": str(self.guild_id),
+            "id": str(guild_id),
             "name": "Test Server",
             "icon": None,
             "owner_id": str(self.owner.id),
@@ -329,7 +343,7 @@ class FakeDiscord:
         return {
             "id": str(message_id),
             "channel_id": str(channel_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.guild_of(channel_id)),
             "author": self.bot_user.payload(),
             "content": content,
             "timestamp": iso_now(),
@@ -376,6 +390,9 @@ class FakeDiscord:
                     await ws.send_str(json.dumps({"op": 11, "d": None}))
                 elif op == 2:
                     self.identify_count += 1
+                    if self.refuse_intents:
+                        await ws.close(code=4014, message=b"Disallowed intent(s).")
+                        break
                     await self._send_ready(ws, data["d"])
                 elif op == 6:
                     await self._send(ws, "RESUMED", {})
@@ -391,7 +408,7 @@ class FakeDiscord:
         ready: dict[str, Any] = {
             "v": 10,
             "user": self.bot_user.payload(),
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
             "session_id": "fake-session",
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(self.application_id), "flags": 0},
@@ -401,7 +418,8 @@ class FakeDiscord:
         if identify.get("shard") is not None:
             ready["shard"] = identify["shard"]
         await self._send(ws, "READY", ready)
-        await self._send(ws, "GUILD_CREATE", self.guild_payload())
+        for guild_id in self.guilds:
+            await self._send(ws, "GUILD_CREATE", self.guild_payload(guild_id))
         self.identified.set()
 
     async def dispatch(self, event: str, data: Any) -> None:
@@ -425,13 +443,16 @@ class FakeDiscord:
         permissions: int = MEMBER_PERMISSIONS,
         app_permissions: int | None = None,
         channel_id: int | None = None,
+        guild_id: int | None = None,
     ) -> Interaction:
         """Dispatch an INTERACTION_CREATE for ``/command [subcommand] options``.
 
         ``app_permissions`` defaults to what the bot may do in the channel
-        (:meth:`app_permissions_in`); ``channel_id`` to the first channel.
+        (:meth:`app_permissions_in`); ``channel_id`` to the first channel of ``guild_id``
+        (default: the first guild).
         """
-        channel_id = self.channel_id if channel_id is None else channel_id
+        guild_id = self.guild_id if guild_id is None else guild_id
+        channel_id = self.guilds[guild_id][0] if channel_id is None else channel_id
         if app_permissions is None:
             app_permissions = self.app_permissions_in(channel_id)
         types = {bool: 5, int: 4, float: 10, str: 3}
@@ -451,8 +472,8 @@ class FakeDiscord:
         }
         if resolved_users:
             data["resolved"] = {"users": resolved_users}
-        if f"guild:{self.guild_id}" in self.commands:
-            data["guild_id"] = str(self.guild_id)
+        if f"guild:{guild_id}" in self.commands:
+            data["guild_id"] = str(guild_id)
         interaction_id = snowflake(self._ids)
         token = f"token-{interaction_id}"
         payload = {
@@ -460,14 +481,14 @@ class FakeDiscord:
             "application_id": str(self.application_id),
             "type": 2,
             "data": data,
-            "guild_id": str(self.guild_id),
-            "guild": {"id": str(self.guild_id), "features": [], "locale": "en-US"},
+            "guild_id": str(guild_id),
+            "guild": {"id": str(guild_id), "features": [], "locale": "en-US"},
             "channel_id": str(channel_id),
             "channel": {
                 "id": str(channel_id),
                 "type": 0,
                 "name": "genres",
-                "guild_id": str(self.guild_id),
+                "guild_id": str(guild_id),
                 "permissions": str(permissions),
                 "nsfw": False,
                 "parent_id": None,
@@ -480,12 +501,12 @@ class FakeDiscord:
             "locale": "en-US",
             "guild_locale": "en-US",
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
+            "authorizing_integration_owners": {"0": str(guild_id)},
             "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024,
         }
         interaction = Interaction(
-            interaction_id, token, user, self.guild_id, channel_id, time.monotonic()
+            interaction_id, token, user, guild_id, channel_id, time.monotonic()
         )
         self.interactions[token] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
@@ -499,7 +520,7 @@ class FakeDiscord:
             "user_id": str(user.id),
             "channel_id": str(channel_id),
             "message_id": str(message_id),
-            "guild_id": str(self.guild_id),
+            "guild_id": str(self.guild_of(channel_id)),
             "emoji": {"id": None, "name": emoji},
             "burst": False,
             "type": 0,
@@ -630,6 +651,8 @@ class FakeDiscord:
                 return self._json({"message": "401: Unauthorized", "code": 0}, status=401)
             return self._json(self.bot_user.payload())
         if m == "GET" and parts == ["oauth2", "applications", "@me"]:
+            if self.reject_token:
+                return self._json({"message": "401: Unauthorized", "code": 0}, status=401)
             return self._json(
                 {
                     "id": app,
@@ -817,7 +840,7 @@ class FakeDiscord:
                         "user_id": str(self.bot_user.id),
                         "channel_id": str(channel_id),
                         "message_id": str(message_id),
-                        "guild_id": str(self.guild_id),
+                        "guild_id": str(self.guild_of(channel_id)),
                         "emoji": {"id": None, "name": emoji},
                         "member": self.bot_user.member(ALL_PERMISSIONS),
                         "message_author_id": str(self.bot_user.id),
