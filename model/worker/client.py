@@ -37,7 +37,7 @@ from model.worker.settings import (
     WorkerSettings,
     default_sampler_factory,
 )
-from model.worker.stats import WorkerStats
+from model.worker.stats import BatchObserver, WorkerStats
 from model.worker.supervisor import Supervisor
 
 __all__ = ["PositionCallback", "WorkerClient"]
@@ -187,6 +187,10 @@ class WorkerClient(ClientLifecycle):
     def estimated_wait_s(self) -> float:
         """Seconds until a request queued now would probably be answered."""
         return self._scheduler.estimated_wait_s()
+
+    def observe_batches(self, observer: BatchObserver) -> None:
+        """Call ``observer`` with a :class:`BatchRecord` for every batch answered (metrics)."""
+        self._stats.observers.append(observer)
 
 
 def _resolve(path: str | os.PathLike[str]) -> tuple[Path, bool]:

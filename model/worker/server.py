@@ -10,6 +10,8 @@ The subset served::
     GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
                                  is down); the worker's details (pid, adapter path, last error)
                                  only with the token
+    GET  /metrics                Prometheus metrics (:mod:`model.metrics`): queue, batches,
+                                 restarts; behind the token like every route but /health
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
 request or one over the limits, 401 for a missing or wrong bearer token, 403 for a hot reload
@@ -34,6 +36,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from model.metrics import CONTENT_TYPE, CollectorRegistry, exposition, watch_client
 from model.protocol import (
     MAX_SEED,
     GenerationRequest,
@@ -314,12 +317,17 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_app(
-    backend: ServedBackend, limits: ServeSettings | None = None, *, api_token: str | None = None
+    backend: ServedBackend,
+    limits: ServeSettings | None = None,
+    *,
+    api_token: str | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``.
 
     Without ``api_token`` every route is open, so the server refuses hot reloads and shows
-    ``/health`` details to nobody.
+    ``/health`` details to nobody. ``/metrics`` serves ``registry`` (a new one by default)
+    with the backend's metrics added.
     """
     token = api_token.encode() if api_token else None
     routes = _Routes(backend, limits or ServeSettings(), token)
@@ -328,7 +336,17 @@ def create_app(
     app.router.add_get("/v1/models", routes.models)
     app.router.add_post("/v1/load_lora_adapter", routes.load_adapter)
     app.router.add_get("/health", routes.health)
+    app.router.add_get("/metrics", _metrics_route(registry or CollectorRegistry(), backend))
     return app
+
+
+def _metrics_route(registry: CollectorRegistry, backend: ServedBackend) -> Handler:
+    watch_client(registry, backend)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=exposition(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    return metrics
 
 
 def _has_token(request: web.Request, token: bytes | None) -> bool:

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from model.protocol import GenerationResult
 
+log = logging.getLogger(__name__)
+
 # Until a batch has been timed, assume this many seconds per batch (a conservative guess).
 DEFAULT_BATCH_S = 2.0
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One batch the worker answered: what :attr:`WorkerStats.observers` hear (metrics)."""
+
+    requests: int
+    completions: int
+    generate_s: float
+
+
+BatchObserver = Callable[[BatchRecord], None]
 
 
 @dataclass
@@ -31,12 +46,21 @@ class WorkerStats:
     requests_served: int = 0
     completions_served: int = 0
     batch_times: deque[float] = field(default_factory=lambda: deque(maxlen=20))
+    # Called with every batch answered (e.g. model.metrics.WorkerMetrics.observe_batch).
+    observers: list[BatchObserver] = field(default_factory=list)
 
     def record_batch(self, results: Sequence[GenerationResult], generate_s: float) -> None:
+        completions = sum(len(r.texts) for r in results)
         self.batch_times.append(generate_s)
         self.batches_served += 1
         self.requests_served += len(results)
-        self.completions_served += sum(len(r.texts) for r in results)
+        self.completions_served += completions
+        record = BatchRecord(len(results), completions, generate_s)
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # metrics must never fail a batch
+                log.exception("batch observer failed")
 
     def avg_batch_s(self) -> float:
         """Mean seconds of the last 20 batches."""
