@@ -18,7 +18,7 @@ import asyncio
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,9 @@ from typing import Any
 from model.base import load_base, pick_device, pick_dtype, set_threads
 from model.errors import ModelLoadError
 from model.protocol import GenerationRequest, GenerationResult, PositionCallback
+
+# Most stop strings whose token ids are remembered (least recently used are forgotten first).
+STOP_CACHE_SIZE = 256
 
 
 def _adapter_name(adapter: Path) -> str:
@@ -51,7 +54,9 @@ class Sampler:
         self.name = name
         self.device = device
         self.max_batch = max_batch
-        self._stop_ids: dict[tuple[str, ...], list[int]] = {}
+        # Token ids containing each stop string: an LRU, so arbitrary client stops stay bounded.
+        self._stop_ids: OrderedDict[str, frozenset[int]] = OrderedDict()
+        self._vocab_texts: list[tuple[int, str]] | None = None
         self._lock = threading.Lock()
         config = getattr(model, "config", None)
         # Models whose head does more than a linear layer keep their own forward.
@@ -64,6 +69,9 @@ class Sampler:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        # An empty prompt is conditioned on the start (else end) token, as OpenAI does: a row
+        # of zero tokens would fail the whole batch it is part of.
+        self._empty_prompt: str = tokenizer.bos_token or tokenizer.eos_token or " "
 
     @classmethod
     def load(
@@ -105,20 +113,34 @@ class Sampler:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         return cls(model, tokenizer, name, device=dev, max_batch=max_batch)
 
+    @property
+    def stop_cache_size(self) -> int:
+        """How many stop strings have their token ids cached (at most ``STOP_CACHE_SIZE``)."""
+        return len(self._stop_ids)
+
+    def _ids_containing(self, stop: str) -> frozenset[int]:
+        cached = self._stop_ids.get(stop)
+        if cached is not None:
+            self._stop_ids.move_to_end(stop)
+            return cached
+        if self._vocab_texts is None:
+            # Decoded once: a new stop string is then a substring scan, not a vocabulary decode.
+            vocab = self.tokenizer.get_vocab().values()
+            self._vocab_texts = [(int(i), self.tokenizer.decode([i])) for i in vocab]
+        ids = frozenset(i for i, text in self._vocab_texts if stop in text)
+        self._stop_ids[stop] = ids
+        while len(self._stop_ids) > STOP_CACHE_SIZE:
+            self._stop_ids.popitem(last=False)
+        return ids
+
     def stop_token_ids(self, stop: tuple[str, ...]) -> list[int]:
         """Ids of every token whose text contains a stop string, plus the EOS token."""
-        if stop not in self._stop_ids:
-            ids = set()
-            if self.tokenizer.eos_token_id is not None:
-                ids.add(int(self.tokenizer.eos_token_id))
-            if stop:
-                vocab = self.tokenizer.get_vocab()
-                for token_id in vocab.values():
-                    text = self.tokenizer.decode([token_id])
-                    if any(s in text for s in stop):
-                        ids.add(int(token_id))
-            self._stop_ids[stop] = sorted(ids)
-        return self._stop_ids[stop]
+        ids: set[int] = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        for text in dict.fromkeys(s for s in stop if s):
+            ids |= self._ids_containing(text)
+        return sorted(ids)
 
     def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """Complete every request; requests sharing a sampling key share one batch."""
@@ -215,8 +237,13 @@ class Sampler:
         first = requests[0]
         seeds = [r.seed for r in requests if r.seed is not None]
         if seeds:
-            torch.manual_seed(seeds[0])
-        rows = [(i, r.prompt) for i, r in enumerate(requests) for _ in range(max(r.n, 0))]
+            # torch takes 0 .. 2**64 - 1; a seed outside must not fail the batch.
+            torch.manual_seed(seeds[0] % 2**64)
+        rows = [
+            (i, r.prompt or self._empty_prompt)
+            for i, r in enumerate(requests)
+            for _ in range(max(r.n, 0))
+        ]
         stop_ids = self.stop_token_ids(first.stop)
         texts: list[list[str]] = [[] for _ in requests]
         finished: list[list[bool]] = [[] for _ in requests]
