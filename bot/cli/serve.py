@@ -57,15 +57,22 @@ def serve(
     ctx: click.Context, host: str | None, port: int | None, sampler_factory: str | None
 ) -> None:
     """Serve the model over an OpenAI-compatible API (POST /v1/completions, GET /v1/models,
-    GET /health) for the bot's remote transport. SIGTERM or Ctrl-C stops it cleanly."""
+    GET /health) for the bot's remote transport. Hot reloads need [serve] api_token. SIGTERM or
+    Ctrl-C stops it cleanly."""
     config = state(ctx).config
     factory = _load_factory(sampler_factory) if sampler_factory else None
     host = host or config.serve.host
     port = config.serve.port if port is None else port
-    if not _is_loopback(host) and not config.serve.api_token:
+    if not config.serve.api_token:
+        if not _is_loopback(host):
+            click.echo(
+                f"Warning: serving on {host} without an API token; anyone who can reach this "
+                "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
+                err=True,
+            )
         click.echo(
-            f"Warning: serving on {host} without an API token; anyone who can reach this "
-            "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
+            "No API token: hot reload (POST /v1/load_lora_adapter) is off and /health shows "
+            "liveness only; set MICROGENRE_SERVE_API_TOKEN to enable them.",
             err=True,
         )
     asyncio.run(_serve(config, host, port, factory))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -40,38 +41,105 @@ def _wait_gone(pid: int, within: float) -> bool:
     return _gone(pid)
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+@dataclass
+class Started:
+    url: str
+    proc: subprocess.Popen[str]
+    # What the server wrote to stderr up to its "Serving ..." line.
+    banner: str
+
+
+def _start(tmp_path: Path, token: str | None) -> Started:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO_ROOT)
-    env["MICROGENRE_SERVE_API_TOKEN"] = TOKEN
+    env.pop("MICROGENRE_SERVE_API_TOKEN", None)
+    if token is not None:
+        env["MICROGENRE_SERVE_API_TOKEN"] = token
     env["MICROGENRE_PATHS_DATA_DIR"] = str(tmp_path / "data")
     env["MICROGENRE_MODEL_ADAPTER"] = str(write_adapter(tmp_path / "adapter"))
     command = [sys.executable, "-m", "bot", "serve", "--port", "0"]
     command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
-    try:
-        url = None
-        lines = []
-        assert proc.stderr is not None
-        for line in proc.stderr:  # ends if the process dies
-            lines.append(line)
-            if line.startswith("Serving "):
-                url = line.split(" on ", 1)[1].split()[0]
-                break
-        assert url is not None, "".join(lines)
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    url = None
+    lines = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # ends if the process dies
+        lines.append(line)
+        if line.startswith("Serving "):
+            url = line.split(" on ", 1)[1].split()[0]
+            break
+    if url is None:
+        proc.kill()
         proc.wait(10)
+        raise AssertionError("".join(lines))
+    return Started(url, proc, "".join(lines))
 
 
-async def _health(url: str) -> dict[str, object]:
-    async with aiohttp.ClientSession() as session, session.get(url + "/health") as response:
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    started = _start(tmp_path, TOKEN)
+    try:
+        yield started.url, started.proc
+    finally:
+        _stop(started.proc)
+
+
+async def _health(url: str, token: str | None = TOKEN) -> dict[str, object]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + "/health", headers=headers) as response,
+    ):
         data = await response.json()
         assert isinstance(data, dict)
         return data
+
+
+async def _reload(url: str, adapter: Path, token: str | None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"lora_name": "genre", "lora_path": str(adapter)}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url + "/v1/load_lora_adapter", json=body, headers=headers) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_without_a_token_reload_is_refused_and_health_is_liveness(tmp_path: Path) -> None:
+    started = _start(tmp_path, None)
+    try:
+        assert "hot reload" in started.banner and "MICROGENRE_SERVE_API_TOKEN" in started.banner
+        adapter = write_adapter(tmp_path / "other", tag="swapped")
+        status, text = await _reload(started.url, adapter, None)
+        assert status == 403 and "api_token" in text
+        assert await _health(started.url, None) == {"status": "ok", "ready": True}
+        assert await _health(started.url, "guess") == {"status": "ok", "ready": True}
+        async with RemoteClient(started.url, None) as client:
+            result = await client.complete(GenerationRequest("x"))
+        assert result.model == "fake+base"  # the model was not swapped
+    finally:
+        _stop(started.proc)
+
+
+async def test_with_the_token_reload_works_and_health_has_details(
+    served: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    url, _ = served
+    assert await _health(url, None) == {"status": "ok", "ready": True}
+    details = await _health(url)
+    assert isinstance(details["pid"], int) and "last_error" in details
+    adapter = write_adapter(tmp_path / "other", tag="swapped")
+    assert (await _reload(url, adapter, None))[0] == 401
+    status, text = await _reload(url, adapter, TOKEN)
+    assert status == 200, text
+    async with RemoteClient(url, TOKEN) as client:
+        assert (await client.complete(GenerationRequest("x"))).model == "fake+swapped"
 
 
 async def test_openai_style_request_and_remote_client(
