@@ -36,6 +36,7 @@ from model.filters import Fingerprint, near_key, validate
 from scraping.normalize import clean_name, genre_key
 
 TRAIN_FILE = "train.jsonl"
+VOTE_LABELS = ("up", "down")
 VALID_FILE = "valid.jsonl"
 FINGERPRINT_FILE = "known.fingerprint"
 STATS_FILE = "stats.json"
@@ -220,6 +221,74 @@ def read_examples(path: str | Path) -> list[Example]:
             except (ValueError, KeyError, TypeError):
                 raise DatasetError(f"{file}:{number}: not a dataset line") from None
     return examples
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A server's verdict on one generated genre: 👍 (``up``) or 👎 (``down``)."""
+
+    name: str
+    label: str  # "up" or "down"
+    like: str | None = None
+
+    @property
+    def desirable(self) -> bool:
+        return self.label == "up"
+
+
+def parse_vote(data: Any) -> Vote:
+    """A :class:`Vote` from one votes-file object; ValueError naming what is wrong.
+
+    >>> parse_vote({"name": "doom jazz", "label": "up", "like": None})
+    Vote(name='doom jazz', label='up', like=None)
+    >>> parse_vote({"name": "x", "label": "meh"})
+    Traceback (most recent call last):
+    ValueError: "label" must be "up" or "down", not 'meh'
+    """
+    if not isinstance(data, dict):
+        raise ValueError("a vote is a JSON object")
+    name, label, like = data.get("name"), data.get("label"), data.get("like")
+    if not isinstance(name, str) or not clean_name(name):
+        raise ValueError('"name" must be a non-empty string')
+    if label not in VOTE_LABELS:
+        raise ValueError(f'"label" must be "up" or "down", not {label!r}')
+    if like is not None and not isinstance(like, str):
+        raise ValueError('"like" must be a string or null')
+    return Vote(clean_name(name), str(label), like or None)
+
+
+def read_votes(path: str | Path) -> list[Vote]:
+    """The votes of a ``--votes`` JSONL file (one :func:`parse_vote` object a line).
+
+    Raises :class:`DatasetError` naming the file and line of the first bad line, or when the
+    file is missing or holds no vote.
+    """
+    file = Path(path)
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{file}: cannot read the votes ({exc.__class__.__name__})") from None
+    votes = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            votes.append(parse_vote(json.loads(line)))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            raise DatasetError(f"{file}:{number}: not a vote line ({exc})") from None
+    if not votes:
+        raise DatasetError(f"{file} holds no votes.")
+    return votes
+
+
+def write_votes(votes: Iterable[Vote], path: str | Path) -> Path:
+    """Write ``votes`` as a votes file (the inverse of :func:`read_votes`)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as fh:
+        for vote in votes:
+            fh.write(json.dumps(asdict(vote), ensure_ascii=False) + "\n")
+    return target
 
 
 def dataset_hash(folder: str | Path) -> str:

@@ -26,6 +26,7 @@ class StopReason(StrEnum):
 
     COMPLETED = "completed"
     EARLY_STOPPED = "early_stopped"
+    TIME_LIMIT = "time_limit"  # a server run reached its wall-clock cap (``--max-minutes``)
     CANCELLED = "cancelled"  # by an admin, or Ctrl-C (the checkpoint stays to resume)
     SHUT_DOWN = "shut_down"  # the bot stopped while the run was in progress
     FAILED = "failed"
