@@ -136,7 +136,14 @@ class MicrogenreBotMixin:
 
     async def sync_commands(self, *, force: bool = False) -> str:
         """Sync to the dev guild or globally when the command payload changed; returns what
-        was done ("synced ..." or "unchanged ...")."""
+        was done ("synced ..." or "unchanged ...").
+
+        When processes split the shards, the one holding shard 0 syncs for all of them."""
+        shard_ids = self.config.discord.shard_ids
+        if shard_ids and 0 not in shard_ids and not force:
+            self.sync_result = "left to shard 0"
+            log.info("slash commands are synced by the process holding shard 0")
+            return self.sync_result
         tree: app_commands.CommandTree[Any] = self.tree
         guild_id = self.config.discord.dev_guild_id
         guild = discord.Object(id=guild_id) if guild_id else None
@@ -276,6 +283,8 @@ class ShardedMicrogenreBot(MicrogenreBotMixin, commands.AutoShardedBot):
     ) -> None:
         options.setdefault("intents", default_intents())
         options.setdefault("shard_count", config.discord.shard_count)
+        # Only these shards (and so only their servers) when several processes split them.
+        options.setdefault("shard_ids", list(config.discord.shard_ids) or None)
         super().__init__(command_prefix=commands.when_mentioned, help_command=None, **options)
         self._setup_resources(config, sessions, service, retrainer)
 

@@ -56,8 +56,24 @@ class DiscordConfig:
     dev_guild_id: int = 0
     # Number of shards; 0 runs a plain Bot, >= 1 an AutoShardedBot with that many shards.
     shard_count: int = 0
+    # Shards this process connects (each in 0..shard_count-1); empty: all of them. Several
+    # processes split the shards between them: each server belongs to exactly one.
+    shard_ids: tuple[int, ...] = ()
     # Application id for `microgenre invite`; 0 asks Discord for it with the token.
     application_id: int = 0
+
+    def validate(self) -> None:
+        if self.shard_count < 0:
+            raise ValueError("shard_count must be >= 0")
+        if self.shard_ids and self.shard_count < 1:
+            raise ValueError("shard_ids needs shard_count (the total over all processes)")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("shard_ids must not repeat a shard")
+        outside = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if outside:
+            raise ValueError(
+                f"shard_ids {outside} are outside 0..{self.shard_count - 1} (shard_count)"
+            )
 
 
 @dataclass(frozen=True)
@@ -270,6 +286,8 @@ def _parse_env(text: str, tp: Any) -> Any:
 
     >>> _parse_env("8", int), _parse_env("yes", bool), _parse_env("a, b", tuple[str, ...])
     (8, True, ['a', 'b'])
+    >>> _parse_env("0, 2", tuple[int, ...])
+    [0, 2]
     >>> _parse_env("8", int | None), _parse_env("x", str | None)
     (8, 'x')
     """
@@ -277,7 +295,8 @@ def _parse_env(text: str, tp: Any) -> Any:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         target = next(a for a in typing.get_args(tp) if a is not type(None))
     if typing.get_origin(target) in (list, tuple):
-        return [part.strip() for part in text.split(",") if part.strip()]
+        inner = typing.get_args(target)[0]
+        return [_parse_env(part.strip(), inner) for part in text.split(",") if part.strip()]
     if target is bool:
         lowered = text.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:

@@ -6,6 +6,7 @@ Importing this package never imports torch; the model is loaded in the worker pr
   back-pressure, supervision, hot reload);
 * :class:`~model.worker.remote.RemoteClient` — the same interface over OpenAI's completions
   protocol (``microgenre serve`` or vLLM);
+* :class:`~model.worker.pool.RemotePool` — one or more such servers (the remote transport);
 * :func:`~model.worker.factory.make_client` — the one the configuration asks for;
 * :mod:`~model.worker.server` — the aiohttp app behind ``microgenre serve``.
 """
@@ -25,6 +26,7 @@ from model.worker.errors import (
 )
 from model.worker.factory import make_client, make_local_client
 from model.worker.health import worker_health
+from model.worker.pool import RemotePool
 from model.worker.remote import RemoteClient
 from model.worker.settings import SamplerSpec, WorkerSettings
 
@@ -34,6 +36,7 @@ __all__ = [
     "PositionCallback",
     "RemoteAuthError",
     "RemoteClient",
+    "RemotePool",
     "SamplerSpec",
     "WorkerBusyError",
     "WorkerClient",

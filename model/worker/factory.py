@@ -13,7 +13,7 @@ from typing import Any
 from model.artifacts import default_adapter
 from model.worker.client import WorkerClient
 from model.worker.health import HEALTH_FILE
-from model.worker.remote import RemoteClient
+from model.worker.pool import RemotePool
 from model.worker.settings import (
     SamplerFactory,
     SamplerSpec,
@@ -53,11 +53,19 @@ def make_local_client(
 
 def make_client(
     config: Any, *, sampler_factory: SamplerFactory | None = None
-) -> WorkerClient | RemoteClient:
-    """The client ``[worker] transport`` selects; start it with ``async with``."""
+) -> WorkerClient | RemotePool:
+    """The client ``[worker] transport`` selects; start it with ``async with``.
+
+    The remote transport is a :class:`RemotePool` over ``[worker] urls`` (or ``url`` alone).
+    """
     w = config.worker
     if w.transport == "remote":
-        return RemoteClient(
-            w.url, w.api_token, model=w.remote_model, request_timeout_s=w.request_timeout_s
+        return RemotePool(
+            w.endpoints,
+            w.api_token,
+            model=w.remote_model,
+            request_timeout_s=w.request_timeout_s,
+            max_n=w.remote_max_n,
+            down_for_s=w.down_backoff_s,
         )
     return make_local_client(config, sampler_factory=sampler_factory)

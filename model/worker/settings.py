@@ -72,6 +72,13 @@ class WorkerSettings:
     transport: str = "local"
     # OpenAI-compatible server of the remote transport (`microgenre serve`, vLLM, ...).
     url: str = "http://127.0.0.1:8700"
+    # Several such servers (replaces `url` when not empty): requests go to the one with the
+    # fewest outstanding, and a server that is down is skipped for `down_backoff_s`.
+    urls: tuple[str, ...] = ()
+    # Most completions in one HTTP request; larger requests are split (`[serve] max_n`).
+    remote_max_n: int = 64
+    # Seconds a server that refused a connection (or answered 5xx) is left out.
+    down_backoff_s: float = 5.0
     # Bearer token for the remote server. Secret: no default, never logged.
     api_token: str | None = field(default=None, repr=False)
     # Model name sent to the remote server (vLLM: the name given to --lora-modules).
@@ -95,11 +102,28 @@ class WorkerSettings:
     # Prompt of the smoke generation an adapter must pass before a hot reload switches to it.
     smoke_prompt: ClassVar[str] = DEFAULT_SMOKE_PROMPT
 
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The remote servers: ``urls``, else ``url`` alone.
+
+        >>> WorkerSettings(urls=("http://a:8700", "http://b:8700")).endpoints
+        ('http://a:8700', 'http://b:8700')
+        >>> WorkerSettings().endpoints
+        ('http://127.0.0.1:8700',)
+        """
+        return self.urls or (self.url,)
+
     def validate(self) -> None:
         if self.transport not in ("local", "remote"):
             raise ValueError(f"transport must be 'local' or 'remote', got {self.transport!r}")
-        if self.transport == "remote" and not self.url.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
+        if self.transport == "remote":
+            for url in self.endpoints:
+                if not url.startswith(("http://", "https://")):
+                    raise ValueError(f"url must start with http:// or https://, got {url!r}")
+        if self.remote_max_n < 1:
+            raise ValueError("remote_max_n must be >= 1")
+        if self.down_backoff_s < 0:
+            raise ValueError("down_backoff_s must be >= 0")
         if self.batch_window_ms < 0:
             raise ValueError("batch_window_ms must be >= 0")
         for name in ("max_batch_size", "queue_size"):

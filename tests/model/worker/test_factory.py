@@ -10,7 +10,7 @@ from bot.config import load_config
 from bot.errors import ConfigError
 from model.worker.client import WorkerClient
 from model.worker.factory import default_adapter, make_client, sampler_spec
-from model.worker.remote import RemoteClient
+from model.worker.pool import RemotePool
 
 
 def test_local_transport_is_the_default(tmp_path: Path) -> None:
@@ -33,10 +33,25 @@ def test_remote_transport_with_token_from_the_environment() -> None:
         },
     )
     client = make_client(config)
-    assert isinstance(client, RemoteClient)
+    assert isinstance(client, RemotePool)
     assert client.url == "http://gpu-box:8000"
     assert client.model == "genre"
     assert "hunter2" not in repr(client) and "hunter2" not in repr(config)
+
+
+def test_remote_transport_over_several_servers() -> None:
+    config = load_config(
+        None,
+        environ={
+            "MICROGENRE_WORKER_TRANSPORT": "remote",
+            "MICROGENRE_WORKER_URLS": "http://gpu-a:8000/v1, http://gpu-b:8000",
+            "MICROGENRE_WORKER_REMOTE_MAX_N": "16",
+        },
+    )
+    client = make_client(config)
+    assert isinstance(client, RemotePool)
+    assert client.urls == ["http://gpu-a:8000", "http://gpu-b:8000"]
+    assert client.max_n == 16
 
 
 def test_adapter_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
