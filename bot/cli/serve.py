@@ -78,10 +78,6 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
     from model.worker.factory import make_local_client
     from model.worker.server import create_app
 
-    from bot.cli.models import default_model_config
-
-    # Start on the database's default model (servers' own models are named in requests).
-    config, _ = await default_model_config(config)
     client = make_local_client(config, sampler_factory=factory)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
