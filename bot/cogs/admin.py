@@ -20,7 +20,7 @@ from bot.cogs.common import EMBED_COLOUR, defer_public, require_admin
 from bot.errors import MicrogenreError
 from bot.retrain import NoRunError, Progress, RunOutcome
 from bot.store import runs as runs_store
-from bot.text import format_duration, progress_bar
+from bot.text import MESSAGE, clip, fit_embed, format_duration, progress_bar
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot
@@ -60,7 +60,7 @@ def progress_text(progress: Progress) -> str:
     lines.append(" · ".join(detail))
     if progress.phase == "starting" and progress.community_genres:
         lines.append(f"Adding {progress.community_genres} community-approved genres.")
-    return "\n".join(lines)
+    return clip("\n".join(lines), MESSAGE)
 
 
 def outcome_embed(outcome: RunOutcome) -> discord.Embed:
@@ -85,7 +85,7 @@ def outcome_embed(outcome: RunOutcome) -> discord.Embed:
         embed.set_footer(text="The active model keeps serving.")
     if outcome.loss_curve is not None:
         embed.set_image(url=f"attachment://{outcome.loss_curve.name}")
-    return embed
+    return fit_embed(embed)
 
 
 class ProgressMessage:
@@ -100,6 +100,7 @@ class ProgressMessage:
     async def edit(self, text: str) -> None:
         if self.message is None:
             return
+        text = clip(text, MESSAGE)
         try:
             await self.message.edit(content=text)
         except discord.HTTPException:
@@ -180,7 +181,7 @@ class AdminCog(commands.GroupCog, group_name="retrain", group_description="Retra
         reason = run.error or run.result.get("reason")
         if reason:
             text += f"\n{reason}"
-        await interaction.response.send_message(text, ephemeral=True)
+        await interaction.response.send_message(clip(text, MESSAGE), ephemeral=True)
 
     @app_commands.command(name="cancel")
     @app_commands.check(require_admin)

@@ -35,6 +35,8 @@ class ScriptedGenerator:
         self.waiting = 0
         self.closed = False
         self.gate: asyncio.Event | None = None
+        # A model.filters.Fingerprint of real genres, as the PipelineGenerator has (or None).
+        self.fingerprint: Any = None
 
     def enqueue(self, names: list[str]) -> None:
         self.names.extend(names)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
@@ -12,6 +15,7 @@ from discord.ext import commands
 
 from bot.cogs.common import EMBED_COLOUR, defer_public, guild_id_of, subcommand
 from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
+from bot.errors import MicrogenreError
 from bot.store.generations import lookup_genre
 from bot.store.leaderboard import (
     Ranked,
@@ -22,13 +26,96 @@ from bot.store.leaderboard import (
     user_favorites,
 )
 from bot.store.stats import store_stats
-from bot.text import jump_url, mention
+from bot.text import (
+    EMBED_DESCRIPTION,
+    MESSAGE,
+    clip,
+    clip_lines,
+    escape,
+    fit_embed,
+    jump_url,
+    mention,
+)
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot
 
+log = logging.getLogger(__name__)
+
 Period = Literal["day", "week", "month", "all"]
 PERIOD_TITLES = {"day": "today", "week": "this week", "month": "this month", "all": "of all time"}
+# `/genre map` renders a picture: at most once per this many seconds in a server.
+MAP_COOLDOWN_S = 30.0
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+class NoMapPositionsError(MicrogenreError):
+    def __init__(self) -> None:
+        super().__init__(
+            "I have no map positions of real genres yet: a server manager can add them with "
+            "`microgenre scrape --source everynoise`."
+        )
+
+
+def ago(seconds: float) -> str:
+    """
+    >>> ago(5), ago(125), ago(7300)
+    ('5 s ago', '2 min ago', '2 h ago')
+    """
+    if seconds < 60:
+        return f"{seconds:.0f} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    return f"{seconds // 3600:.0f} h ago"
+
+
+def generator_state(health: Mapping[str, Any], *, since_s: float | None) -> str:
+    """A short, generic state of the generator for everyone to see (never its errors).
+
+    ``since_s``: seconds since the state was first seen (None: unknown).
+
+    >>> generator_state({"state": "restarting"}, since_s=125)
+    'restarting after a crash 2 min ago'
+    >>> generator_state({"alive": False, "transport": "http"}, since_s=None)
+    'down (the generator server does not answer)'
+    """
+    state = health.get("state")
+    if state is None and "alive" in health:  # the remote client
+        state = "ready" if health["alive"] else "unreachable"
+    when = f" {ago(since_s)}" if since_s is not None else ""
+    texts = {
+        "ready": "ready",
+        "starting": "starting up",
+        "restarting": f"restarting after a crash{when}",
+        "failed": f"down: the model cannot be loaded, retrying{when.replace(' ago', '')}",
+        "unreachable": "down (the generator server does not answer)",
+        "stopped": "down",
+        "closed": "down",
+    }
+    return texts.get(str(state), "unknown")
+
+
+class GeneratorWatch:
+    """When the generator's state last changed, and its errors logged once each."""
+
+    def __init__(self) -> None:
+        self._state: tuple[Any, Any] | None = None
+        self._since = 0.0
+        self._logged: str | None = None
+
+    def observe(self, health: Mapping[str, Any]) -> float | None:
+        """Seconds since this state was first seen (None the first time)."""
+        error = health.get("last_error")
+        if error and error != self._logged:
+            self._logged = str(error)
+            log.warning("the generator reports (state %s): %s", health.get("state"), error)
+        now = time.monotonic()
+        state = (health.get("state"), health.get("restarts"))
+        if state != self._state:
+            first = self._state is None
+            self._state, self._since = state, now
+            return None if first else 0.0
+        return now - self._since
 
 
 def ranked_line(position: int, row: Ranked, guild_id: int) -> str:
@@ -40,7 +127,7 @@ def ranked_line(position: int, row: Ranked, guild_id: int) -> str:
     '**1.** [glitch polka](https://discord.com/channels/4/7/9) · **+2** (3👍 1👎 2⭐) · by <@5>'
     """
     url = jump_url(guild_id, row.channel_id, row.message_id)
-    name = f"[{row.name}]({url})" if url else row.name
+    name = f"[{escape(row.name)}]({url})" if url else escape(row.name)
     score = f"+{row.score}" if row.score > 0 else str(row.score)
     return (
         f"**{position}.** {name} · **{score}** "
@@ -52,6 +139,7 @@ class LeaderboardCog(commands.Cog):
     def __init__(self, bot: MicrogenreBot) -> None:
         self.bot = bot
         self._index: WordIndex | None = None
+        self._watch = GeneratorWatch()
         self.commands_ = [
             subcommand(self.top, name="top"),
             subcommand(self.favorites, name="favorites"),
@@ -77,12 +165,15 @@ class LeaderboardCog(commands.Cog):
             title=f"🏆 Top micro-genres {PERIOD_TITLES[period]}", colour=EMBED_COLOUR
         )
         if rows:
-            embed.description = "\n".join(
-                ranked_line(i, row, guild_id) for i, row in enumerate(rows, 1)
+            embed.description = clip_lines(
+                [ranked_line(i, row, guild_id) for i, row in enumerate(rows, 1)],
+                EMBED_DESCRIPTION,
             )
         else:
             embed.description = "No genres yet for this period: try `/genre new`."
-        await interaction.response.send_message(embed=embed)
+        await interaction.response.send_message(
+            embed=fit_embed(embed), allowed_mentions=NO_MENTIONS
+        )
 
     @app_commands.describe(user="Whose favorites (default: yours)")
     async def favorites(
@@ -92,13 +183,20 @@ class LeaderboardCog(commands.Cog):
         guild_id = guild_id_of(interaction)
         target = user or interaction.user
         rows = await user_favorites(self.bot.sessions, guild_id, target.id, limit=20)
-        embed = discord.Embed(title=f"⭐ Favorites of {target.display_name}", colour=EMBED_COLOUR)
+        embed = discord.Embed(
+            title=f"⭐ Favorites of {escape(target.display_name)}", colour=EMBED_COLOUR
+        )
         embed.description = (
-            "\n".join(ranked_line(i, row, guild_id) for i, row in enumerate(rows, 1))
+            clip_lines(
+                [ranked_line(i, row, guild_id) for i, row in enumerate(rows, 1)],
+                EMBED_DESCRIPTION,
+            )
             if rows
             else "No favorites yet: react with ⭐ to a genre to keep it."
         )
-        await interaction.response.send_message(embed=embed, ephemeral=user is None)
+        await interaction.response.send_message(
+            embed=fit_embed(embed), ephemeral=user is None, allowed_mentions=NO_MENTIONS
+        )
 
     async def stats(self, interaction: discord.Interaction[Any]) -> None:
         """Counts, the active model and the generator's health"""
@@ -132,22 +230,22 @@ class LeaderboardCog(commands.Cog):
             )
             embed.add_field(
                 name="Model",
-                value=f"{active['name']}" + (f" ({numbers})" if numbers else ""),
+                value=escape(str(active["name"])) + (f" ({numbers})" if numbers else ""),
                 inline=False,
             )
         else:
             embed.add_field(name="Model", value="shipped default adapter", inline=False)
-        state = health.get("state", "unknown")
+        # The details (errors can hold internal URLs and paths) go to the log only.
+        state = generator_state(health, since_s=self._watch.observe(health))
         embed.add_field(
             name="Generator",
             value=(
                 f"{state} · queue {self.bot.service.queue_length} · "
                 f"restarts {health.get('restarts', 0)}"
-                + (f" · last error: {health['last_error']}" if health.get("last_error") else "")
             ),
             inline=False,
         )
-        await interaction.followup.send(embed=embed)
+        await interaction.followup.send(embed=fit_embed(embed), allowed_mentions=NO_MENTIONS)
 
     @app_commands.describe(name="A genre name to look up")
     async def check(
@@ -156,40 +254,57 @@ class LeaderboardCog(commands.Cog):
         """Is it a real genre, or was it invented here?"""
         guild_id = guild_id_of(interaction)
         found = await lookup_genre(self.bot.sessions, name, guild_id)
-        if found.origin is None:
-            text = f"🤷 **{name}** is not a genre I know, and nobody invented it here yet."
+        shown = escape(found.display_name or name)
+        # The adapter's fingerprint knows the real genres even before any scrape.
+        fingerprint = getattr(self.bot.service.generator, "fingerprint", None)
+        verdict = fingerprint.match(name) if fingerprint is not None else None
+        if found.origin is None and verdict == "known":
+            text = f"📚 **{escape(name)}** is a real genre (the model was trained on it)."
+        elif found.origin is None and verdict == "near_known":
+            text = f"📚 **{escape(name)}** is all but the name of a real genre."
+        elif found.origin is None:
+            text = f"🤷 **{escape(name)}** is not a genre I know, and nobody invented it here yet."
         elif found.origin == "training":
             sources = ", ".join(found.sources) or "my training data"
-            text = f"📚 **{found.display_name}** is a real genre (listed by {sources})."
+            text = f"📚 **{shown}** is a real genre (listed by {sources})."
         elif found.generation_id is not None:
             url = jump_url(guild_id, found.channel_id, found.message_id)
             when = found.created_at.strftime("%Y-%m-%d") if found.created_at else "?"
             score = f"+{found.score}" if found.score > 0 else str(found.score)
             text = (
-                f"✨ **{found.display_name}** was invented here for {mention(found.user_id)} "
+                f"✨ **{shown}** was invented here for {mention(found.user_id)} "
                 f"on {when}: score **{score}** ({found.upvotes}👍 {found.downvotes}👎 "
                 f"{found.favorites}⭐)" + (f" · {url}" if url else "")
             )
         else:
             text = (
-                f"✨ **{found.display_name}** is an invented genre, but not from this server"
+                f"✨ **{shown}** is an invented genre, but not from this server"
                 f" (issued in {found.elsewhere} other server(s))."
             )
-        await interaction.response.send_message(
-            text, allowed_mentions=discord.AllowedMentions.none()
-        )
+        await interaction.response.send_message(clip(text, MESSAGE), allowed_mentions=NO_MENTIONS)
 
+    async def _word_index(self) -> WordIndex:
+        """The real genres' positions, indexed in a thread; kept once there are any."""
+        if self._index is not None:
+            return self._index
+        positions = await map_positions(self.bot.sessions)
+        if not positions:
+            raise NoMapPositionsError()
+        index = await asyncio.to_thread(WordIndex, positions)
+        self._index = index
+        return index
+
+    @app_commands.checks.cooldown(1, MAP_COOLDOWN_S, key=lambda i: i.guild_id)
     async def map(self, interaction: discord.Interaction[Any]) -> None:
         """A map of this server's invented genres among real ones"""
         guild_id = guild_id_of(interaction)
         await defer_public(interaction)
-        if self._index is None:
-            self._index = WordIndex(await map_positions(self.bot.sessions))
+        index = await self._word_index()
         names = await guild_genre_names(self.bot.sessions, guild_id, limit=200)
-        placed, unplaced = place_all(self._index, names)
+        placed, unplaced = await asyncio.to_thread(place_all, index, names)
         guild_name = interaction.guild.name if interaction.guild else "this server"
         png = await asyncio.to_thread(
-            render_png, self._index, placed, f"Micro-genres invented in {guild_name}"
+            render_png, index, placed, f"Micro-genres invented in {guild_name}"
         )
         note = (
             f"🗺️ {len(placed)} invented genres placed next to the real genres that share their "
@@ -197,8 +312,8 @@ class LeaderboardCog(commands.Cog):
         )
         if unplaced:
             note += f" {len(unplaced)} share no word with a mapped genre and are left out."
-        if not self._index.positions:
-            note += " No real genre positions are in the store yet (`microgenre scrape`)."
         await interaction.followup.send(
-            note, file=discord.File(io.BytesIO(png), filename="genre-map.png")
+            note,
+            file=discord.File(io.BytesIO(png), filename="genre-map.png"),
+            allowed_mentions=NO_MENTIONS,
         )
