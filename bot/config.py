@@ -139,6 +139,13 @@ class BotConfig:
     retrain_min_score: int = 2
     # ...and leaves out any genre with at least this many downvotes, whatever its score.
     retrain_max_downvotes: int = 3
+    # A server retrains at most once per this many hours (its last run's start counts)...
+    retrain_cooldown_h: float = 24.0
+    # ...and only with at least this many votes on its genres since its last run.
+    retrain_min_votes: int = 20
+    # Discord user ids of the deployment's owners (besides the application's owner): they
+    # may cancel any server's retraining run.
+    owner_ids: tuple[int, ...] = ()
     # Quality gate for a retrained adapter: its well-formed rate must be at least this...
     gate_min_well_formed: float = 0.8
     # ...its novelty rate (share of well-formed outputs that are not real genres) at least this...
@@ -168,6 +175,8 @@ class BotConfig:
             raise ValueError("max_like_chars must be >= 1")
         if self.retrain_max_downvotes < 1:
             raise ValueError("retrain_max_downvotes must be >= 1")
+        if self.retrain_cooldown_h < 0 or self.retrain_min_votes < 0:
+            raise ValueError("retrain_cooldown_h and retrain_min_votes must be >= 0")
         for name in ("gate_min_well_formed", "gate_min_novel", "gate_max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")

@@ -1,4 +1,4 @@
-"""The generation service the cogs use: a fair queue, per-guild novelty, hot reload.
+"""The generation service the cogs use: a fair queue, per-guild novelty, per-guild models.
 
 :class:`GenreService` sits between the cogs and a :class:`Generator` (the model pipeline over the
 worker client in production, a scripted fake in tests). Each request first waits for a slot in
@@ -9,6 +9,12 @@ already issued there (loaded once from the store, then updated by every delivery
 as the ``exclude`` set, so a genre is never offered twice in one server even when requests run
 concurrently; real genres are excluded by the generator's fingerprint and checked again here.
 
+Each server generates with its own model: its active ``ModelVersion``, else the deployment's
+active default, else the adapter the worker started with (see :mod:`bot.store.versions`). The
+service resolves that per guild (cached for ``model_cache_s``, and dropped at once by
+:meth:`GenreService.model_changed` after an activation in this process) and names it in every
+request as an :class:`~model.protocol.AdapterRef`, which the worker loads on demand.
+
 The production generator (:class:`PipelineGenerator`) imports ``model.worker`` and
 ``model.pipeline`` lazily; neither imports torch in this process.
 """
@@ -18,19 +24,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.queue import FairQueue
 from bot.store.engine import SessionMaker
-from bot.store.generations import active_model_version, issued_names, real_genre_names
+from bot.store.generations import issued_names, real_genre_names
+from bot.store.versions import VersionInfo, serving_version
 from model.artifacts import load_fingerprint
 from scraping.normalize import genre_key
 
 if TYPE_CHECKING:
     from bot.config import Config
+    from model.protocol import AdapterRef
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +51,8 @@ PositionCallback = Callable[[int], object]
 WEIRDNESS_TEMPERATURE = {1: 0.6, 2: 0.8, 3: 1.0, 4: 1.2, 5: 1.4}
 # Attempts to top up a delivery when concurrent requests in the same guild took some names.
 MAX_TOP_UPS = 2
-# Guilds whose issued names stay in memory; beyond it the least recently used idle guild is
-# dropped (dropping is only a cache miss: its names load from the store on its next request).
-MAX_CACHED_GUILDS = 10_000
+# Seconds a guild's resolved model is reused (activations by other processes show up after it).
+MODEL_CACHE_S = 30.0
 
 
 def weirdness_temperature(weirdness: int) -> float:
@@ -75,6 +82,7 @@ class Generator(Protocol):
         temperature: float | None,
         exclude: Collection[str],
         on_position: PositionCallback | None,
+        adapter: AdapterRef | None = None,
     ) -> GeneratorOutput: ...
 
     def health(self) -> dict[str, Any]: ...
@@ -82,7 +90,9 @@ class Generator(Protocol):
     @property
     def queue_length(self) -> int: ...
 
-    async def reload(self, adapter_path: str | None) -> None: ...
+    async def prepare(self, adapter: AdapterRef) -> None:
+        """Raise unless the worker can serve ``adapter`` (before it is activated)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -107,26 +117,27 @@ class GenreService:
         sessions: SessionMaker,
         *,
         queue: FairQueue | None = None,
-        max_cached_guilds: int = MAX_CACHED_GUILDS,
+        start_adapter: str | None = None,
+        model_cache_s: float = MODEL_CACHE_S,
     ) -> None:
         self.generator = generator
+        # The adapter folder the worker was started with: requests for it name no adapter.
+        self.start_adapter = start_adapter
+        self.model_cache_s = model_cache_s
+        self._models: dict[int | None, tuple[float, VersionInfo | None]] = {}
         self.sessions = sessions
         self.queue = queue or FairQueue()
-        self.max_cached_guilds = max_cached_guilds
-        # Least recently used first; a guild is evicted only when no request of it runs.
-        self._issued: OrderedDict[int | None, set[str]] = OrderedDict()
+        self._issued: dict[int | None, set[str]] = {}
         self._issued_locks: dict[int | None, asyncio.Lock] = {}
-        self._requests: Counter[int | None] = Counter()  # requests running, per guild
         self._real_keys: set[str] | None = None
-        self._version: tuple[int, str] | None = None
         self._in_flight = 0
         self._closed = False
 
     async def start(self) -> None:
-        """Load the real genre keys and the active model version from the store."""
+        """Load the real genre keys and the default model version from the store."""
         names = await real_genre_names(self.sessions)
         self._real_keys = {genre_key(n) for n in names}
-        self._version = await active_model_version(self.sessions)
+        await self.model_for(None)
 
     @property
     def queue_length(self) -> int:
@@ -143,7 +154,39 @@ class GenreService:
 
     @property
     def active_version(self) -> tuple[int, str] | None:
-        return self._version
+        """``(id, name)`` of the deployment's default version as last resolved, if any."""
+        version = self._models.get(None, (0.0, None))[1]
+        return None if version is None else (version.id, version.name)
+
+    async def model_for(self, guild_id: int | None) -> VersionInfo | None:
+        """The version ``guild_id`` generates with (None: the worker's start adapter)."""
+        cached = self._models.get(guild_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.model_cache_s:
+            return cached[1]
+        version = await serving_version(self.sessions, guild_id)
+        self._models[guild_id] = (now, version)
+        return version
+
+    def adapter_for(self, version: VersionInfo | None) -> AdapterRef | None:
+        """The adapter a request names for ``version`` (None: the worker's start adapter)."""
+        from model.protocol import AdapterRef
+
+        if version is None or version.path == self.start_adapter:
+            return None
+        return AdapterRef(version.name, version.path)
+
+    def model_changed(self, guild_id: int | None) -> None:
+        """An activation or rollback for ``guild_id`` (None: the default, which every server
+        without its own model uses) was committed: resolve again at the next request."""
+        if guild_id is None:
+            self._models.clear()
+        else:
+            self._models.pop(guild_id, None)
+
+    async def prepare(self, adapter: AdapterRef) -> None:
+        """Raise unless the worker can serve ``adapter`` (checked before an activation)."""
+        await self.generator.prepare(adapter)
 
     def health(self) -> dict[str, Any]:
         try:
@@ -156,34 +199,13 @@ class GenreService:
         health["genres_per_s"] = round(self.queue.meter.rate, 2)
         return health
 
-    @property
-    def cached_guilds(self) -> int:
-        return len(self._issued)
-
     async def _issued_in(self, guild_id: int | None) -> set[str]:
         lock = self._issued_locks.setdefault(guild_id, asyncio.Lock())
         async with lock:
             if guild_id not in self._issued:
                 names = await issued_names(self.sessions, guild_id)
                 self._issued[guild_id] = {genre_key(n) for n in names}
-            self._issued.move_to_end(guild_id)
-            issued = self._issued[guild_id]
-        self._evict()
-        return issued
-
-    def _evict(self) -> None:
-        """Drop the least recently used guilds beyond ``max_cached_guilds`` that are idle (no
-        request running, lock free); a busy guild stays, even past the bound."""
-
-        def idle(guild: int | None) -> bool:
-            lock = self._issued_locks.get(guild)
-            return not self._requests[guild] and not (lock is not None and lock.locked())
-
-        excess = len(self._issued) - self.max_cached_guilds
-        for guild in [g for g in self._issued if idle(g)][: max(0, excess)]:
-            del self._issued[guild]
-        for guild in [g for g in self._issued_locks if g not in self._issued and idle(g)]:
-            del self._issued_locks[guild]
+            return self._issued[guild_id]
 
     def forget(self, guild_id: int | None, name: str) -> None:
         """A delivered genre was not posted after all: it may be issued again."""
@@ -232,13 +254,14 @@ class GenreService:
         if self._real_keys is None:
             await self.start()
         real = self._real_keys or set()
-        self._requests[guild_id] += 1
+        issued = await self._issued_in(guild_id)
+        version = await self.model_for(guild_id)
+        adapter = self.adapter_for(version)
         start = time.perf_counter()
         self._in_flight += 1
         stats: dict[str, int] = {}
         model_name = ""
         try:
-            issued = await self._issued_in(guild_id)
             for _ in range(1 + MAX_TOP_UPS):
                 missing = count - len(delivered)
                 if missing <= 0:
@@ -251,6 +274,7 @@ class GenreService:
                     temperature=temperature,
                     exclude=exclude,
                     on_position=on_position,
+                    adapter=adapter,
                 )
                 model_name = out.model_name
                 for key, value in out.stats.items():
@@ -267,26 +291,13 @@ class GenreService:
                         break
         finally:
             self._in_flight -= 1
-            self._requests[guild_id] -= 1
-            if not self._requests[guild_id]:
-                del self._requests[guild_id]
-        version = self._version
         log.debug("generated %d genres for guild %s user %s", len(delivered), guild_id, user_id)
         return Delivery(
             genres=delivered,
-            model_name=model_name or (version[1] if version else ""),
-            model_version_id=version[0] if version else None,
+            model_name=version.name if version is not None else model_name,
+            model_version_id=version.id if version is not None else None,
             stats=stats,
             elapsed_s=time.perf_counter() - start,
-        )
-
-    async def reload(
-        self, adapter_path: str | None, *, version: tuple[int, str] | None = None
-    ) -> None:
-        """Hot-reload the generator onto ``adapter_path``; raises when the adapter is rejected."""
-        await self.generator.reload(adapter_path)
-        self._version = (
-            version if version is not None else await active_model_version(self.sessions)
         )
 
     async def close(self) -> None:
@@ -340,11 +351,26 @@ class PipelineGenerator:
         temperature: float | None,
         exclude: Collection[str],
         on_position: PositionCallback | None,
+        adapter: AdapterRef | None = None,
     ) -> GeneratorOutput:
         outcome = await self.pipeline.generate(
-            count, like=like, temperature=temperature, exclude=exclude, on_position=on_position
+            count,
+            like=like,
+            temperature=temperature,
+            exclude=exclude,
+            on_position=on_position,
+            adapter=adapter,
         )
         return GeneratorOutput(list(outcome.genres), outcome.model, dict(outcome.stats))
+
+    async def prepare(self, adapter: AdapterRef) -> None:
+        """Load ``adapter`` into the worker when the client can; else check its folder."""
+        load = getattr(self.client, "load_adapter", None)
+        if load is not None:
+            await load(adapter)
+            return
+        if not await asyncio.to_thread(Path(adapter.path).is_dir):
+            raise FileNotFoundError(f"the adapter folder {adapter.path} does not exist")
 
     def health(self) -> dict[str, Any]:
         return dict(self.client.health())

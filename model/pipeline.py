@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from model.errors import GenerationError
 from model.filters import Fingerprint, Moderator, near_key, validate
-from model.protocol import CompletionBackend, GenerationRequest, PositionCallback
+from model.protocol import AdapterRef, CompletionBackend, GenerationRequest, PositionCallback
 from model.textformat import END_MARKER, build_prompt, parse_completion
 from scraping.normalize import genre_key
 
@@ -56,6 +56,10 @@ COLLAPSE_RATE = 0.01
 MAX_REQUEST = 256
 # Requests are sized as if at least this share of candidates survived the filters.
 MIN_YIELD = 0.05
+
+
+# Calls share rounds only with calls of the same prompt, temperature and adapter.
+_RoundKey = tuple[str, float, AdapterRef | None]
 
 
 @dataclass
@@ -192,9 +196,9 @@ class GenrePipeline:
         self.min_leading_cap = min_leading_cap
         self.share_rounds = share_rounds
         # Unseeded calls waiting for a shared round, and the task running those rounds, by
-        # (prompt, temperature).
-        self._waiting: dict[tuple[str, float], list[_Caller]] = {}
-        self._drivers: dict[tuple[str, float], asyncio.Task[None]] = {}
+        # (prompt, temperature, adapter).
+        self._waiting: dict[_RoundKey, list[_Caller]] = {}
+        self._drivers: dict[_RoundKey, asyncio.Task[None]] = {}
         # Acceptance estimate of unseeded calls, carried over from call to call.
         self._yield = _YieldEstimate(1.0 / oversample)
 
@@ -247,6 +251,7 @@ class GenrePipeline:
         seed: int | None = None,
         exclude: Collection[str] = (),
         on_position: PositionCallback | None = None,
+        adapter: AdapterRef | None = None,
     ) -> GenerationOutcome:
         """``count`` distinct novel genres, none near any name in ``exclude``.
 
@@ -261,6 +266,7 @@ class GenrePipeline:
             seed=seed,
             exclude=exclude,
             on_position=on_position,
+            adapter=adapter,
         )
         async for _ in stream:
             pass
@@ -275,15 +281,18 @@ class GenrePipeline:
         seed: int | None = None,
         exclude: Collection[str] = (),
         on_position: PositionCallback | None = None,
+        adapter: AdapterRef | None = None,
     ) -> GenreStream:
         """``count`` distinct novel genres, none near any name in ``exclude``, as accepted.
 
-        Unseeded calls with the same ``like`` and temperature that wait at the same time share
-        rounds: one backend request oversampled for all of them, whose accepted candidates are
-        dealt out in arrival order (never the same genre to two callers). A seeded call always
-        runs alone, so its result does not depend on other callers. ``on_position`` is passed
-        to the backend (see :class:`~model.protocol.CompletionBackend`) for every request this
-        call's candidates come from. Nothing is requested before the first ``anext``.
+        ``adapter`` names the model every request of this call uses (None: the backend's
+        default). Unseeded calls with the same ``like``, temperature and adapter that wait at
+        the same time share rounds: one backend request oversampled for all of them, whose
+        accepted candidates are dealt out in arrival order (never the same genre to two
+        callers). A seeded call always runs alone, so its result does not depend on other
+        callers. ``on_position`` is passed to the backend (see
+        :class:`~model.protocol.CompletionBackend`) for every request this call's candidates
+        come from. Nothing is requested before the first ``anext``.
         """
         if count < 0:
             raise GenerationError("The number of genres must be positive.")
@@ -298,11 +307,16 @@ class GenrePipeline:
             on_position=on_position,
         )
         if count == 0 or seed is not None or not self.share_rounds:
-            return GenreStream(caller, self._stream_alone(caller, prompt, temp, seed))
-        return GenreStream(caller, self._stream_shared(caller, prompt, temp))
+            return GenreStream(caller, self._stream_alone(caller, prompt, temp, seed, adapter))
+        return GenreStream(caller, self._stream_shared(caller, (prompt, temp, adapter)))
 
     async def _stream_alone(
-        self, caller: _Caller, prompt: str, temp: float, seed: int | None
+        self,
+        caller: _Caller,
+        prompt: str,
+        temp: float,
+        seed: int | None,
+        adapter: AdapterRef | None,
     ) -> AsyncIterator[str]:
         # A seeded call sizes its requests from its own estimate: its requests, and so its
         # genres, must not depend on what the pipeline served before.
@@ -311,16 +325,15 @@ class GenrePipeline:
             if self._spent(caller):
                 raise self._exhausted(caller)
             seed_now = None if seed is None else round_seed(seed, caller.attempts)
-            await self._round([caller], prompt, temp, seed_now, estimate)
+            await self._round([caller], (prompt, temp, adapter), seed_now, estimate)
             for name in caller.unsent():
                 yield name
 
-    async def _stream_shared(self, caller: _Caller, prompt: str, temp: float) -> AsyncIterator[str]:
-        key = (prompt, temp)
+    async def _stream_shared(self, caller: _Caller, key: _RoundKey) -> AsyncIterator[str]:
         future = caller.future = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(key, []).append(caller)
         if key not in self._drivers:
-            self._drivers[key] = asyncio.create_task(self._drive(key, prompt, temp))
+            self._drivers[key] = asyncio.create_task(self._drive(key))
         try:
             while True:
                 caller.changed.clear()
@@ -338,7 +351,7 @@ class GenrePipeline:
             if waiting is not None and caller in waiting:
                 waiting.remove(caller)
 
-    async def _drive(self, key: tuple[str, float], prompt: str, temp: float) -> None:
+    async def _drive(self, key: _RoundKey) -> None:
         """Run shared rounds for ``key`` until nobody waits for it any more."""
         try:
             while True:
@@ -358,7 +371,7 @@ class GenrePipeline:
                     chosen.append(caller)
                     budget += caller.missing
                 try:
-                    await self._round(chosen, prompt, temp, None, self._yield)
+                    await self._round(chosen, key, None, self._yield)
                 except Exception as exc:  # the backend failed: every caller of it hears why
                     for caller in chosen:
                         caller.fail(exc)
@@ -387,12 +400,12 @@ class GenrePipeline:
     async def _round(
         self,
         callers: list[_Caller],
-        prompt: str,
-        temp: float,
+        key: _RoundKey,
         seed: int | None,
         estimate: _YieldEstimate,
     ) -> None:
         """One backend request for ``callers``; deal out what survives the filters."""
+        prompt, temp, adapter = key
         n = self._request_size(callers, estimate)
         request = GenerationRequest(
             prompt=prompt,
@@ -402,6 +415,7 @@ class GenrePipeline:
             max_tokens=self.max_tokens,
             stop=(END_MARKER,),
             seed=seed,
+            adapter=adapter,
         )
         for caller in callers:
             caller.attempts += 1
@@ -428,8 +442,8 @@ class GenrePipeline:
                     accepted.append(True)
                     continue
             elif verdict == "repeat" and j.name is not None:
-                key = near_key(j.name)
-                if any(key in c.excluded for c in needy or callers):
+                near = near_key(j.name)
+                if any(near in c.excluded for c in needy or callers):
                     verdict = "excluded"
             accepted.append(verdict == "ok")
             # Attribute the rejected (or surplus) candidate to someone who still waits, so

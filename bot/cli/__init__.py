@@ -18,6 +18,7 @@ from bot.cli.common import CliState, run_cli
 from bot.cli.db import db
 from bot.cli.invite import invite
 from bot.cli.model import dataset, eval_command, generate, train
+from bot.cli.models import model
 from bot.cli.scrape import scrape
 from bot.cli.serve import serve
 from bot.cli.stats import stats
@@ -43,6 +44,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 
 for command in (bot_command, db, dataset, train, generate, eval_command, scrape, serve, stats):
     main.add_command(command)
+main.add_command(model)
 main.add_command(invite)
 
 

@@ -59,16 +59,21 @@ def bot_command(ctx: click.Context, force_sync: bool) -> None:
 async def run_bot(config: Config, token: str) -> int:
     """Open the store, start the worker, run the bot until SIGTERM/SIGINT, clean up; 0."""
     from bot.app import make_bot, serve_bot
+    from bot.cli.models import default_model_config
     from bot.queue import FairQueue, QueueSettings
     from bot.retrain import RetrainManager
     from bot.service import GenreService, create_generator
     from bot.store.generations import real_genre_names
 
+    # The worker starts on the database's default model; servers' own models load on demand.
+    config, default = await default_model_config(config)
     async with open_store(config) as sessions:
         known = await real_genre_names(sessions)
         generator = await create_generator(config, known=known)
         queue = FairQueue(QueueSettings.from_config(config.bot))
-        service = GenreService(generator, sessions, queue=queue)
+        service = GenreService(
+            generator, sessions, queue=queue, start_adapter=default.path if default else None
+        )
         try:
             await service.start()
             retrainer = RetrainManager(config, sessions, service)

@@ -63,16 +63,10 @@ def serve(
     factory = _load_factory(sampler_factory) if sampler_factory else None
     host = host or config.serve.host
     port = config.serve.port if port is None else port
-    if not config.serve.api_token:
-        if not _is_loopback(host):
-            click.echo(
-                f"Warning: serving on {host} without an API token; anyone who can reach this "
-                "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
-                err=True,
-            )
+    if not _is_loopback(host) and not config.serve.api_token:
         click.echo(
-            "No API token: hot reload (POST /v1/load_lora_adapter) is off and /health shows "
-            "liveness only; set MICROGENRE_SERVE_API_TOKEN to enable them.",
+            f"Warning: serving on {host} without an API token; anyone who can reach this "
+            "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
             err=True,
         )
     asyncio.run(_serve(config, host, port, factory))
@@ -81,9 +75,12 @@ def serve(
 async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
     from aiohttp import web
 
+    from bot.cli.models import default_model_config
     from model.worker.factory import make_local_client
     from model.worker.server import create_app
 
+    # Start on the database's default model (servers' own models are named in requests).
+    config, _ = await default_model_config(config)
     client = make_local_client(config, sampler_factory=factory)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -110,6 +107,12 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
                 f"Cannot listen on {host}:{port}: {exc.strerror or exc}."
             ) from None
         bound = runner.addresses[0] if runner.addresses else (host, port)
+        if not config.serve.api_token:
+            click.echo(
+                "No API token: hot reload (POST /v1/load_lora_adapter) is off and /health "
+                "shows liveness only; set MICROGENRE_SERVE_API_TOKEN to enable them.",
+                err=True,
+            )
         click.echo(
             f"Serving {client.model_name} as '{config.serve.model_name}' on "
             f"http://{_url_host(bound[0])}:{bound[1]} (Ctrl-C to stop)",

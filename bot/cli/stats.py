@@ -15,13 +15,16 @@ from bot.store.stats import store_stats
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
-    """Show counts from the store: genres, votes, favorites, the active model."""
+    """Show counts from the store: genres, votes, favorites, the default model and the
+    servers with a model of their own."""
     data = asyncio.run(_collect(ctx))
     if as_json:
         echo_json(data)
         return
     for key, value in data.items():
-        if isinstance(value, dict):
+        if key == "guild_models":
+            value = len(value)
+        elif isinstance(value, dict):
             value = value.get("name", value)
         click.echo(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
 

@@ -16,13 +16,16 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     SmallInteger,
     String,
     Text,
     UniqueConstraint,
+    func,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -36,7 +39,7 @@ NAMING_CONVENTION = {
 ORIGIN_TRAINING = "training"
 ORIGIN_GENERATED = "generated"
 
-RUN_PENDING = "pending"
+RUN_PENDING = "pending"  # queued: waits for the machine's one training slot
 RUN_RUNNING = "running"
 RUN_SUCCEEDED = "succeeded"
 RUN_REJECTED = "rejected"  # trained, but failed the quality gate
@@ -96,9 +99,24 @@ class GenreSource(Base):
 
 
 class ModelVersion(Base):
-    """A trained adapter the worker can serve; at most one is active."""
+    """A trained adapter the worker can serve, of one server (``guild_id``) or of the whole
+    deployment (``guild_id`` NULL: the default every server without its own model uses).
+
+    At most one version is active per ``guild_id`` (NULL included). ``previous_id`` is what was
+    active for that scope when this one was activated (NULL: the default), so a rollback can
+    return to it.
+    """
 
     __tablename__ = "model_versions"
+    __table_args__ = (
+        Index(
+            "uq_model_versions_active_scope",
+            func.coalesce(sql_text("guild_id"), 0),
+            unique=True,
+            sqlite_where=sql_text("active"),
+            postgresql_where=sql_text("active"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -107,6 +125,9 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True, default=None)
+    activated_at: Mapped[datetime | None] = mapped_column(default=None)
+    previous_id: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class Generation(Base):
@@ -174,9 +195,13 @@ class TrainingRun(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=RUN_PENDING, index=True)
     requested_by: Mapped[int | None] = mapped_column(BigInteger, default=None)
-    guild_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger, index=True, default=None)
     channel_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
     message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # queued, training, evaluating, activating, finished (the status says how it ended).
+    phase: Mapped[str] = mapped_column(String(16), default="queued")
+    # Set by a cancel from any process; the process running the run stops it.
+    cancel_reason: Mapped[str | None] = mapped_column(Text, default=None)
     # 0.0 .. 1.0, with the step and loss the trainer last reported.
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     step: Mapped[int] = mapped_column(Integer, default=0)
@@ -191,3 +216,15 @@ class TrainingRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class RetrainLease(Base):
+    """The machine's one training slot: the process running a run holds it until
+    ``lease_until`` and renews it while the run goes on; a holder that dies lets it expire."""
+
+    __tablename__ = "retrain_leases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(100), default=None)
+    run_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)

@@ -13,6 +13,7 @@ from typing import Any
 from bot.config import BotConfig, Config, DiscordConfig, PathsConfig
 from bot.queue import FairQueue, QueueSettings
 from bot.service import GeneratorOutput, GenreService, PositionCallback
+from model.protocol import AdapterRef
 from scraping.normalize import genre_key
 
 
@@ -31,7 +32,7 @@ class ScriptedGenerator:
         self.delay_s = 0.0
         self.error: Exception | None = None
         self.reload_error: Exception | None = None
-        self.reloads: list[str | None] = []
+        self.prepared: list[str] = []
         self.waiting = 0
         self.closed = False
         self.gate: asyncio.Event | None = None
@@ -49,9 +50,16 @@ class ScriptedGenerator:
         temperature: float | None,
         exclude: Collection[str],
         on_position: PositionCallback | None,
+        adapter: AdapterRef | None = None,
     ) -> GeneratorOutput:
         self.calls.append(
-            {"count": count, "like": like, "temperature": temperature, "exclude": set(exclude)}
+            {
+                "count": count,
+                "like": like,
+                "temperature": temperature,
+                "exclude": set(exclude),
+                "adapter": adapter,
+            }
         )
         self.waiting += 1
         try:
@@ -87,10 +95,11 @@ class ScriptedGenerator:
     def queue_length(self) -> int:
         return self.waiting
 
-    async def reload(self, adapter_path: str | None) -> None:
+    async def prepare(self, adapter: AdapterRef) -> None:
+        """Like the worker: refuse (``reload_error``), else note the adapter as loaded."""
         if self.reload_error is not None:
             raise self.reload_error
-        self.reloads.append(adapter_path)
+        self.prepared.append(adapter.path)
 
     async def close(self) -> None:
         self.closed = True
@@ -99,6 +108,9 @@ class ScriptedGenerator:
 def make_config(tmp_path: Path, **bot_options: Any) -> Config:
     bot_options.setdefault("cooldown_s", 0.0)
     bot_options.setdefault("progress_edit_interval_s", 0.0)
+    # No cool-down and no vote minimum unless a test sets them.
+    bot_options.setdefault("retrain_cooldown_h", 0.0)
+    bot_options.setdefault("retrain_min_votes", 0)
     return Config(
         paths=PathsConfig(data_dir=str(tmp_path / "data")),
         discord=DiscordConfig(token="fake-token"),

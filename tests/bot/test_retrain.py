@@ -14,8 +14,8 @@ from sqlalchemy import select
 from bot.config import BotConfig
 from bot.retrain import (
     Progress,
-    RetrainBusyError,
     RetrainManager,
+    RetrainRefusedError,
     _train_event,
     gate_metrics,
     quality_gate,
@@ -96,15 +96,19 @@ async def test_retrain_from_discord_activates_a_passing_adapter(
         if c.method == "PATCH" and inter.token in c.path and c.json and c.json.get("content")
     ]
     assert any("step 3/6" in e and "loss 1.000" in e and "%" in e for e in edits)
-    # Activated and hot-reloaded.
+    # The worker loaded it before it was activated for this server.
     adapter = tmp_path / "data" / "adapters" / "run-0001"
-    assert gen.reloads == [str(adapter)]
+    assert gen.prepared == [str(adapter)]
     async with sessions.begin() as s:
         version = (await s.execute(select(ModelVersion))).scalar_one()
         run = (await s.execute(select(TrainingRun))).scalar_one()
     assert version.active and version.path == str(adapter) and version.metrics["novel"] == 0.7
+    assert version.guild_id == 1000 and version.name == "guild-1000-run-0001"
     assert run.status == "succeeded" and run.model_version_id == version.id
-    assert running.service.active_version == (version.id, version.name)
+    served = await running.service.model_for(1000)
+    assert served is not None and served.id == version.id
+    # The deployment default is untouched.
+    assert running.service.active_version is None
     # Community genres: net score >= 2 and fewer than 3 downvotes.
     community = (adapter / "extra_genres.txt").read_text().splitlines()
     assert community == ["liked genre"]
@@ -126,7 +130,7 @@ async def test_gate_rejection_failure_busy_and_cancel(
         outcome = await running.retrainer.wait()
         assert outcome.status == "rejected"
         assert "well-formed rate 0.50 is below the minimum 0.80" in outcome.reason
-        assert gen.reloads == []
+        assert gen.prepared == []
 
         # A failing trainer: the reason is reported, the active model keeps serving.
         running.retrainer.train_command = commands("fail")["train_command"]
@@ -202,7 +206,7 @@ async def test_progress_reports_are_throttled(sessions: Any, tmp_path: Path) -> 
         reports.append(Progress(p.run_id, phase=p.phase, step=p.step))
 
     await manager.start(requested_by=1, guild_id=1, channel_id=1, on_progress=on_progress)
-    with pytest.raises(RetrainBusyError):
+    with pytest.raises(RetrainRefusedError, match="already in progress"):
         await manager.start(requested_by=2, guild_id=1, channel_id=1)
     outcome = await manager.wait()
     assert outcome is not None and outcome.status == "succeeded"
@@ -239,7 +243,7 @@ async def test_a_stopped_run_is_failed_by_shutdown_and_cancelled_by_an_admin(
     if stop == "shutdown":
         await manager.shutdown()
     else:
-        await manager.cancel("an admin shut down the idea" if "shut" in stop else "not now")
+        await manager.cancel(1, "an admin shut down the idea" if "shut" in stop else "not now")
     outcome = await manager.wait()
     assert outcome is not None and outcome.status == status
     run = await runs_store.get_run(sessions, outcome.run_id)
