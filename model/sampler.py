@@ -5,8 +5,8 @@ few decoding passes as possible: all rows of all requests that share a sampling 
 left-padded batch (chunked at ``max_batch`` rows) decoded by :meth:`Sampler.decode`, a KV-cache
 loop that stops each row as soon as it emits a stop string (every vocabulary token that contains
 one counts as an end token), drops finished rows from the batch, and never runs past
-``max_tokens`` new tokens. The LoRA weights are merged into the base weights after
-loading, so sampling costs exactly what the base model costs.
+``max_tokens`` new tokens. LoRA adapters stay unmerged so several can serve at once: a batch
+of one adapter runs PEFT's plain path, a batch that mixes adapters gives each row its own.
 
 :class:`LocalBackend` is the in-process async :class:`~model.protocol.CompletionBackend` the CLI
 uses (the bot uses the worker process instead).
@@ -43,8 +43,19 @@ def _adapter_name(adapter: Path) -> str:
     return adapter.name
 
 
+DEFAULT_ADAPTER = "default"  # the adapter given to Sampler.load (requests without an adapter)
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
 class Sampler:
-    """A loaded model ready to sample; not thread-safe (one batch at a time, see the lock)."""
+    """A loaded model ready to sample; not thread-safe (one batch at a time, see the lock).
+
+    Several LoRA adapters may be loaded (:meth:`load_adapter`); each request names its own
+    (``request.adapter``, None: the default). With ``mix_adapters`` rows of different adapters
+    share one batch (PEFT's per-row ``adapter_names``); otherwise each adapter gets its own.
+    """
+
+    mix_adapters = True
 
     def __init__(
         self, model: Any, tokenizer: Any, name: str, *, device: str, max_batch: int = 256
@@ -57,7 +68,12 @@ class Sampler:
         # Token ids containing each stop string: an LRU, so arbitrary client stops stay bounded.
         self._stop_ids: OrderedDict[str, frozenset[int]] = OrderedDict()
         self._vocab_texts: list[tuple[int, str]] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        # The PEFT wrapper once an adapter is loaded, its hooks, and the adapter of each row of
+        # the batch being decoded (read by the hooks; empty: the active adapter for all).
+        self._peft: Any = None
+        self._hooks: list[Any] = []
+        self._rows: list[str] = []
         config = getattr(model, "config", None)
         # Models whose head does more than a linear layer keep their own forward.
         self._split_head = (
@@ -86,7 +102,7 @@ class Sampler:
         progress: Callable[[str], None] | None = None,
         max_batch: int = 256,
     ) -> Sampler:
-        """Load the base model, apply and merge ``adapter`` (a PEFT folder) when given."""
+        """Load the base model and, when given, ``adapter`` (a PEFT folder) as the default."""
 
         set_threads(threads)
         dev = pick_device(device)
@@ -96,22 +112,81 @@ class Sampler:
             kwargs["progress"] = progress
         model, tokenizer = load_base(base_model, **kwargs)
         name = Path(base_model).name if Path(base_model).exists() else base_model
+        model.eval()
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        sampler = cls(model, tokenizer, name, device=dev, max_batch=max_batch)
         if adapter is not None:
-            adapter_path = Path(adapter)
-            if not (adapter_path / "adapter_config.json").is_file():
-                raise ModelLoadError(f"{adapter_path} is not a LoRA adapter folder.")
-            from peft import PeftModel
+            sampler.load_adapter(DEFAULT_ADAPTER, adapter)
+            sampler.name = f"{name}+{_adapter_name(Path(adapter))}"
+        return sampler
 
+    # ------------------------------------------------------------------ adapters
+
+    @property
+    def adapters(self) -> list[str]:
+        """Names of the LoRA adapters loaded next to the base model."""
+        return [] if self._peft is None else list(self._peft.peft_config)
+
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load the PEFT folder ``path`` as adapter ``name`` (unmerged, so several can serve).
+
+        Raises :class:`ModelLoadError` when ``path`` is no LoRA adapter for this base model.
+        """
+        adapter_path = Path(path)
+        if not (adapter_path / "adapter_config.json").is_file():
+            raise ModelLoadError(f"{adapter_path} is not a LoRA adapter folder.")
+        from peft import PeftModel
+
+        with self._lock:
             try:
-                peft_model = PeftModel.from_pretrained(model, str(adapter_path))
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(
+                        self.model, str(adapter_path), adapter_name=name
+                    )
+                    self._peft.eval()
+                else:
+                    self._peft.load_adapter(str(adapter_path), adapter_name=name)
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ModelLoadError(f"Cannot apply adapter {adapter_path}: {first}") from None
-            model = peft_model.merge_and_unload()
-            name = f"{name}+{_adapter_name(adapter_path)}"
-        model.eval()
-        model.generation_config.pad_token_id = tokenizer.pad_token_id
-        return cls(model, tokenizer, name, device=dev, max_batch=max_batch)
+            self._hook_lora_layers()
+
+    def unload_adapter(self, name: str) -> None:
+        """Free adapter ``name`` (a no-op when it is not loaded)."""
+        with self._lock:
+            if self._peft is not None and name in self._peft.peft_config:
+                if len(self._peft.peft_config) == 1:
+                    self._peft.base_model.delete_adapter(name)
+                else:
+                    self._peft.delete_adapter(name)
+
+    def _hook_lora_layers(self) -> None:
+        """Give every LoRA layer the per-row adapter names of the running batch.
+
+        PEFT applies ``adapter_names`` per row when a layer's forward receives it; a hook
+        registered once (instead of PEFT's per-call context manager) reads the current names.
+        """
+        import torch
+        from peft.tuners.lora import LoraLayer
+
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = [
+            module.register_forward_pre_hook(self._inject_rows, with_kwargs=True)
+            for module in self._peft.modules()
+            if isinstance(module, LoraLayer) and isinstance(module, torch.nn.Module)
+        ]
+
+    def _inject_rows(
+        self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, dict[str, Any]]:
+        if self._rows:
+            kwargs["adapter_names"] = self._rows
+        return args, kwargs
+
+    def adapter_of(self, request: GenerationRequest) -> str:
+        """The loaded adapter that serves ``request`` (its name, the default, or the base)."""
+        return request.adapter.name if request.adapter is not None else self.adapter_of_default()
 
     @property
     def stop_cache_size(self) -> int:
@@ -146,7 +221,10 @@ class Sampler:
         """Complete every request; requests sharing a sampling key share one batch."""
         groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            groups[request.sampling_key()].append(index)
+            key: tuple[Any, ...] = request.sampling_key()
+            if not self.mix_adapters:
+                key = (*key, self.adapter_of(request))
+            groups[key].append(index)
         results: list[GenerationResult | None] = [None] * len(requests)
         with self._lock:
             for indices in groups.values():
@@ -192,8 +270,11 @@ class Sampler:
         temperature: float,
         top_p: float,
         stop_ids: list[int],
+        adapters: list[str] | None = None,
     ) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` per row of a left-padded batch; rows stop at a stop id.
+
+        ``adapters`` names the loaded adapter of each row (None: every row uses the default).
 
         A plain KV-cache loop: the logits of the last position only, nucleus sampling within
         the ``TOP_K`` most likely tokens (a partial sort instead of sorting the vocabulary), and
@@ -206,6 +287,7 @@ class Sampler:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         tokens: list[list[int]] = [[] for _ in range(batch)]
         active = torch.arange(batch, device=input_ids.device)
+        self._select_rows(adapters or [self.adapter_of_default()] * batch)
         with torch.inference_mode():
             logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None)
             for step in range(max_new_tokens):
@@ -219,6 +301,8 @@ class Sampler:
                     keep = (~done).nonzero().squeeze(1)
                     cache.batch_select_indices(keep)
                     active = active[keep]
+                    if self._rows:
+                        self._rows = [self._rows[i] for i in keep.tolist()]
                     chosen = chosen[keep]
                     attention_mask = attention_mask[keep]
                     position_ids = position_ids[keep]
@@ -230,6 +314,19 @@ class Sampler:
                     chosen[:, None], attention_mask, position_ids, cache
                 )
         return tokens
+
+    def adapter_of_default(self) -> str:
+        return DEFAULT_ADAPTER if DEFAULT_ADAPTER in self.adapters else BASE_ADAPTER
+
+    def _select_rows(self, adapters: list[str]) -> None:
+        """Route each row through its adapter: one active adapter, or PEFT's mixed batch."""
+        if self._peft is None:
+            self._rows = []
+        elif len(set(adapters)) == 1 and adapters[0] != BASE_ADAPTER:
+            self._peft.set_adapter(adapters[0])
+            self._rows = []  # the plain (faster) path of the active adapter
+        else:
+            self._rows = list(adapters)
 
     def _run_group(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         import torch
@@ -244,6 +341,7 @@ class Sampler:
             for i, r in enumerate(requests)
             for _ in range(max(r.n, 0))
         ]
+        row_adapters = [self.adapter_of(r) for r in requests for _ in range(max(r.n, 0))]
         stop_ids = self.stop_token_ids(first.stop)
         texts: list[list[str]] = [[] for _ in requests]
         finished: list[list[bool]] = [[] for _ in requests]
@@ -262,6 +360,7 @@ class Sampler:
                 temperature=first.temperature,
                 top_p=first.top_p,
                 stop_ids=stop_ids,
+                adapters=row_adapters[chunk_start : chunk_start + self.max_batch],
             )
             stop_set = set(stop_ids)
             for (req_index, _), token_ids, mask in zip(

@@ -284,6 +284,40 @@ def _json_progress(event: TrainEvent) -> None:
     sys.stdout.flush()
 
 
+def _server_run_options(fn: F) -> F:
+    """The options of a server run (`train --votes`)."""
+    fn = click.option(
+        "--objective",
+        type=click.Choice(["kto", "unlikelihood"]),
+        default=None,
+        help="How votes teach (server run; default kto).",
+    )(fn)
+    fn = click.option(
+        "--max-minutes",
+        type=click.FloatRange(0, 600, min_open=True),
+        default=None,
+        help="Wall-clock cap of a server run, loading included (default 4.5).",
+    )(fn)
+    fn = click.option(
+        "--replay",
+        type=click.IntRange(0),
+        default=None,
+        help="Real genres replayed in a server run so it does not forget (default 2000).",
+    )(fn)
+    fn = click.option(
+        "--from-adapter",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="The adapter a server run starts from (default: the configured one).",
+    )(fn)
+    return click.option(
+        "--votes",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help='Server run: JSONL of {"name", "label": "up"|"down", "like"} votes.',
+    )(fn)
+
+
 def _error_event(message: str, reason: StopReason) -> TrainEvent:
     return TrainEvent(EventKind.ERROR, message=message, stop_reason=reason)
 
@@ -314,6 +348,7 @@ def _error_event(message: str, reason: StopReason) -> TrainEvent:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by an interrupted run.")
 @click.option("--progress-json", is_flag=True, help="JSON lines on stdout instead of a bar.")
+@_server_run_options
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -333,9 +368,19 @@ def train(
     seed: int,
     no_resume: bool,
     progress_json: bool,
+    votes: str | None,
+    from_adapter: str | None,
+    replay: int | None,
+    max_minutes: float | None,
+    objective: str | None,
 ) -> None:
-    """Fine-tune a LoRA adapter on the store's genres (Ctrl-C saves a checkpoint to resume)."""
+    """Fine-tune a LoRA adapter on the store's genres (Ctrl-C saves a checkpoint to resume).
+
+    With --votes FILE, a server run instead: a short fine-tune of --from-adapter (default: the
+    configured adapter) on a server's 👍/👎 votes plus a replay of real genres.
+    """
     config = state(ctx).config
+    server = _server_run_settings(config, votes, from_adapter, replay, max_minutes, objective)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = Path(output) if output else config.data_dir / "adapters" / f"lora-{stamp}"
     emit: Callable[[TrainEvent], None] = _json_progress if progress_json else _BarProgress()
@@ -362,6 +407,7 @@ def train(
             },
             seed=seed,
             resume=not no_resume,
+            server=server,
         )
     except KeyboardInterrupt:
         if progress_json:
@@ -387,6 +433,7 @@ def _train(
     overrides: dict[str, Any],
     seed: int,
     resume: bool,
+    server: dict[str, Any] | None = None,
 ) -> None:
     _quiet_transformers()
     from model.train import TrainConfig
@@ -408,6 +455,9 @@ def _train(
             valid_fraction=0.08,
         )
     values = {k: v for k, v in overrides.items() if v is not None}
+    if server is not None:
+        _server_run(config, folder, out, emit, server, seed=seed, max_steps=values.get("max_steps"))
+        return
     cfg = TrainConfig(
         base_model=config.model.base_model,
         device=config.model.device,
@@ -418,6 +468,70 @@ def _train(
     )
     run_training(
         folder, out, cfg, progress=emit, data_dir=config.data_dir, resume=resume, name=out.name
+    )
+
+
+def _server_run_settings(
+    config: Config,
+    votes: str | None,
+    from_adapter: str | None,
+    replay: int | None,
+    max_minutes: float | None,
+    objective: str | None,
+) -> dict[str, Any] | None:
+    """The server-run settings; None for a full training. The votes are read now, so a bad
+    file is one line before any model is loaded."""
+    if votes is None:
+        if from_adapter or replay is not None or max_minutes is not None or objective:
+            raise InputError(
+                "--from-adapter, --replay, --max-minutes and --objective need --votes."
+            )
+        return None
+    from model.dataset import read_votes
+
+    read_votes(votes)
+    options = {"replay": replay, "max_minutes": max_minutes, "objective": objective}
+    return {
+        "votes": votes,
+        "from_adapter": adapter_path(config, from_adapter),
+        **{k: v for k, v in options.items() if v is not None},
+    }
+
+
+def _server_run(
+    config: Config,
+    dataset: Path,
+    out: Path,
+    emit: Callable[[TrainEvent], None],
+    server: dict[str, Any],
+    *,
+    seed: int,
+    max_steps: int | None,
+) -> None:
+    from model.train import ServerRunConfig, server_run
+
+    settings: dict[str, Any] = {
+        k: v for k, v in server.items() if k not in ("votes", "from_adapter")
+    }
+    if max_steps:
+        settings["max_steps"] = max_steps
+    cfg = ServerRunConfig(
+        base_model=config.model.base_model,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        threads=config.model.threads,
+        seed=seed,
+        **settings,
+    )
+    server_run(
+        dataset,
+        server["votes"],
+        server["from_adapter"],
+        out,
+        cfg,
+        progress=emit,
+        data_dir=config.data_dir,
+        name=out.name,
     )
 
 

@@ -21,7 +21,8 @@ import time
 from multiprocessing.connection import Connection
 
 from model.errors import ModelError
-from model.protocol import GenerationRequest
+from model.protocol import GenerationRequest, GenerationResult
+from model.worker.adapters import ResidentAdapters
 from model.worker.batching import run_grouped
 from model.worker.messages import (
     BatchDone,
@@ -35,6 +36,7 @@ from model.worker.messages import (
     Reload,
     Reloaded,
     ReloadFailed,
+    RequestFailed,
     Stop,
 )
 from model.worker.settings import SamplerFactory, SamplerLike, SamplerSpec
@@ -92,13 +94,16 @@ def smoke_test(sampler: SamplerLike, prompt: str) -> None:
 
 
 class _Child:
-    def __init__(self, conn: Connection, parent_pid: int, heartbeat_interval_s: float) -> None:
+    def __init__(
+        self, conn: Connection, parent_pid: int, heartbeat_interval_s: float, max_adapters: int
+    ) -> None:
         self.conn = conn
         self.parent_pid = parent_pid
         self.interval = heartbeat_interval_s
         self.send_lock = threading.Lock()
         self.phase: Phase = "loading"
         self.stop = threading.Event()
+        self.resident = ResidentAdapters(max_adapters)
 
     def send(self, message: FromWorker) -> None:
         with self.send_lock:
@@ -122,6 +127,7 @@ def child_main(
     heartbeat_interval_s: float,
     smoke_prompt: str,
     log_level: int = logging.WARNING,
+    max_adapters: int = 8,
 ) -> None:
     """Entry point of the worker process."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when we stop.
@@ -130,7 +136,7 @@ def child_main(
     logging.basicConfig(
         level=log_level, format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s"
     )
-    child = _Child(conn, parent_pid, heartbeat_interval_s)
+    child = _Child(conn, parent_pid, heartbeat_interval_s, max_adapters)
     threading.Thread(target=child.heartbeat, name="heartbeat", daemon=True).start()
     try:
         _serve(child, spec, factory, smoke_prompt)
@@ -150,10 +156,13 @@ def _serve(child: _Child, spec: SamplerSpec, factory: SamplerFactory, smoke_prom
             return
         if isinstance(message, Generate):
             child.phase = "generating"
-            child.send(_generate(sampler, message))
+            child.send(_generate(child, sampler, spec.adapter, message))
         elif isinstance(message, Reload):
             child.phase = "reloading"
-            sampler = _reload(child, sampler, message, factory, smoke_prompt)
+            candidate = _reload(child, sampler, message, factory, smoke_prompt)
+            if candidate is not sampler:  # the extra adapters lived in the old sampler
+                sampler, spec = candidate, message.spec
+                child.resident.clear()
             gc.collect()  # free the sampler that lost (the old one or the rejected one)
         else:
             log.warning("ignoring unknown message %r", message)
@@ -180,14 +189,28 @@ def _load(child: _Child, spec: SamplerSpec, factory: SamplerFactory) -> SamplerL
     return sampler
 
 
-def _generate(sampler: SamplerLike, message: Generate) -> BatchDone | BatchFailed:
+def _generate(
+    child: _Child, sampler: SamplerLike, default_path: str | None, message: Generate
+) -> BatchDone | BatchFailed:
+    """Load the adapters the batch needs, generate, then evict beyond ``max_adapters``."""
     t0 = time.monotonic()
+    prepared = child.resident.prepare(sampler, message.requests, default_path=default_path)
+    answers: list[GenerationResult | RequestFailed] = [
+        RequestFailed(prepared.failed.get(i, "")) for i in range(len(message.requests))
+    ]
     try:
-        results = run_grouped(sampler.complete_batch, message.requests)
+        if prepared.runnable:
+            results = run_grouped(sampler.complete_batch, [r for _, r in prepared.runnable])
+            for (index, _), result in zip(prepared.runnable, results, strict=True):
+                answers[index] = result
     except Exception as exc:
         log.exception("generation failed")
         return BatchFailed(message.batch_id, describe(exc))
-    return BatchDone(message.batch_id, tuple(results), time.monotonic() - t0, rss_bytes())
+    finally:
+        child.resident.trim(sampler)
+    elapsed = time.monotonic() - t0
+    adapters = tuple(child.resident.refs())
+    return BatchDone(message.batch_id, tuple(answers), elapsed, rss_bytes(), adapters)
 
 
 def _reload(

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from model.protocol import GenerationRequest, GenerationResult
+from model.protocol import AdapterRef, GenerationRequest, GenerationResult
 from model.worker.settings import SamplerSpec
 
 
@@ -96,11 +96,21 @@ class LoadFailed:
 
 
 @dataclass(frozen=True)
+class RequestFailed:
+    """In :class:`BatchDone`: this one request could not be served (its adapter did not load)."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class BatchDone:
+    """One answer per request, in order; ``adapters``: those resident after the batch."""
+
     batch_id: int
-    results: tuple[GenerationResult, ...]
+    results: tuple[GenerationResult | RequestFailed, ...]
     generate_s: float
     rss: int
+    adapters: tuple[AdapterRef, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from model.worker.messages import (
     Reload,
     Reloaded,
     ReloadFailed,
+    RequestFailed,
     ToWorker,
 )
 from model.worker.settings import SamplerSpec, WorkerSettings
@@ -239,9 +240,14 @@ class Scheduler:
         batch = self._take_job(Batch, message.batch_id)
         if batch is None:
             return False
-        self._stats.record_batch(message.results, message.generate_s)
+        served = [r for r in message.results if isinstance(r, GenerationResult)]
+        self._stats.record_batch(served, message.generate_s)
         for pending, result in zip(batch.items, message.results, strict=True):
-            if not pending.future.done():
+            if pending.future.done():
+                continue
+            if isinstance(result, RequestFailed):
+                pending.future.set_exception(_adapter_failed(pending.request, result.error))
+            else:
                 queue_s = max(0.0, batch.started - pending.enqueued)
                 pending.future.set_result(
                     dataclasses.replace(result, queue_s=queue_s, generate_s=message.generate_s)
@@ -342,6 +348,13 @@ class Scheduler:
                 self._tasks.spawn(_await_quietly(outcome), "queue-position")
         except Exception:
             log.exception("queue position callback failed")
+
+
+def _adapter_failed(request: GenerationRequest, error: str) -> AdapterRejectedError:
+    name = request.adapter.name if request.adapter is not None else "(default)"
+    return AdapterRejectedError(
+        f"The model {name} could not be loaded ({as_sentence(error)}); this request was not served."
+    )
 
 
 def _fail(items: list[Pending], error: Exception) -> None:

@@ -99,6 +99,9 @@ class WorkerSettings:
     restart_backoff_s: float = 1.0
     # How long loading the model may take (the first run converts the GGUF base model).
     start_timeout_s: float = 300.0
+    # Most LoRA adapters kept loaded besides the default one (requests name theirs); beyond
+    # it the least recently used is unloaded (and loaded again when a request needs it).
+    max_adapters: int = 8
     # Prompt of the smoke generation an adapter must pass before a hot reload switches to it.
     smoke_prompt: ClassVar[str] = DEFAULT_SMOKE_PROMPT
 
@@ -126,6 +129,8 @@ class WorkerSettings:
             raise ValueError("down_backoff_s must be >= 0")
         if self.batch_window_ms < 0:
             raise ValueError("batch_window_ms must be >= 0")
+        if self.max_adapters < 0:
+            raise ValueError("max_adapters must be >= 0")
         for name in ("max_batch_size", "queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from model.protocol import AdapterRef
 from model.worker.child import child_main
 from model.worker.errors import (
     WorkerClosedError,
@@ -50,6 +51,8 @@ from model.worker.stats import WorkerStats
 log = logging.getLogger(__name__)
 
 MAX_RESTART_DELAY_S = 60.0
+# How health names the adapter the worker was started with (requests without an AdapterRef).
+DEFAULT_ADAPTER_NAME = "default"
 # A freshly spawned process imports Python before its first heartbeat: allow at least this long.
 FIRST_HEARTBEAT_GRACE_S = 30.0
 
@@ -80,6 +83,8 @@ class WorkerProcess:
     last_seen: float | None = None
     ready: bool = False
     model_name: str | None = None
+    # The adapters it holds besides the default (as of its last batch).
+    adapters: tuple[AdapterRef, ...] = ()
     fatal: str | None = None
     kill_reason: str | None = None
     exited: bool = False
@@ -200,6 +205,14 @@ class Supervisor:
     def model_name(self) -> str | None:
         return self._proc.model_name if self._proc is not None else None
 
+    def adapters(self) -> list[dict[str, str]]:
+        """The resident adapters as ``{name, path}``: the default first, then the others."""
+        handle = self._proc
+        resident = [] if handle is None or not handle.ready else list(handle.adapters)
+        if self.spec.adapter is not None and handle is not None and handle.ready:
+            resident.insert(0, AdapterRef(DEFAULT_ADAPTER_NAME, self.spec.adapter))
+        return [ref.to_dict() for ref in resident]
+
     def as_dict(self, now: float) -> dict[str, Any]:
         """The process's part of :meth:`WorkerClient.health`."""
         handle = self._proc
@@ -210,6 +223,7 @@ class Supervisor:
             "pid": self.pid,
             "model": self.model_name,
             "adapter": self.spec.adapter,
+            "adapters": self.adapters(),
             "last_heartbeat_age_s": round(now - last_seen, 3) if last_seen is not None else None,
         }
 
@@ -229,6 +243,7 @@ class Supervisor:
                 settings.heartbeat_interval_s,
                 settings.smoke_prompt,
                 logging.getLogger().getEffectiveLevel(),
+                settings.max_adapters,
             ),
             name="microgenre-worker",
             daemon=True,
@@ -274,7 +289,7 @@ class Supervisor:
             case LoadFailed(error=error):
                 handle.fatal = error
             case BatchDone():
-                self._stats.rss = message.rss
+                self._stats.rss, handle.adapters = message.rss, message.adapters
                 if self._jobs.batch_done(message):
                     self._crash_streak = 0
             case BatchFailed():
@@ -283,6 +298,7 @@ class Supervisor:
                 spec = self._jobs.reloaded(message)
                 if spec is not None:
                     self.spec, handle.model_name, self._crash_streak = spec, message.name, 0
+                    handle.adapters = ()
             case ReloadFailed():
                 self._jobs.reload_failed(message)
         self._jobs.wake()

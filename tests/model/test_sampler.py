@@ -8,7 +8,7 @@ import pytest
 from model.errors import ModelLoadError
 from model.filters import Fingerprint
 from model.pipeline import GenrePipeline
-from model.protocol import GenerationRequest
+from model.protocol import AdapterRef, GenerationRequest
 from model.sampler import LocalBackend, Sampler
 
 
@@ -162,7 +162,7 @@ def test_missing_adapter_is_a_load_error(tiny_model_path: Path, tmp_path: Path) 
         Sampler.load(str(tiny_model_path), tmp_path, device="cpu", dtype="float32")
 
 
-def test_trained_adapter_loads_and_merges(
+def test_trained_adapter_loads_as_the_default(
     tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
     from model.train import TrainConfig, train
@@ -174,6 +174,68 @@ def test_trained_adapter_loads_and_merges(
     train(tiny_dataset, out, cfg, name="tiny-lora")
     loaded = Sampler.load(str(tiny_model_path), out, device="cpu", dtype="float32", threads=1)
     assert loaded.name == "model+tiny-lora"
-    assert not any("lora_" in k for k in loaded.model.state_dict())
+    assert loaded.adapters == ["default"]  # unmerged: other adapters can join it
     (result,) = loaded.complete_batch([GenerationRequest(prompt="genre:", n=2, max_tokens=4)])
+    assert len(result.texts) == 2
+
+
+def _random_lora(base: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter for the tiny model with random (non-zero) A and B weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"])
+    config.init_lora_weights = False  # random B too, so the adapter changes the output
+    get_peft_model(model, config).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_adapters(
+    tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[AdapterRef, AdapterRef]:
+    root = tmp_path_factory.mktemp("adapters")
+    return (
+        AdapterRef("a", str(_random_lora(tiny_model_path, root / "a", seed=1))),
+        AdapterRef("b", str(_random_lora(tiny_model_path, root / "b", seed=2))),
+    )
+
+
+def _greedy(ref: AdapterRef | None, prompt: str) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, n=2, temperature=0.0, max_tokens=6, adapter=ref)
+
+
+@pytest.mark.parametrize("mix", [True, False])
+def test_mixed_adapter_batch_matches_single_adapter_batches(
+    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef], mix: bool
+) -> None:
+    a, b = two_adapters
+    sampler = Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
+    sampler.load_adapter(a.name, a.path)
+    sampler.load_adapter(b.name, b.path)
+    sampler.mix_adapters = mix
+    requests = [_greedy(ref, p) for ref in (None, a, b) for p in ("genre:", "like: dub\ngenre:")]
+    alone = [sampler.complete_batch([r])[0].texts for r in requests]
+    together = [result.texts for result in sampler.complete_batch(requests)]
+    assert together == alone
+    by_adapter = {
+        ref: [t for r, t in zip(requests, alone, strict=True) if r.adapter == ref]
+        for ref in (None, a, b)
+    }
+    assert len({tuple(texts) for texts in by_adapter.values()}) == 3  # the adapters differ
+
+
+def test_unloaded_adapter_frees_its_name(
+    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+) -> None:
+    a, b = two_adapters
+    sampler = Sampler.load(str(tiny_model_path), a.path, device="cpu", dtype="float32", threads=1)
+    sampler.load_adapter(b.name, b.path)
+    assert sampler.adapters == ["default", "b"]
+    sampler.unload_adapter("b")
+    assert sampler.adapters == ["default"]
+    (result,) = sampler.complete_batch([_greedy(None, "genre:")])
     assert len(result.texts) == 2

@@ -38,6 +38,26 @@ class FakeSampler:
         self.tag = str(options.get("tag", "base"))
         self.empty = bool(options.get("empty", False))
         self.name = f"fake+{self.tag}"
+        self.extra_tags: dict[str, str] = {}  # adapters loaded besides the default: name → tag
+        self.loads = 0
+
+    def load_adapter(self, name: str, path: str) -> None:
+        card = Path(path) / "fake.json"
+        if not card.is_file():
+            raise ModelLoadError(f"{path} is not a LoRA adapter folder.")
+        options = json.loads(card.read_text())
+        if "load_error" in options:
+            raise ValueError(options["load_error"])
+        self.extra_tags[name] = str(options.get("tag", name))
+        self.loads += 1
+
+    def unload_adapter(self, name: str) -> None:
+        self.extra_tags.pop(name, None)
+
+    def tag_of(self, request: GenerationRequest) -> str:
+        if request.adapter is None:
+            return self.tag
+        return self.extra_tags[request.adapter.name]  # KeyError: the worker did not load it
 
     def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         delay = 0.0
@@ -69,7 +89,7 @@ class FakeSampler:
                             ",".join(request.stop),
                             request.seed,
                             i,
-                            self.tag,
+                            self.tag_of(request),
                         )
                     )
                     for i in range(request.n)
@@ -85,6 +105,7 @@ class FakeSampler:
                         "batch_rows": rows,
                         "batch_requests": len(requests),
                         "pid": os.getpid(),
+                        "adapter_loads": self.loads,
                     },
                 )
             )
