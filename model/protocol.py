@@ -87,7 +87,16 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """The ``n`` raw completions of one request (text after the prompt, stop string cut)."""
+    """The ``n`` raw completions of one request (text after the prompt, stop string cut).
+
+    ``scores`` is empty, or one plausibility score per text: the mean log-probability of the
+    completion's sampled tokens (its end token included) under the model's untempered
+    distribution (see :mod:`model.sampler`). Backends that do not score leave it empty.
+
+    >>> r = GenerationResult(("dub", "x"), "m", scores=(-1.5, -4.0))
+    >>> GenerationResult.from_dict(r.to_dict()) == r, GenerationResult(("dub",), "m").scores
+    (True, ())
+    """
 
     texts: tuple[str, ...]
     model: str
@@ -97,16 +106,19 @@ class GenerationResult:
     queue_s: float = 0.0
     generate_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    scores: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["texts"] = list(self.texts)
+        data["scores"] = list(self.scores)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationResult:
         values = dict(data)
         values["texts"] = tuple(values["texts"])
+        values["scores"] = tuple(float(s) for s in values.get("scores") or ())
         return cls(**values)
 
 

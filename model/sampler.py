@@ -271,10 +271,15 @@ class Sampler:
         top_p: float,
         stop_ids: list[int],
         adapters: list[str] | None = None,
+        logprobs: list[list[float]] | None = None,
     ) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` per row of a left-padded batch; rows stop at a stop id.
 
         ``adapters`` names the loaded adapter of each row (None: every row uses the default).
+        ``logprobs``, when given (an empty list), receives per row the log-probability of each
+        sampled token under the untempered distribution, read off the logits the loop computes
+        anyway (no extra forward pass): how plausible the completion is to the model itself,
+        whatever temperature and top-p it was sampled with.
 
         A plain KV-cache loop: the logits of the last position only, nucleus sampling within
         the ``TOP_K`` most likely tokens (a partial sort instead of sorting the vocabulary), and
@@ -286,6 +291,8 @@ class Sampler:
         stop = torch.tensor(stop_ids, dtype=torch.long, device=input_ids.device)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         tokens: list[list[int]] = [[] for _ in range(batch)]
+        if logprobs is not None:
+            logprobs[:] = [[] for _ in range(batch)]
         active = torch.arange(batch, device=input_ids.device)
         self._select_rows(adapters or [self.adapter_of_default()] * batch)
         with torch.inference_mode():
@@ -294,6 +301,11 @@ class Sampler:
                 chosen = _pick(logits, temperature, top_p)
                 for row, token in zip(active.tolist(), chosen.tolist(), strict=True):
                     tokens[row].append(token)
+                if logprobs is not None:
+                    picked = logits.gather(-1, chosen[:, None]).squeeze(-1)
+                    step_lp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
+                    for row, value in zip(active.tolist(), step_lp, strict=True):
+                        logprobs[row].append(value)
                 done = torch.isin(chosen, stop)
                 if step == max_new_tokens - 1 or bool(done.all()):
                     break
@@ -345,6 +357,7 @@ class Sampler:
         stop_ids = self.stop_token_ids(first.stop)
         texts: list[list[str]] = [[] for _ in requests]
         finished: list[list[bool]] = [[] for _ in requests]
+        scores: list[list[float]] = [[] for _ in requests]
         prompt_tokens = [0] * len(requests)
         completion_tokens = [0] * len(requests)
         start = time.perf_counter()
@@ -353,6 +366,7 @@ class Sampler:
             enc = self.tokenizer(
                 [p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(self.device)
+            token_lps: list[list[float]] = []
             new = self.decode(
                 enc["input_ids"],
                 enc["attention_mask"],
@@ -361,10 +375,11 @@ class Sampler:
                 top_p=first.top_p,
                 stop_ids=stop_ids,
                 adapters=row_adapters[chunk_start : chunk_start + self.max_batch],
+                logprobs=token_lps,
             )
             stop_set = set(stop_ids)
-            for (req_index, _), token_ids, mask in zip(
-                chunk, new, enc["attention_mask"].tolist(), strict=True
+            for (req_index, _), token_ids, mask, lps in zip(
+                chunk, new, enc["attention_mask"].tolist(), token_lps, strict=True
             ):
                 used = []
                 done = False
@@ -379,6 +394,7 @@ class Sampler:
                 finished[req_index].append(done or cut is not None)
                 prompt_tokens[req_index] += int(sum(mask))
                 completion_tokens[req_index] += len(used)
+                scores[req_index].append(mean_logprob(lps[: len(used)]))
         elapsed = time.perf_counter() - start
         return [
             GenerationResult(
@@ -388,12 +404,24 @@ class Sampler:
                 completion_tokens=completion_tokens[i],
                 generate_s=elapsed,
                 extra={"finished": finished[i]},
+                scores=tuple(scores[i]),
             )
             for i in range(len(requests))
         ]
 
 
 TOP_K = 1000
+
+
+def mean_logprob(logprobs: list[float]) -> float:
+    """A completion's length-normalised log-likelihood: the mean of its tokens' log-probs.
+
+    The mean, not the sum, so a long name is not penalised for its length alone.
+
+    >>> mean_logprob([-1.0, -3.0]), mean_logprob([])
+    (-2.0, -inf)
+    """
+    return sum(logprobs) / len(logprobs) if logprobs else float("-inf")
 
 
 def _cache_of(output: Any) -> Any:
@@ -451,4 +479,5 @@ class LocalBackend:
             queue_s=queue_s,
             generate_s=result.generate_s,
             extra=result.extra,
+            scores=result.scores,
         )

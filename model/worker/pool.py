@@ -81,6 +81,10 @@ def join_results(results: Sequence[GenerationResult]) -> GenerationResult:
         queue_s=max(r.queue_s for r in results),
         generate_s=max(r.generate_s for r in results),
         extra=extra,
+        # Scores only when every part scored every text (else they would not align).
+        scores=tuple(s for r in results for s in r.scores)
+        if all(len(r.scores) == len(r.texts) for r in results)
+        else (),
     )
 
 

@@ -89,7 +89,35 @@ def parse_response(data: Any, request: GenerationRequest) -> GenerationResult:
         prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
         completion_tokens=int(usage.get("completion_tokens", 0) or 0),
         extra=extra,
+        scores=choice_scores(choices),
     )
+
+
+def choice_scores(choices: list[Any]) -> tuple[float, ...]:
+    """Each choice's plausibility score, or () unless every choice has one.
+
+    Our server sends ``mgg_score``; an OpenAI-style server (vLLM) asked for logprobs sends
+    ``logprobs.token_logprobs``, whose mean is the same score.
+
+    >>> choice_scores([{"mgg_score": -1.5}, {"logprobs": {"token_logprobs": [-1.0, -2.0]}}])
+    (-1.5, -1.5)
+    >>> choice_scores([{"mgg_score": -1.5}, {"logprobs": None}])
+    ()
+    """
+    scores = []
+    for choice in choices:
+        score = choice.get("mgg_score") if isinstance(choice, dict) else None
+        if not isinstance(score, int | float) or isinstance(score, bool):
+            logprobs = choice.get("logprobs") if isinstance(choice, dict) else None
+            values = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+            if not isinstance(values, list) or not values:
+                return ()
+            try:
+                score = sum(float(v) for v in values) / len(values)
+            except (TypeError, ValueError):
+                return ()
+        scores.append(float(score))
+    return tuple(scores)
 
 
 async def _error_details(response: aiohttp.ClientResponse) -> tuple[str, str | None]:

@@ -273,9 +273,17 @@ def completion_body(
             reason: str | None = None
             if isinstance(finished, list) and j < len(finished):
                 reason = "stop" if finished[j] else "length"
-            choices.append(
-                {"text": text, "index": len(choices), "logprobs": None, "finish_reason": reason}
-            )
+            choice = {
+                "text": text,
+                "index": len(choices),
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            if len(result.scores) == len(result.texts):
+                # An extension field (clients that do not know it ignore it): the completion's
+                # mean token log-probability, the pipeline's plausibility score.
+                choice["mgg_score"] = round(result.scores[j], 6)
+            choices.append(choice)
     prompt_tokens = sum(r.prompt_tokens for r in results)
     completion_tokens = sum(r.completion_tokens for r in results)
     return {
