@@ -1,6 +1,8 @@
 """Stands in for `microgenre train --progress-json`: prints TrainEvent lines.
 
 Usage: fake_train.py MODE [STEP_DELAY_S] --progress-json --output DIR [--extra-genres FILE]
+                    [--votes FILE] [--from-adapter DIR]
+The adapter it writes holds copies of the extra genres and votes files, and ``argv.json``.
 MODE: ok (writes an adapter), fail (reports an error event and exits 1).
 """
 
@@ -27,6 +29,7 @@ def main() -> int:
     delay = float(args[1]) if len(args) > 1 and not args[1].startswith("--") else 0.0
     output = Path(args[args.index("--output") + 1])
     extra = args[args.index("--extra-genres") + 1] if "--extra-genres" in args else None
+    votes = args[args.index("--votes") + 1] if "--votes" in args else None
     total = 6
 
     # Like the real trainer: checkpoints go to <output>.work while training runs.
@@ -58,6 +61,9 @@ def main() -> int:
     (work / "env.json").write_text(json.dumps({"DISCORD_TOKEN": os.environ.get("DISCORD_TOKEN")}))
     if extra:
         shutil.copy(extra, work / "extra_genres.txt")
+    if votes:
+        shutil.copy(votes, work / "votes.jsonl")
+    (work / "argv.json").write_text(json.dumps(args))
     work.rename(output)
     shutil.rmtree(checkpoints)
     emit(EventKind.DONE, step=total, total_steps=total, loss=0.5, stop_reason=StopReason.COMPLETED)
