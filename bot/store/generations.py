@@ -128,17 +128,23 @@ async def reserve_generations(
     error reserves nothing, and on SQLite the write lock is held from the first insert to the
     commit. ``ON CONFLICT DO NOTHING`` on ``(guild_id, genre_id)`` refuses a genre that a
     concurrent request reserved first (PostgreSQL waits for that request to finish).
+
+    The rows are written in the order of the names' keys, whatever the order of ``names``: two
+    processes reserving overlapping names in different orders would otherwise each wait for a
+    row the other inserted (PostgreSQL: "deadlock detected"). The result is in ``names`` order.
     """
-    reserved: list[Reserved] = []
+    by_key = sorted(range(len(names)), key=lambda i: genre_key(names[i]))
+    reserved: dict[int, Reserved] = {}
     async with sessions.begin() as session:
-        for name in names:
+        for index in by_key:
+            name = names[index]
             found = await _genre_id(session, name)
             if found is None:
-                reserved.append(Reserved(name, None, "invalid"))
+                reserved[index] = Reserved(name, None, "invalid")
                 continue
             genre_id, origin = found
             if origin == ORIGIN_TRAINING:
-                reserved.append(Reserved(name, None, "real"))
+                reserved[index] = Reserved(name, None, "real")
                 continue
             generation_id = await session.scalar(
                 _insert(session, Generation)
@@ -156,10 +162,10 @@ async def reserve_generations(
                 .returning(Generation.id)
             )
             if generation_id is None:
-                reserved.append(Reserved(name, None, "issued"))
+                reserved[index] = Reserved(name, None, "issued")
             else:
-                reserved.append(Reserved(name, int(generation_id)))
-    return reserved
+                reserved[index] = Reserved(name, int(generation_id))
+    return [reserved[i] for i in range(len(names))]
 
 
 async def attach_message(

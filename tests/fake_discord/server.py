@@ -5,6 +5,8 @@ Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE
 
 * gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED, and
   :meth:`FakeDiscord.dispatch` for any event (INTERACTION_CREATE, MESSAGE_REACTION_ADD/REMOVE);
+  a connection that identifies as ``shard: [id, count]`` gets only the guilds, and the events
+  of the guilds, of its shard (:func:`shard_for`), so several bot processes can split them;
 * REST: ``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``, application command
   sync (global and guild), interaction callbacks, webhook follow-ups and ``@original`` edits,
   channel messages, reactions (the bot's own reactions are echoed back as gateway events, as
@@ -65,6 +67,15 @@ def snowflake(counter: itertools.count[int]) -> int:
     return ((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + next(counter) % (1 << 22)
 
 
+def shard_for(guild_id: int, shard_count: int) -> int:
+    """The shard that receives a guild's events (Discord's formula).
+
+    >>> shard_for(1000, 2), shard_for(3 << 22, 2)
+    (0, 1)
+    """
+    return (guild_id >> 22) % shard_count
+
+
 def iso_now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -78,6 +89,7 @@ class RecordedCall:
     files: list[str] = field(default_factory=list)
     at: float = field(default_factory=time.monotonic)
     status: int | None = None  # the HTTP status answered
+    auth: str | None = None  # the Authorization header (which bot process, by its token)
 
 
 @dataclass
@@ -181,6 +193,8 @@ class FakeDiscord:
         self.identified = asyncio.Event()
         self.identify_count = 0
         self._sockets: list[web.WebSocketResponse] = []
+        # The ``[shard_id, shard_count]`` each connection identified with (absent: unsharded).
+        self.shard_of_socket: dict[web.WebSocketResponse, tuple[int, int]] = {}
         self._seq = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -399,6 +413,7 @@ class FakeDiscord:
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            self.shard_of_socket.pop(ws, None)
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, event: str, data: Any) -> None:
@@ -417,16 +432,30 @@ class FakeDiscord:
         }
         if identify.get("shard") is not None:
             ready["shard"] = identify["shard"]
+            shard_id, shard_count = (int(x) for x in identify["shard"])
+            self.shard_of_socket[ws] = (shard_id, shard_count)
+        guilds = [g for g in self.guilds if self._routes_to(ws, g)]
+        ready["guilds"] = [{"id": str(g), "unavailable": True} for g in guilds]
         await self._send(ws, "READY", ready)
-        for guild_id in self.guilds:
+        for guild_id in guilds:
             await self._send(ws, "GUILD_CREATE", self.guild_payload(guild_id))
         self.identified.set()
 
     async def dispatch(self, event: str, data: Any) -> None:
-        """Send a gateway event to every connected client."""
+        """Send a gateway event to every connected client; a guild's event only to the
+        connection of the shard that owns the guild, as Discord routes them."""
+        guild = data.get("guild_id") if isinstance(data, dict) else None
         for ws in list(self._sockets):
-            if not ws.closed:
+            if not ws.closed and (guild is None or self._routes_to(ws, int(guild))):
                 await self._send(ws, event, data)
+
+    def _routes_to(self, ws: web.WebSocketResponse, guild_id: int) -> bool:
+        shard = self.shard_of_socket.get(ws)
+        return shard is None or shard_for(guild_id, shard[1]) == shard[0]
+
+    def shards_connected(self) -> list[tuple[int, int]]:
+        """The ``(shard_id, shard_count)`` of every open, identified connection."""
+        return sorted(s for ws, s in self.shard_of_socket.items() if not ws.closed)
 
     # ------------------------------------------------------------------ test helpers
 
@@ -630,6 +659,7 @@ class FakeDiscord:
         path = "/" + request.match_info["tail"]
         body, files = await self._read_body(request)
         call = RecordedCall(request.method, unquote(path), dict(request.query), body, files)
+        call.auth = request.headers.get("Authorization")
         self.calls.append(call)
         try:
             limited, verdict = self._take(call)
