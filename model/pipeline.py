@@ -20,6 +20,14 @@ and ``doubled_word`` (a word said twice in a row, "jazz jazz", that no real genr
 Without ``like``, no leading word may start more than ``max_leading_share`` of one call's genres
 (at least ``min_leading_cap``): ``leading_word_cap`` counts those held back.
 
+Plausibility and weirdness: when the backend scores its completions
+(:attr:`~model.protocol.GenerationResult.scores`, the mean log-probability of each completion
+under the model) and a call asks for a ``weirdness`` level 1..5, its requests are ``rerank``
+times larger and the accepted candidates of a round are dealt in the order of
+:func:`band_order`: nearest first to the level's quantile of plausibility, so level 1 delivers
+the most plausible novel candidates, 5 the least plausible that still pass every filter, and
+the rest stay ``surplus``. Without scores or a level, candidates are dealt in sampling order.
+
 Concurrent unseeded calls with the same ``like`` and temperature share rounds: one request,
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
 Thirty-two users asking for one genre each then cost one request of about 50 completions
@@ -58,8 +66,12 @@ MAX_REQUEST = 256
 MIN_YIELD = 0.05
 
 
-# Calls share rounds only with calls of the same prompt, temperature and adapter.
-_RoundKey = tuple[str, float, AdapterRef | None]
+# Calls share rounds only with calls of the same prompt, temperature, adapter and weirdness.
+_RoundKey = tuple[str, float, AdapterRef | None, int | None]
+# Weirdness levels: 1 = the most plausible novel candidates .. 5 = the least plausible ones.
+WEIRDNESS_LEVELS = range(1, 6)
+# A call with a weirdness level samples this many times the candidates it needs, to choose from.
+RERANK = 3.0
 
 
 @dataclass
@@ -95,6 +107,26 @@ def leading_word(name: str) -> str:
     """The first word of a genre's key: ``"Música Popular"`` -> ``"musica"``."""
     words = genre_key(name).split()
     return words[0] if words else ""
+
+
+def band_order(scores: list[float], weirdness: int) -> list[int]:
+    """Positions of ``scores`` in the order a weirdness level deals them.
+
+    Candidates are ranked from the most plausible (highest score) to the least; level ``w``
+    aims at the rank quantile ``(w - 1) / 4`` and takes the nearest ranks first (ties: the more
+    plausible). Level 1 starts at the top, 5 at the bottom, 3 in the middle.
+
+    >>> scores = [-1.0, -5.0, -3.0, -2.0, -4.0]
+    >>> band_order(scores, 1), band_order(scores, 5)
+    ([0, 3, 2, 4, 1], [1, 4, 2, 3, 0])
+    >>> band_order(scores, 3)[:3]
+    [2, 3, 4]
+    """
+    level = min(max(weirdness, WEIRDNESS_LEVELS[0]), WEIRDNESS_LEVELS[-1])
+    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    target = (level - 1) / (len(WEIRDNESS_LEVELS) - 1) * (len(ranked) - 1)
+    order = sorted(range(len(ranked)), key=lambda r: (abs(r - target), r))
+    return [ranked[r] for r in order]
 
 
 def round_seed(seed: int, attempt: int) -> int:
@@ -172,6 +204,7 @@ class GenrePipeline:
         max_leading_share: float = 0.02,
         min_leading_cap: int = 5,
         share_rounds: bool = True,
+        rerank: float = RERANK,
     ) -> None:
         if collapse_window < 1 or not 0 <= collapse_rate <= 1:
             raise ValueError("collapse_window must be positive and collapse_rate in [0, 1]")
@@ -195,6 +228,8 @@ class GenrePipeline:
         self.max_leading_share = max_leading_share
         self.min_leading_cap = min_leading_cap
         self.share_rounds = share_rounds
+        # Oversampling of calls with a weirdness level (they choose from the scored candidates).
+        self.rerank = max(1.0, rerank)
         # Unseeded calls waiting for a shared round, and the task running those rounds, by
         # (prompt, temperature, adapter).
         self._waiting: dict[_RoundKey, list[_Caller]] = {}
@@ -252,6 +287,7 @@ class GenrePipeline:
         exclude: Collection[str] = (),
         on_position: PositionCallback | None = None,
         adapter: AdapterRef | None = None,
+        weirdness: int | None = None,
     ) -> GenerationOutcome:
         """``count`` distinct novel genres, none near any name in ``exclude``.
 
@@ -267,6 +303,7 @@ class GenrePipeline:
             exclude=exclude,
             on_position=on_position,
             adapter=adapter,
+            weirdness=weirdness,
         )
         async for _ in stream:
             pass
@@ -282,6 +319,7 @@ class GenrePipeline:
         exclude: Collection[str] = (),
         on_position: PositionCallback | None = None,
         adapter: AdapterRef | None = None,
+        weirdness: int | None = None,
     ) -> GenreStream:
         """``count`` distinct novel genres, none near any name in ``exclude``, as accepted.
 
@@ -292,7 +330,8 @@ class GenrePipeline:
         callers). A seeded call always runs alone, so its result does not depend on other
         callers. ``on_position`` is passed to the backend (see
         :class:`~model.protocol.CompletionBackend`) for every request this call's candidates
-        come from. Nothing is requested before the first ``anext``.
+        come from. Nothing is requested before the first ``anext``. ``weirdness`` 1..5 picks
+        the plausibility band of the genres (see the module docstring; None: sampling order).
         """
         if count < 0:
             raise GenerationError("The number of genres must be positive.")
@@ -306,17 +345,13 @@ class GenrePipeline:
             recent=deque(maxlen=self.collapse_window),
             on_position=on_position,
         )
+        key: _RoundKey = (prompt, temp, adapter, weirdness)
         if count == 0 or seed is not None or not self.share_rounds:
-            return GenreStream(caller, self._stream_alone(caller, prompt, temp, seed, adapter))
-        return GenreStream(caller, self._stream_shared(caller, (prompt, temp, adapter)))
+            return GenreStream(caller, self._stream_alone(caller, key, seed))
+        return GenreStream(caller, self._stream_shared(caller, key))
 
     async def _stream_alone(
-        self,
-        caller: _Caller,
-        prompt: str,
-        temp: float,
-        seed: int | None,
-        adapter: AdapterRef | None,
+        self, caller: _Caller, key: _RoundKey, seed: int | None
     ) -> AsyncIterator[str]:
         # A seeded call sizes its requests from its own estimate: its requests, and so its
         # genres, must not depend on what the pipeline served before.
@@ -325,7 +360,7 @@ class GenrePipeline:
             if self._spent(caller):
                 raise self._exhausted(caller)
             seed_now = None if seed is None else round_seed(seed, caller.attempts)
-            await self._round([caller], (prompt, temp, adapter), seed_now, estimate)
+            await self._round([caller], key, seed_now, estimate)
             for name in caller.unsent():
                 yield name
 
@@ -387,9 +422,14 @@ class GenrePipeline:
             for caller in waiting:  # only when the driver itself was cancelled
                 caller.fail(GenerationError("Generation was cancelled; please try again."))
 
-    def _request_size(self, callers: list[_Caller], estimate: _YieldEstimate) -> int:
-        """Completions to ask for: what ``callers`` miss, oversampled, within the bounds."""
-        missing = sum(c.missing for c in callers)
+    def _request_size(
+        self, callers: list[_Caller], estimate: _YieldEstimate, choose: float = 1.0
+    ) -> int:
+        """Completions to ask for: what ``callers`` miss, oversampled, within the bounds.
+
+        ``choose`` times more when the round chooses its genres from the candidates.
+        """
+        missing = sum(c.missing for c in callers) * choose
         n = math.ceil(missing / max(estimate.value, MIN_YIELD) * 1.1) + 2
         n = max(self.min_request, min(n, self.max_request))
         if self.max_candidates is not None:
@@ -405,8 +445,8 @@ class GenrePipeline:
         estimate: _YieldEstimate,
     ) -> None:
         """One backend request for ``callers``; deal out what survives the filters."""
-        prompt, temp, adapter = key
-        n = self._request_size(callers, estimate)
+        prompt, temp, adapter, weirdness = key
+        n = self._request_size(callers, estimate, 1.0 if weirdness is None else self.rerank)
         request = GenerationRequest(
             prompt=prompt,
             n=n,
@@ -432,7 +472,8 @@ class GenrePipeline:
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: list[bool] = []
-        for index, j in enumerate(judged):
+        for index in _dealing_order(judged, result.scores, weirdness):
+            j = judged[index]
             needy = [c for c in callers if c.missing > 0 and not c.settled]
             verdict = j.verdict
             if verdict == "ok" and j.name is not None:
@@ -503,6 +544,17 @@ class GenrePipeline:
                 continue
             return caller, "ok"
         return None, reason
+
+
+def _dealing_order(
+    judged: list[_Judged], scores: tuple[float, ...], weirdness: int | None
+) -> list[int]:
+    """Sampling order, or with scores and a level: the acceptable in :func:`band_order` first."""
+    if weirdness is None or len(scores) != len(judged):
+        return list(range(len(judged)))
+    ok = [i for i, j in enumerate(judged) if j.verdict == "ok"]
+    banded = [ok[i] for i in band_order([scores[i] for i in ok], weirdness)]
+    return banded + [i for i, j in enumerate(judged) if j.verdict != "ok"]
 
 
 def _fan_out(listeners: list[PositionCallback]) -> PositionCallback:
