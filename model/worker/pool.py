@@ -250,9 +250,10 @@ class RemotePool(ClientLifecycle):
             return result
         if isinstance(last, WorkerBusyError):
             raise last
-        down = ", ".join(self.urls)
-        detail = f": {last}" if last is not None else ""
-        raise WorkerUnavailableError(f"Every generation server is down ({down}){detail}")
+        # Shown to users: no addresses (they are in the log line above).
+        raise WorkerUnavailableError(
+            f"Every generation server is down ({len(self.clients)}); try again in a little while."
+        )
 
     async def reload(self, adapter: str | os.PathLike[str] | None) -> None:
         """Load ``adapter`` (a path on the servers) on every server; the first error is raised."""
