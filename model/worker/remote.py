@@ -163,7 +163,10 @@ class RemoteClient(ClientLifecycle):
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.url = base_url(url)
+        # The served name of the default adapter (requests without an AdapterRef); a reload
+        # moves it to a fresh name.
         self.model = model
+        self._reloads = 0
         self.request_timeout_s = request_timeout_s
         self._token = api_token or None
         self._session = session
@@ -255,16 +258,7 @@ class RemoteClient(ClientLifecycle):
             task.add_done_callback(self._tasks.discard)
         self._in_flight += 1
         try:
-            async with self._request(
-                "POST", "/v1/completions", json=request_body(request, self.model)
-            ) as response:
-                if response.status != 200:
-                    raise await self._http_error(response)
-                try:
-                    data = await response.json(content_type=None)
-                except ValueError:
-                    raise WorkerError("The generation server sent invalid JSON.") from None
-            result = parse_response(data, request)
+            result = await self._complete_once(request, load_on_404=request.adapter is not None)
         except WorkerError as exc:
             self._note_failure(exc)
             raise
@@ -288,6 +282,59 @@ class RemoteClient(ClientLifecycle):
         self._server_model = result.model or self._server_model
         return result
 
+    async def _complete_once(
+        self, request: GenerationRequest, *, load_on_404: bool
+    ) -> GenerationResult:
+        """POST ``request`` under its adapter's served name; on "unknown model", load it and
+        try once more (the server may have restarted or evicted it)."""
+        ref = request.adapter
+        model = ref.name if ref is not None else self.model
+        async with self._request(
+            "POST", "/v1/completions", json=request_body(request, model)
+        ) as response:
+            if response.status == 404 and load_on_404 and ref is not None:
+                await response.read()
+                await self._load_lora(ref.name, ref.path)
+                return await self._complete_once(request, load_on_404=False)
+            if response.status != 200:
+                raise await self._http_error(response)
+            try:
+                data = await response.json(content_type=None)
+            except ValueError:
+                raise WorkerError("The generation server sent invalid JSON.") from None
+        return parse_response(data, request)
+
+    async def _load_lora(self, name: str, path: str) -> bool:
+        """``/v1/load_lora_adapter`` (vLLM needs ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``).
+
+        False when the server already holds ``name``; raises :class:`AdapterRejectedError`
+        when it cannot load ``path``.
+        """
+        body = {"lora_name": name, "lora_path": path}
+        try:
+            async with self._request("POST", "/v1/load_lora_adapter", json=body) as response:
+                if response.status == 200:
+                    await response.read()
+                    return True
+                message, status = await _error_message(response), response.status
+        except aiohttp.ClientError as exc:
+            raise WorkerUnavailableError(
+                f"Cannot reach the generation server at {self.url} ({type(exc).__name__})."
+            ) from None
+        except TimeoutError:
+            raise WorkerTimeoutError("The generation server did not answer in time.") from None
+        if status == 400 and "already" in message.lower():
+            return False
+        if status in (401, 403):
+            raise RemoteAuthError(
+                f"The generation server at {self.url} refused the API token "
+                f"(HTTP {status}): {message}"
+            )
+        raise AdapterRejectedError(
+            f"The generation server rejected the adapter {name} at {path} "
+            f"(HTTP {status}): {message}"
+        )
+
     async def _report_position(self, on_position: PositionCallback) -> None:
         try:
             data = await self._get_health()
@@ -305,44 +352,37 @@ class RemoteClient(ClientLifecycle):
         self._last_failed = time.monotonic()
 
     async def reload(self, adapter: str | os.PathLike[str] | None) -> None:
-        """Ask the server to load another adapter folder (a path *on the server*).
+        """Serve another adapter folder (a path *on the server*) for requests without one.
 
-        Uses vLLM's ``/v1/load_lora_adapter`` (vLLM needs
-        ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``); a vLLM that already holds the name is told to
-        unload it first.
+        ``microgenre serve`` swaps the adapter under the current name atomically (the old one
+        serves until the new one passed its smoke test). vLLM refuses a name it holds, so the
+        folder is loaded under a new served name and the old name is retired only once that
+        worked: a failed load leaves the current adapter serving.
         """
         if adapter is None:
             raise AdapterRejectedError("A remote server cannot be switched to the bare base model.")
-        body = {"lora_name": self.model, "lora_path": os.fspath(adapter)}
-        for attempt in range(2):
-            try:
-                async with self._request("POST", "/v1/load_lora_adapter", json=body) as response:
-                    if response.status == 200:
-                        return
-                    message = await _error_message(response)
-                    status = response.status
-                if attempt == 0 and status == 400 and "already" in message.lower():
-                    unload = {"lora_name": self.model}
-                    async with self._request(
-                        "POST", "/v1/unload_lora_adapter", json=unload
-                    ) as response:
-                        await response.read()
-                    continue
-                if status in (401, 403):
-                    raise RemoteAuthError(
-                        f"The generation server at {self.url} refused the API token "
-                        f"(HTTP {status}): {message}"
-                    )
-                raise AdapterRejectedError(
-                    f"The generation server rejected the adapter {os.fspath(adapter)} "
-                    f"(HTTP {status}): {message}"
-                )
-            except aiohttp.ClientError as exc:
-                raise WorkerUnavailableError(
-                    f"Cannot reach the generation server at {self.url} ({type(exc).__name__})."
-                ) from None
-            except TimeoutError:
-                raise WorkerTimeoutError("The generation server did not answer in time.") from None
+        path, base = os.fspath(adapter), self.model.split("@", 1)[0]
+        if await self._load_lora(self.model, path):
+            return
+        for _ in range(8):  # names a previous run of this client may have left on the server
+            self._reloads += 1
+            name = f"{base}@{self._reloads}"
+            if await self._load_lora(name, path):
+                break
+        else:
+            raise AdapterRejectedError(f"The generation server holds every name like {name}.")
+        old, self.model = self.model, name
+        await self._retire(old)
+
+    async def _retire(self, name: str) -> None:
+        """Unload ``name`` from the server; a failure only leaves it loaded (logged)."""
+        try:
+            async with self._request(
+                "POST", "/v1/unload_lora_adapter", json={"lora_name": name}
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError, WorkerError) as exc:
+            log.warning("could not unload the old adapter %s: %s", name, exc)
 
     async def _get_health(self) -> dict[str, Any]:
         async with self._request("GET", "/health") as response:
