@@ -220,7 +220,9 @@ class LeaderboardCog(commands.Cog):
             ),
             inline=False,
         )
-        active = everywhere.get("active_model")
+        # This server's own model, else the deployment's default.
+        own = everywhere.get("guild_models", {}).get(str(guild_id))
+        active = own or everywhere.get("active_model")
         if active:
             metrics = active.get("metrics") or {}
             numbers = ", ".join(
@@ -229,7 +231,7 @@ class LeaderboardCog(commands.Cog):
                 if isinstance(v, int | float)
             )
             embed.add_field(
-                name="Model",
+                name="Model (this server's own)" if own else "Model",
                 value=escape(str(active["name"])) + (f" ({numbers})" if numbers else ""),
                 inline=False,
             )
