@@ -99,7 +99,7 @@ async def test_burst_over_two_channels_within_the_limits(
     fake_discord.add_channel(SECOND_CHANNEL)
     gen = ScriptedGenerator()
     gen.enqueue([f"burst genre {i}" for i in range(40)])
-    config = make_config(tmp_path, guild_concurrency=40)
+    config = make_config(tmp_path)
     async with running_bot(config, sessions, gen) as running:
         users = [fake_discord.member(f"user{i}") for i in range(40)]
         channels = [fake_discord.channel_id, SECOND_CHANNEL]
