@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bot.store.engine import SessionMaker
@@ -129,22 +129,26 @@ async def reserve_generations(
     commit. ``ON CONFLICT DO NOTHING`` on ``(guild_id, genre_id)`` refuses a genre that a
     concurrent request reserved first (PostgreSQL waits for that request to finish).
 
-    The rows are written in the order of the names' keys, whatever the order of ``names``: two
-    processes reserving overlapping names in different orders would otherwise each wait for a
-    row the other inserted (PostgreSQL: "deadlock detected"). The result is in ``names`` order.
+    Two processes reserving overlapping names in different orders must not each wait for a row
+    the other inserted (PostgreSQL: "deadlock detected"): new genres are written in the order of
+    their keys, and on PostgreSQL a transaction-level advisory lock on the guild makes one
+    server's reservations take turns. Generations are inserted in ``names`` order, so their ids
+    follow the order the genres are posted in.
     """
-    by_key = sorted(range(len(names)), key=lambda i: genre_key(names[i]))
-    reserved: dict[int, Reserved] = {}
+    reserved: list[Reserved] = []
     async with sessions.begin() as session:
-        for index in by_key:
-            name = names[index]
-            found = await _genre_id(session, name)
-            if found is None:
-                reserved[index] = Reserved(name, None, "invalid")
+        await _lock_guild(session, guild_id)
+        found: dict[int, tuple[int, str] | None] = {}
+        for index in sorted(range(len(names)), key=lambda i: genre_key(names[i])):
+            found[index] = await _genre_id(session, names[index])
+        for index, name in enumerate(names):
+            genre = found[index]
+            if genre is None:
+                reserved.append(Reserved(name, None, "invalid"))
                 continue
-            genre_id, origin = found
+            genre_id, origin = genre
             if origin == ORIGIN_TRAINING:
-                reserved[index] = Reserved(name, None, "real")
+                reserved.append(Reserved(name, None, "real"))
                 continue
             generation_id = await session.scalar(
                 _insert(session, Generation)
@@ -162,10 +166,17 @@ async def reserve_generations(
                 .returning(Generation.id)
             )
             if generation_id is None:
-                reserved[index] = Reserved(name, None, "issued")
+                reserved.append(Reserved(name, None, "issued"))
             else:
-                reserved[index] = Reserved(name, int(generation_id))
-    return [reserved[i] for i in range(len(names))]
+                reserved.append(Reserved(name, int(generation_id)))
+    return reserved
+
+
+async def _lock_guild(session: Any, guild_id: int | None) -> None:
+    """PostgreSQL: hold the guild's advisory lock until the transaction ends (SQLite needs none:
+    its writers take turns already)."""
+    if session.bind.dialect.name == "postgresql" and guild_id is not None:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": guild_id})
 
 
 async def attach_message(
