@@ -5,8 +5,10 @@ few decoding passes as possible: all rows of all requests that share a sampling 
 left-padded batch (chunked at ``max_batch`` rows) decoded by :meth:`Sampler.decode`, a KV-cache
 loop that stops each row as soon as it emits a stop string (every vocabulary token that contains
 one counts as an end token), drops finished rows from the batch, and never runs past
-``max_tokens`` new tokens. LoRA adapters stay unmerged so several can serve at once: a batch
-of one adapter runs PEFT's plain path, a batch that mixes adapters gives each row its own.
+``max_tokens`` new tokens. While the default adapter is the only one loaded it is merged into
+the base weights (the fastest forward: no LoRA matmuls); once another adapter joins it is
+unmerged so several can serve at once (a batch of one adapter runs PEFT's plain path, a batch
+that mixes adapters gives each row its own), and merged again when the others are unloaded.
 
 :class:`LocalBackend` is the in-process async :class:`~model.protocol.CompletionBackend` the CLI
 uses (the bot uses the worker process instead).
@@ -56,6 +58,8 @@ class Sampler:
     """
 
     mix_adapters = True
+    # Merge the default adapter into the base weights while it is the only one loaded.
+    merge_default = True
 
     def __init__(
         self, model: Any, tokenizer: Any, name: str, *, device: str, max_batch: int = 256
@@ -74,6 +78,7 @@ class Sampler:
         self._peft: Any = None
         self._hooks: list[Any] = []
         self._rows: list[str] = []
+        self._merged = False  # whether the default adapter is merged into the base weights
         config = getattr(model, "config", None)
         # Models whose head does more than a linear layer keep their own forward.
         self._split_head = (
@@ -127,8 +132,15 @@ class Sampler:
         """Names of the LoRA adapters loaded next to the base model."""
         return [] if self._peft is None else list(self._peft.peft_config)
 
+    @property
+    def merged(self) -> bool:
+        """Whether the default adapter is merged into the base weights (it is loaded alone)."""
+        return self._merged
+
     def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load the PEFT folder ``path`` as adapter ``name`` (unmerged, so several can serve).
+        """Load the PEFT folder ``path`` as adapter ``name``.
+
+        The default adapter loaded alone is merged; any other adapter unmerges it first.
 
         Raises :class:`ModelLoadError` when ``path`` is no LoRA adapter for this base model.
         """
@@ -138,6 +150,7 @@ class Sampler:
         from peft import PeftModel
 
         with self._lock:
+            self._unmerge()
             try:
                 if self._peft is None:
                     self._peft = PeftModel.from_pretrained(
@@ -149,16 +162,40 @@ class Sampler:
             except (OSError, ValueError, RuntimeError, KeyError) as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise ModelLoadError(f"Cannot apply adapter {adapter_path}: {first}") from None
-            self._hook_lora_layers()
+            finally:
+                if self._peft is not None:
+                    self._hook_lora_layers()
+                    self._sync_merge()
 
     def unload_adapter(self, name: str) -> None:
         """Free adapter ``name`` (a no-op when it is not loaded)."""
         with self._lock:
             if self._peft is not None and name in self._peft.peft_config:
+                self._unmerge()
                 if len(self._peft.peft_config) == 1:
                     self._peft.base_model.delete_adapter(name)
                 else:
                     self._peft.delete_adapter(name)
+                self._sync_merge()
+
+    def _sync_merge(self) -> None:
+        """Merge the default adapter while it is the only one loaded (else keep it unmerged).
+
+        Merged, a forward costs what the base model costs; PEFT keeps the LoRA weights, so
+        :meth:`_unmerge` subtracts them again when a second adapter needs the base weights.
+        """
+        alone = self.merge_default and self.adapters == [DEFAULT_ADAPTER]
+        if alone and not self._merged:
+            self._peft.set_adapter(DEFAULT_ADAPTER)
+            self._peft.merge_adapter([DEFAULT_ADAPTER])
+            self._merged = True
+        elif not alone:
+            self._unmerge()
+
+    def _unmerge(self) -> None:
+        if self._merged:
+            self._peft.unmerge_adapter()
+            self._merged = False
 
     def _hook_lora_layers(self) -> None:
         """Give every LoRA layer the per-row adapter names of the running batch.
@@ -332,7 +369,12 @@ class Sampler:
 
     def _select_rows(self, adapters: list[str]) -> None:
         """Route each row through its adapter: one active adapter, or PEFT's mixed batch."""
-        if self._peft is None:
+        if self._merged:  # only the default is loaded, and it is in the weights
+            unknown = set(adapters) - {DEFAULT_ADAPTER}
+            if unknown:
+                raise ModelLoadError(f"The adapter {sorted(unknown)[0]} is not loaded.")
+            self._rows = []
+        elif self._peft is None:
             self._rows = []
         elif len(set(adapters)) == 1 and adapters[0] != BASE_ADAPTER:
             self._peft.set_adapter(adapters[0])

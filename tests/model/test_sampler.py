@@ -132,8 +132,11 @@ def test_stop_string_is_cut_and_marks_finished(
     newline = sampler.tokenizer("\n", add_special_tokens=False)["input_ids"][0]
     word = sampler.tokenizer(" rock", add_special_tokens=False)["input_ids"]
 
-    def scripted(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
-        return [[*word, newline], [*word, *word, *word]][: input_ids.shape[0]]
+    def scripted(input_ids: Any, *args: Any, logprobs: Any = None, **kwargs: Any) -> Any:
+        rows = [[*word, newline], [*word, *word, *word]][: input_ids.shape[0]]
+        if logprobs is not None:  # decode's contract: one log-prob per sampled token
+            logprobs[:] = [[-1.0] * len(row) for row in rows]
+        return rows
 
     monkeypatch.setattr(sampler, "decode", scripted)
     (result,) = sampler.complete_batch(
@@ -239,3 +242,63 @@ def test_unloaded_adapter_frees_its_name(
     assert sampler.adapters == ["default"]
     (result,) = sampler.complete_batch([_greedy(None, "genre:")])
     assert len(result.texts) == 2
+
+
+def _load(base: Path, adapter: str | None, *, merge: bool = True) -> Sampler:
+    sampler = Sampler.load(str(base), None, device="cpu", dtype="float32", threads=1)
+    sampler.merge_default = merge
+    if adapter is not None:
+        sampler.load_adapter("default", adapter)
+    return sampler
+
+
+def _texts(sampler: Sampler, requests: list[GenerationRequest]) -> list[tuple[str, ...]]:
+    return [result.texts for result in sampler.complete_batch(requests)]
+
+
+def test_the_default_adapter_is_merged_only_while_it_is_alone(
+    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+) -> None:
+    a, b = two_adapters
+    prompts = ("genre:", "like: dub\ngenre:")
+    defaults = [_greedy(None, p) for p in prompts]
+    reference = _texts(_load(tiny_model_path, a.path, merge=False), defaults)
+    sampler = _load(tiny_model_path, a.path)
+    assert sampler.merged
+    assert _texts(sampler, defaults) == reference
+
+    sampler.load_adapter(b.name, b.path)  # a second adapter: the default is unmerged
+    assert not sampler.merged
+    with_b = [_greedy(b, p) for p in prompts]
+    b_alone = _texts(sampler, with_b)
+    assert _texts(sampler, defaults) == reference
+    assert _texts(sampler, defaults + with_b) == reference + b_alone  # a mixed batch
+    assert b_alone != reference
+
+    sampler.unload_adapter(b.name)  # alone again: merged again, same outputs
+    assert sampler.merged
+    assert _texts(sampler, defaults) == reference
+
+
+def test_a_sampler_without_a_default_never_merges(
+    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+) -> None:
+    a, _ = two_adapters
+    sampler = _load(tiny_model_path, None)
+    base = _texts(sampler, [_greedy(None, "genre:")])
+    sampler.load_adapter(a.name, a.path)  # requests without an adapter still use the base
+    assert not sampler.merged
+    assert _texts(sampler, [_greedy(None, "genre:")]) == base
+    assert _texts(sampler, [_greedy(a, "genre:")]) != base
+
+
+def test_unloading_the_merged_default_restores_the_base(
+    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+) -> None:
+    a, _ = two_adapters
+    base = _texts(_load(tiny_model_path, None), [_greedy(None, "genre:")])
+    sampler = _load(tiny_model_path, a.path)
+    assert sampler.merged
+    sampler.unload_adapter("default")
+    assert not sampler.merged and sampler.adapters == []
+    assert _texts(sampler, [_greedy(None, "genre:")]) == base
