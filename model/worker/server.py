@@ -4,12 +4,15 @@ The subset served::
 
     POST /v1/completions         model, prompt (string or list), n, max_tokens, temperature,
                                  top_p, stop, seed  → OpenAI "text_completion" object
-    GET  /v1/models              the served model
-    POST /v1/load_lora_adapter   {"lora_name", "lora_path"}: hot reload (vLLM's endpoint); only
-                                 on a server with an API token
+    GET  /v1/models              the served models: the default, then every loaded adapter
+    POST /v1/load_lora_adapter   {"lora_name", "lora_path"} (vLLM's endpoint): the configured
+                                 name hot-reloads the default; any other name registers (or
+                                 swaps) an adapter that requests name in "model"; only on a
+                                 server with an API token
+    POST /v1/unload_lora_adapter {"lora_name"}: stop serving that adapter
     GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
-                                 is down); the worker's details (pid, adapter path, last error)
-                                 only with the token
+                                 is down); the worker's details (pid, resident ``adapters``, last
+                                 error) and the ``served`` adapters only with the token
     GET  /metrics                Prometheus metrics (:mod:`model.metrics`): queue, batches,
                                  restarts; behind the token like every route but /health
 
@@ -30,15 +33,17 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from model.artifacts import is_adapter
 from model.metrics import CONTENT_TYPE, CollectorRegistry, exposition, watch_client
 from model.protocol import (
     MAX_SEED,
+    AdapterRef,
     GenerationRequest,
     GenerationResult,
     check_request,
@@ -53,12 +58,13 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
-from model.worker.settings import ServeSettings
+from model.worker.settings import DEFAULT_SMOKE_PROMPT, ServeSettings
 
 log = logging.getLogger(__name__)
 
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 64
+MAX_LORA_NAME_CHARS = 200
 
 
 class ServedBackend(Protocol):
@@ -121,19 +127,26 @@ def _integer(body: dict[str, Any], name: str, default: int, low: int, high: int)
     return value
 
 
-def _served_model(body: dict[str, Any], served: Sequence[str]) -> None:
+def _served_model(
+    body: dict[str, Any], served: Sequence[str], adapters: Mapping[str, AdapterRef]
+) -> AdapterRef | None:
+    """The adapter the body's ``model`` names (None: the default); 404 for an unknown one."""
     model = body.get("model")
     if model is None:
-        return
+        return None
     if not isinstance(model, str):
         raise _BadRequest("'model' must be a string.", "model")
-    if model not in served:
-        raise _BadRequest(
-            f"The model {model!r} does not exist; this server serves {served[0]!r}.",
-            "model",
-            status=404,
-            code="model_not_found",
-        )
+    if model in served:
+        return None
+    if model in adapters:
+        return adapters[model]
+    raise _BadRequest(
+        f"The model {model!r} does not exist; this server serves {served[0]!r} and the "
+        "adapters loaded with /v1/load_lora_adapter.",
+        "model",
+        status=404,
+        code="model_not_found",
+    )
 
 
 def _prompts(body: dict[str, Any], limits: ServeSettings) -> list[str]:
@@ -181,6 +194,22 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
     return stop
 
 
+def _lora_name(value: Any) -> str:
+    """A valid ``lora_name`` (the name requests put in ``model``), else 400."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_LORA_NAME_CHARS
+        or text_problem(value) is not None
+    ):
+        raise _BadRequest(
+            f"'lora_name' must be a non-empty name of at most {MAX_LORA_NAME_CHARS} "
+            "printable characters.",
+            "lora_name",
+        )
+    return value
+
+
 def request_tokens(prompts: Sequence[str], n: int, max_tokens: int) -> int:
     """An upper bound of the tokens a request puts into a batch, without a tokenizer.
 
@@ -214,16 +243,20 @@ def _check_budget(prompts: Sequence[str], n: int, max_tokens: int, limits: Serve
 
 
 def parse_completion_body(
-    body: Any, limits: ServeSettings, served: Sequence[str]
+    body: Any,
+    limits: ServeSettings,
+    served: Sequence[str],
+    adapters: Mapping[str, AdapterRef] | None = None,
 ) -> list[GenerationRequest]:
     """Validate an OpenAI completions body; one request per prompt.
 
-    Raises ``_BadRequest`` with the HTTP status (400, 404 for a model this server does not
-    serve, 413 over ``max_request_tokens``) and a message naming the parameter.
+    ``served`` are the default model's names; a ``model`` in ``adapters`` generates with that
+    adapter. Raises ``_BadRequest`` with the HTTP status (400, 404 for a model this server does
+    not serve, 413 over ``max_request_tokens``) and a message naming the parameter.
     """
     if not isinstance(body, dict):
         raise _BadRequest("The request body must be a JSON object.")
-    _served_model(body, served)
+    adapter = _served_model(body, served, adapters or {})
     for flag in ("stream", "echo"):
         if body.get(flag):
             raise _BadRequest(f"'{flag}' is not supported by this server.", flag)
@@ -252,6 +285,7 @@ def parse_completion_body(
             max_tokens=max_tokens,
             stop=stop,
             seed=seed,
+            adapter=adapter,
         )
         for text in prompts
     ]
@@ -330,19 +364,22 @@ def create_app(
     *,
     api_token: str | None = None,
     registry: CollectorRegistry | None = None,
+    adapters: Iterable[AdapterRef] = (),
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``.
 
     Without ``api_token`` every route is open, so the server refuses hot reloads and shows
     ``/health`` details to nobody. ``/metrics`` serves ``registry`` (a new one by default)
-    with the backend's metrics added.
+    with the backend's metrics added. ``adapters`` are served from the start (e.g. each
+    server's active model), each under its name.
     """
     token = api_token.encode() if api_token else None
-    routes = _Routes(backend, limits or ServeSettings(), token)
+    routes = _Routes(backend, limits or ServeSettings(), token, adapters)
     app = web.Application(middlewares=[_guard(token)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_post("/v1/load_lora_adapter", routes.load_adapter)
+    app.router.add_post("/v1/unload_lora_adapter", routes.unload_adapter)
     app.router.add_get("/health", routes.health)
     app.router.add_get("/metrics", _metrics_route(registry or CollectorRegistry(), backend))
     return app
@@ -424,10 +461,19 @@ async def _json_body(request: web.Request) -> Any:
 class _Routes:
     """The handlers of :func:`create_app`."""
 
-    def __init__(self, backend: ServedBackend, limits: ServeSettings, token: bytes | None) -> None:
+    def __init__(
+        self,
+        backend: ServedBackend,
+        limits: ServeSettings,
+        token: bytes | None,
+        adapters: Iterable[AdapterRef] = (),
+    ) -> None:
         self.backend = backend
         self.limits = limits
         self.token = token
+        # The adapters served besides the default, by name. A load replaces an entry only
+        # once the new folder has served a smoke request, so a name never points nowhere.
+        self.adapters: dict[str, AdapterRef] = {ref.name: ref for ref in adapters}
 
     def served(self) -> list[str]:
         names = [self.limits.model_name]
@@ -437,7 +483,7 @@ class _Routes:
 
     async def completions(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
-        requests = parse_completion_body(body, self.limits, self.served())
+        requests = parse_completion_body(body, self.limits, self.served(), self.adapters)
         tasks = [asyncio.ensure_future(self.backend.complete(r)) for r in requests]
         try:
             results = await asyncio.gather(*tasks)
@@ -446,19 +492,29 @@ class _Routes:
         finally:
             for task in tasks:
                 task.cancel()
-        # Like OpenAI, answer with the concrete model behind the alias (base + adapter version).
+        # Like OpenAI, answer with the concrete model behind the alias (base + adapter version);
+        # like vLLM, a loaded adapter answers under its own name.
         name = results[0].model if results and results[0].model else self.limits.model_name
+        if requests[0].adapter is not None:
+            name = requests[0].adapter.name
         return web.json_response(completion_body(results, name))
 
     async def models(self, request: web.Request) -> web.Response:
+        created = int(time.time())
+        default = self.limits.model_name
         data = [
             {
-                "id": self.limits.model_name,
+                "id": default,
                 "object": "model",
-                "created": int(time.time()),
+                "created": created,
                 "owned_by": "microgenre",
                 "root": self.backend.model_name,
             }
+        ]
+        data += [
+            {"id": name, "object": "model", "created": created, "owned_by": "microgenre"}
+            | {"parent": default}
+            for name in self.adapters
         ]
         return web.json_response({"object": "list", "data": data})
 
@@ -485,21 +541,57 @@ class _Routes:
         path = body.get("lora_path") if isinstance(body, dict) else None
         if not isinstance(path, str) or not path or text_problem(path) is not None:
             raise _BadRequest("'lora_path' (a folder on the server) is required.", "lora_path")
-        name = body.get("lora_name", limits.model_name)
-        if name != limits.model_name:
-            raise _BadRequest(
-                f"This server serves one adapter, named {limits.model_name!r}.", "lora_name"
-            )
+        name = _lora_name(body.get("lora_name", limits.model_name))
         try:
-            await self.backend.reload(path)
+            if name in self.served():
+                await self.backend.reload(path)
+            else:
+                await self._register(AdapterRef(name, path))
         except WorkerError as exc:
             return worker_error_response(exc)
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def _register(self, ref: AdapterRef) -> None:
+        """Serve ``ref`` under its name once it is an adapter that generates; else keep the old.
+
+        Raises :class:`AdapterRejectedError` (or the worker's error) and changes nothing.
+        """
+        if not await asyncio.to_thread(is_adapter, ref.path):
+            raise AdapterRejectedError(
+                f"{ref.path} is not a LoRA adapter folder (no adapter_config.json)."
+            )
+        # One short completion loads it in the worker, so a broken adapter is refused here
+        # and the first real request does not pay for the load.
+        smoke = GenerationRequest(DEFAULT_SMOKE_PROMPT, n=1, max_tokens=1, adapter=ref)
+        await self.backend.complete(smoke)
+        self.adapters[ref.name] = ref
+        log.info("serving adapter %s from %s", ref.name, ref.path)
+
+    async def unload_adapter(self, request: web.Request) -> web.Response:
+        self._check_reload_allowed()
+        body = await _json_body(request)
+        name = _lora_name(body.get("lora_name") if isinstance(body, dict) else None)
+        if name in self.served():
+            raise _BadRequest(
+                f"{name!r} is this server's default model; load another folder under the same "
+                "name to replace it.",
+                "lora_name",
+            )
+        if self.adapters.pop(name, None) is None:
+            raise _BadRequest(
+                f"The adapter {name!r} is not loaded.",
+                "lora_name",
+                status=404,
+                code="model_not_found",
+            )
+        log.info("stopped serving adapter %s", name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
     async def health(self, request: web.Request) -> web.Response:
         """Liveness for anyone; the worker's details (pid, paths, last error) with the token."""
         data = self.backend.health()
         ready = bool(data.get("alive"))
         live = {"status": "ok" if ready else "unavailable", "ready": ready}
-        shown = {**data, **live} if _has_token(request, self.token) else live
+        served = [ref.to_dict() for ref in self.adapters.values()]
+        shown = {**data, **live, "served": served} if _has_token(request, self.token) else live
         return web.json_response(shown, status=200 if ready else 503)
