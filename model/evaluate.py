@@ -18,7 +18,9 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from model.dataset import Example, leading_word
@@ -222,3 +224,375 @@ async def evaluate_backend(
     if likes:
         table["like"] = await like_honoured(pipeline, likes, per_like, seed + 7)
     return table
+
+
+# ---------------------------------------------------------------- fair evaluation
+#
+# The generator is measured on the validation split: real genres it never saw. Its pipeline
+# then treats them as novel (the fingerprint is every known genre *except* the split's), and
+# what counts is how many of them it re-invents, next to a raw markovify chain trained on the
+# same training split (novel outputs, no project filters: the chain in its own honest form).
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The validation split as a target: what the generator may re-invent and what it knew.
+
+    >>> held = HeldOut.build(["post rock", "acid jazz"], [Example("post rock")],
+    ...                      [Example("acid jazz"), Example("rock post")])
+    >>> sorted(held.targets), held.fingerprint.match("acid jazz"), held.fingerprint.match("rock")
+    (['acidjazz'], None, None)
+    >>> sorted(held.reinvented(["Jazz Acid", "post rock", "dub"])), held.invented_word_rate(["dub"])
+    (['acidjazz'], 1.0)
+    """
+
+    fingerprint: Fingerprint  # every known genre except those of the validation split
+    targets: frozenset[str]  # near keys of the validation genres that can be re-invented
+    train_words: frozenset[str]
+
+    @classmethod
+    def build(
+        cls, known: Iterable[str], train: Sequence[Example], valid: Sequence[Example]
+    ) -> HeldOut:
+        """``known``: every real genre (training split or not); ``valid``: the held-out split.
+
+        A validation genre that is a near-copy of a training one ("rock post") is no target:
+        the pipeline rightly refuses it, and a chain writing it copied the training set.
+        """
+        valid_keys = {genre_key(e.genre) for e in valid}
+        names = {*known, *(e.genre for e in train)}
+        fingerprint = Fingerprint.from_names(n for n in names if genre_key(n) not in valid_keys)
+        targets = frozenset(near_key(e.genre) for e in valid if fingerprint.match(e.genre) is None)
+        words = frozenset(w for e in train for w in genre_key(e.genre).split())
+        return cls(fingerprint, targets, words)
+
+    def reinvented(self, names: Iterable[str]) -> set[str]:
+        """The targets among ``names`` (by near key: spelling and word order aside)."""
+        return {near_key(n) for n in names} & self.targets
+
+    def invented_word_rate(self, names: Sequence[str]) -> float:
+        """Share of ``names`` with a word no training genre uses."""
+        new = sum(any(w not in self.train_words for w in genre_key(n).split()) for n in names)
+        return new / max(len(names), 1)
+
+
+def markov_raw_novel(
+    train_names: Sequence[str], held: HeldOut, n: int, seed: int, *, state_size: int = 1
+) -> dict[str, Any]:
+    """The fair baseline: ``n`` outputs of a markovify chain that are not known genres.
+
+    No other filter (well-formedness, near-copies, leading words): the chain as it is.
+    """
+    backend = MarkovBackend(train_names, state_size=state_size, seed=seed)
+    novel: list[str] = []
+    drawn = known = 0
+    while len(novel) < n and drawn < 50 * n:
+        for text in backend.sample(min(1000, 2 * (n - len(novel)))):
+            drawn += 1
+            if not text:
+                continue
+            if held.fingerprint.match(text) == "known":
+                known += 1
+            elif len(novel) < n:
+                novel.append(text)
+    found = held.reinvented(novel)
+    return {
+        "generator": backend.name,
+        "seed": seed,
+        "n": len(novel),
+        "reinvented": len(found),
+        "known_rate": known / max(drawn, 1),
+        "invented_word_rate": held.invented_word_rate(novel),
+        "unique": len({near_key(t) for t in novel}) / max(len(novel), 1),
+        "reinvented_examples": sorted(found)[:10],
+    }
+
+
+def lead_ratio(genres: Sequence[str], train_names: Sequence[str], min_count: int = 5) -> float:
+    """The largest ratio of a leading word's share in ``genres`` to its share in training.
+
+    Words that lead fewer than ``min_count`` of ``genres`` are ignored (noise).
+
+    >>> lead_ratio(["deep a"] * 6 + ["x b"] * 4, ["deep c", "x d", "y e", "z f"])
+    2.4
+    """
+    train = Counter(leading_word(n) for n in train_names)
+    lead = Counter(leading_word(g) for g in genres)
+    total, train_total = max(len(genres), 1), max(sum(train.values()), 1)
+    ratios = [
+        (count / total) / max(train[word] / train_total, 1 / train_total)
+        for word, count in lead.items()
+        if count >= min_count
+    ]
+    return round(max(ratios, default=0.0), 3)
+
+
+async def delivered_point(
+    pipeline: GenrePipeline,
+    held: HeldOut,
+    train_names: Sequence[str],
+    *,
+    n: int,
+    seed: int,
+    weirdness: int | None,
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    """``n`` delivered genres at one weirdness level, measured against the held-out split."""
+    t0 = time.perf_counter()
+    shortfall = None
+    try:
+        outcome = await pipeline.generate(
+            n, seed=seed, weirdness=weirdness, temperature=temperature
+        )
+    except GenerationError as exc:
+        if exc.partial is None:
+            raise
+        outcome, shortfall = exc.partial, str(exc)
+    seconds = time.perf_counter() - t0
+    genres, stats = outcome.genres, outcome.stats
+    found = held.reinvented(genres)
+    return {
+        "generator": outcome.model,
+        "seed": seed,
+        "weirdness": weirdness,
+        "n": len(genres),
+        "reinvented": len(found),
+        "known_rate": stats.get("rejected:known", 0) / max(stats.get("raw", 0), 1),
+        "invented_word_rate": held.invented_word_rate(genres),
+        "well_formed": sum(validate(g) is None for g in genres) / max(len(genres), 1),
+        "novel": sum(held.fingerprint.match(g) is None for g in genres) / max(len(genres), 1),
+        "unique": len({near_key(g) for g in genres}) / max(len(genres), 1),
+        "lead_ratio": lead_ratio(genres, train_names),
+        "raw": stats.get("raw", 0),
+        "seconds": round(seconds, 2),
+        "shortfall": shortfall,
+        "reinvented_examples": sorted(found)[:10],
+        "samples": genres[:10],
+    }
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean, min, max and (population) standard deviation of ``values``.
+
+    >>> spread([1.0, 2.0, 3.0])
+    {'mean': 2.0, 'min': 1.0, 'max': 3.0, 'stdev': 0.816}
+    """
+    mean = sum(values) / max(len(values), 1)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values), 1)
+    return {
+        "mean": round(mean, 3),
+        "min": min(values, default=0.0),
+        "max": max(values, default=0.0),
+        "stdev": round(var**0.5, 3),
+    }
+
+
+def summarise(
+    points: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Per weirdness level over the seeds: each metric's spread, and the re-invention ratio
+    (mean over seeds of model / raw-novel markovify of the same seed)."""
+    base_by_seed = {b["seed"]: b["reinvented"] for b in baselines}
+    levels: dict[str, Any] = {}
+    metrics = ("reinvented", "known_rate", "invented_word_rate", "novel", "unique", "lead_ratio")
+    for level in dict.fromkeys(p["weirdness"] for p in points):
+        rows = [p for p in points if p["weirdness"] == level]
+        ratios = [p["reinvented"] / max(base_by_seed.get(p["seed"], 0), 1) for p in rows]
+        levels[str(level)] = {
+            **{m: spread([float(p[m]) for p in rows]) for m in metrics},
+            "well_formed": spread([float(p["well_formed"]) for p in rows]),
+            "ratio": spread(ratios),
+            "seconds": spread([float(p["seconds"]) for p in rows]),
+        }
+    base = {
+        m: spread([float(b[m]) for b in baselines])
+        for m in ("reinvented", "known_rate", "invented_word_rate")
+    }
+    return {"levels": levels, "baseline": base}
+
+
+class ReplayBackend:
+    """Replays one stream of scored completions to several pipeline runs (one per weirdness
+    level), sampling from ``backend`` only past the end of what it has already seen.
+
+    Every level then chooses from the very same candidates (common random numbers): the
+    levels differ by their selection only, and the whole curve costs the sampling of its most
+    demanding level. Requests are served in order from the stream whatever their seed, so
+    the completions depend on the stream's seed (the first request's) and on the backend.
+    """
+
+    def __init__(self, backend: CompletionBackend) -> None:
+        self.backend = backend
+        self._texts: list[str] = []
+        self._finished: list[bool] = []
+        self._scores: list[float] = []
+        self._cursor = 0
+        self._scored = True
+        self.model = ""
+        self.sampled = 0
+
+    def rewind(self) -> None:
+        """The next request starts again at the beginning of the stream."""
+        self._cursor = 0
+
+    async def complete(
+        self, request: GenerationRequest, *, on_position: PositionCallback | None = None
+    ) -> GenerationResult:
+        missing = self._cursor + request.n - len(self._texts)
+        if missing > 0:
+            seed = None if request.seed is None else request.seed + len(self._texts)
+            fresh = await self.backend.complete(replace(request, n=missing, seed=seed))
+            finished = fresh.extra.get("finished") or [True] * len(fresh.texts)
+            self._texts.extend(fresh.texts)
+            self._finished.extend(bool(f) for f in finished)
+            self._scored = self._scored and len(fresh.scores) == len(fresh.texts)
+            self._scores.extend(fresh.scores or [0.0] * len(fresh.texts))
+            self.model, self.sampled = fresh.model, self.sampled + len(fresh.texts)
+        part = slice(self._cursor, self._cursor + request.n)
+        self._cursor += request.n
+        return GenerationResult(
+            texts=tuple(self._texts[part]),
+            model=self.model,
+            extra={"finished": self._finished[part]},
+            scores=tuple(self._scores[part]) if self._scored else (),
+        )
+
+    def stream(self) -> tuple[list[str], list[bool], list[float]]:
+        """Everything sampled so far: texts, finished flags and scores (zeros when unscored)."""
+        return list(self._texts), list(self._finished), list(self._scores)
+
+
+def band_known_rates(
+    pipeline: GenrePipeline, replay: ReplayBackend, levels: Sequence[int | None], rerank: float
+) -> dict[int | None, float]:
+    """Per level: the share of real (training) genres in the level's band of the candidates
+    *before* the novelty filter: how much plausibility means "sounds like a real genre".
+
+    The band is what the level would take first (:func:`~model.pipeline.band_order`) from the
+    well-formed candidates, known genres included: a ``1 / rerank`` share of them (level None,
+    unranked: all of them).
+    """
+    from model.pipeline import band_order
+
+    texts, finished, scores = replay.stream()
+    judged = pipeline.judge(texts, finished, set())
+    pool = [
+        (j.verdict == "known", s)
+        for j, s in zip(judged, scores, strict=True)
+        if j.verdict in ("ok", "known")
+    ]
+    take = max(1, round(len(pool) / max(rerank, 1.0)))
+    rates: dict[int | None, float] = {}
+    for level in levels:
+        if level is None:
+            band = list(range(len(pool)))
+        else:
+            band = band_order([s for _, s in pool], level)[:take]
+        rates[level] = sum(pool[i][0] for i in band) / max(len(band), 1)
+    return rates
+
+
+async def fair_evaluation(
+    backend: CompletionBackend,
+    make_pipeline: Callable[[CompletionBackend], GenrePipeline],
+    held: HeldOut,
+    train_names: Sequence[str],
+    *,
+    n: int,
+    seeds: Sequence[int],
+    levels: Sequence[int | None],
+    temperature: float | None = None,
+) -> dict[str, Any]:
+    """The model at each weirdness level and the raw-novel markovify baseline, per seed.
+
+    Level None is the unranked pipeline (sampling order, no re-ranking oversampling).
+
+    ``make_pipeline`` builds the pipeline over a backend; its fingerprint must be
+    ``held.fingerprint`` (the validation genres count as novel, so they can be re-invented).
+    """
+    points: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    rerank = 1.0
+    for seed in seeds:
+        replay = ReplayBackend(backend)
+        for level in levels:
+            replay.rewind()
+            pipeline = make_pipeline(replay)
+            rerank = pipeline.rerank if level is not None else rerank
+            points.append(
+                await delivered_point(
+                    pipeline,
+                    held,
+                    train_names,
+                    n=n,
+                    seed=seed,
+                    weirdness=level,
+                    temperature=temperature,
+                )
+            )
+            points[-1]["stream_sampled"] = replay.sampled
+        rates = band_known_rates(make_pipeline(replay), replay, levels, rerank)
+        for point in points[-len(levels) :]:
+            point["band_known_rate"] = rates[point["weirdness"]]
+        baselines.append(markov_raw_novel(train_names, held, n, seed))
+    return {
+        "n": n,
+        "seeds": list(seeds),
+        "levels": list(levels),
+        "temperature": temperature,
+        "rerank": rerank,
+        "targets": len(held.targets),
+        "model": points,
+        "baseline_raw_novel": baselines,
+        "summary": summarise(points, baselines),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def plot_weirdness(report: dict[str, Any], path: str | Path) -> Path:
+    """Re-invention, known-rate and invented-word rate by weirdness level (mean, min-max over
+    the seeds) for the model, the raw-novel markovify baseline as a band; a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["model"]
+    levels = [lv for lv in report["levels"] if lv is not None]
+    base = report["baseline_raw_novel"]
+    panels = [
+        ("reinvented", "reinvented", f"validation genres re-invented (of {report['targets']})"),
+        ("band_known_rate", "known_rate", "known-genre rate (band before novelty filter)"),
+        ("invented_word_rate", "invented_word_rate", "delivered with an invented word"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (key, base_key, title) in zip(axes, panels, strict=True):
+        values = [[float(r[key]) for r in rows if r["weirdness"] == lv] for lv in levels]
+        means = [sum(v) / len(v) for v in values]
+        low = [m - min(v) for m, v in zip(means, values, strict=True)]
+        high = [max(v) - m for m, v in zip(means, values, strict=True)]
+        ax.errorbar(levels, means, yerr=[low, high], marker="o", capsize=3, label="model")
+        unranked = [float(r[key]) for r in rows if r["weirdness"] is None]
+        if unranked:
+            mean_unranked = sum(unranked) / len(unranked)
+            ax.axhline(mean_unranked, color="C1", linestyle=":", label="model, unranked")
+        b = [float(x[base_key]) for x in base]
+        ax.axhline(sum(b) / len(b), color="grey", linestyle="--", label="markovify raw novel")
+        ax.axhspan(min(b), max(b), color="grey", alpha=0.15)
+        ax.set_xticks(levels)
+        ax.set_xlabel("weirdness")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"n={report['n']} per level, seeds {report['seeds']}, temperature "
+        f"{report['temperature']}, rerank x{report['rerank']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    return target

@@ -95,7 +95,8 @@ class TrainEvent:
 class EvalResult:
     """The report of ``microgenre eval``: the model's evaluation table and the markovify
     baseline's (tables of :func:`model.evaluate.evaluate_backend`; ``baseline`` is None with
-    ``--no-baseline``).
+    ``--no-baseline``). ``fair`` is the held-out evaluation over several seeds and weirdness
+    levels (:func:`model.evaluate.fair_evaluation`), None when it did not run.
 
     >>> r = EvalResult(10, "a", "s", 9, 1, 0.85, {"raw": {"well_formed": 0.9, "novel": 0.7}})
     >>> r.well_formed, r.novel
@@ -112,6 +113,7 @@ class EvalResult:
     temperature: float
     model: dict[str, Any]
     baseline: dict[str, Any] | None = None
+    fair: dict[str, Any] | None = None
 
     @property
     def well_formed(self) -> float:
@@ -125,8 +127,9 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.baseline is None:
-            del data["baseline"]
+        for optional in ("baseline", "fair"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     def to_json(self) -> str:

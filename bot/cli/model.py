@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -643,7 +644,23 @@ def _print_generate_stats(stats: dict[str, int], started: float) -> None:
     show_default=True,
     help="Number of like: conditions to test (10 genres each).",
 )
-@click.option("--no-baseline", is_flag=True, help="Skip the markovify baseline.")
+@click.option("--no-baseline", is_flag=True, help="Skip the markovify baselines.")
+@click.option(
+    "--seeds",
+    default=None,
+    help="Comma-separated sampling seeds of the held-out evaluation, e.g. 1,2,3 (default: --seed).",
+)
+@click.option(
+    "--levels",
+    default="1,2,3,4,5",
+    show_default=True,
+    help="Weirdness levels of the held-out evaluation (0: unranked, sampling order); "
+    "'none' skips it.",
+)
+@click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="Write the report.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="PNG of the weirdness curve."
+)
 @click.option("--update-card", is_flag=True, help="Store the results in the adapter's card.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -657,26 +674,65 @@ def eval_command(
     temperature: float,
     likes: int,
     no_baseline: bool,
+    seeds: str | None,
+    levels: str,
+    json_out: str | None,
+    plot: str | None,
     update_card: bool,
     as_json: bool,
 ) -> None:
-    """Quality of N generations vs a markovify baseline on the same training split."""
+    """Quality of N generations vs a markovify baseline on the same training split.
+
+    Unless --no-baseline, also the held-out evaluation: per seed and weirdness level, N
+    delivered genres with the validation genres counted as novel, and how many of them the
+    model re-invents next to N raw novel outputs of markovify (state 1, same training split).
+    """
     config = state(ctx).config
     path = adapter_path(config, adapter)
-    result = asyncio.run(
-        _evaluate(config, path, count, dataset_dir, from_csv, seed, temperature, likes, no_baseline)
-    )
+    fair_seeds = _int_list(seeds, "--seeds") if seeds else [seed]
+    fair_levels = [] if no_baseline or levels == "none" else _int_list(levels, "--levels")
+    if any(not 0 <= level <= 5 for level in fair_levels):
+        raise InputError("--levels: weirdness levels are 1 to 5 (0: unranked).")
+    options = EvalOptions(count, seed, temperature, likes, no_baseline, fair_seeds, fair_levels)
+    result = asyncio.run(_evaluate(config, path, dataset_dir, from_csv, options))
     if update_card:
         write_card(path, {**read_card(path), "eval": result.to_dict()})
+    if json_out:
+        Path(json_out).write_text(result.to_json() + "\n", encoding="utf-8")
+    if plot and result.fair:
+        from model.evaluate import plot_weirdness
+
+        plot_weirdness(result.fair, plot)
     if as_json:
         click.echo(result.to_json())
     else:
         click.echo(format_eval_table(result))
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"{option}: a comma-separated list of integers, not {text!r}.") from None
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What `microgenre eval` measures (besides the adapter and the split)."""
+
+    count: int
+    seed: int  # the split's seed and the tables' sampling seed
+    temperature: float
+    likes: int
+    no_baseline: bool
+    fair_seeds: list[int]
+    fair_levels: list[int]  # empty: no held-out evaluation; 0: unranked
+
+
 def _load_split(
     config: Config, dataset_dir: str | None, from_csv: str | None, seed: int
-) -> tuple[list[Any], list[Any], str]:
+) -> tuple[list[Any], list[Any], list[str], str]:
+    """Training and validation examples, every known genre name, and where they came from."""
     from model.dataset import (
         TRAIN_FILE,
         VALID_FILE,
@@ -689,34 +745,34 @@ def _load_split(
         if not Path(from_csv).is_file():
             raise InputError(f"{from_csv}: no such file")
         ds = build_dataset(records_from_genres_csv(from_csv), seed=seed)
-        return ds.train, ds.valid, f"csv:{from_csv}"
+        return ds.train, ds.valid, ds.known, f"csv:{from_csv}"
     folder = Path(dataset_dir) if dataset_dir else config.data_dir / "dataset"
     if not (folder / TRAIN_FILE).is_file():
         raise InputError(
             f"No dataset at {folder}: run `microgenre dataset build` or pass --from-csv PATH."
         )
-    return read_examples(folder / TRAIN_FILE), read_examples(folder / VALID_FILE), str(folder)
+    train, valid = read_examples(folder / TRAIN_FILE), read_examples(folder / VALID_FILE)
+    return train, valid, [e.genre for e in train + valid], str(folder)
 
 
 async def _evaluate(
     config: Config,
     adapter: Path,
-    count: int,
     dataset_dir: str | None,
     from_csv: str | None,
-    seed: int,
-    temperature: float,
-    likes: int,
-    no_baseline: bool,
+    options: EvalOptions,
 ) -> EvalResult:
     import random
 
-    from model.evaluate import MarkovBackend, evaluate_backend
+    from model.evaluate import HeldOut, MarkovBackend, evaluate_backend, fair_evaluation
     from model.filters import Moderator
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend
 
-    train_examples, valid_examples, split_source = _load_split(config, dataset_dir, from_csv, seed)
+    count, seed, temperature = options.count, options.seed, options.temperature
+    likes, no_baseline = options.likes, options.no_baseline
+    loaded = _load_split(config, dataset_dir, from_csv, seed)
+    train_examples, valid_examples, known_names, split_source = loaded
     fingerprint = load_fingerprint(adapter)
     moderator = Moderator()
     rng = random.Random(seed)
@@ -758,6 +814,23 @@ async def _evaluate(
             seed=seed,
             temperature=temperature,
         )
+    fair = None
+    if options.fair_levels:
+        held = HeldOut.build(known_names, train_examples, valid_examples)
+
+        def held_out_pipeline(over: Any) -> GenrePipeline:
+            return GenrePipeline(over, held.fingerprint, moderator, **sizes)
+
+        fair = await fair_evaluation(
+            backend,
+            held_out_pipeline,
+            held,
+            [e.genre for e in train_examples],
+            n=count,
+            seeds=options.fair_seeds,
+            levels=[level or None for level in options.fair_levels],
+            temperature=temperature,
+        )
     return EvalResult(
         n=count,
         adapter=str(adapter),
@@ -767,6 +840,7 @@ async def _evaluate(
         temperature=temperature,
         model=model_table,
         baseline=baseline,
+        fair=fair,
     )
 
 
@@ -811,4 +885,31 @@ def format_eval_table(result: EvalResult) -> str:
             f"over {like['genres']} genres from {like['likes']} conditions"
         )
     lines.append("samples: " + "; ".join(model["samples"][:10]))
+    if result.fair:
+        lines.extend(format_held_out(result.fair))
     return "\n".join(lines)
+
+
+def format_held_out(fair: dict[str, Any]) -> list[str]:
+    """The held-out evaluation's lines: per weirdness level, means over the seeds (min-max)."""
+
+    def span(stats: dict[str, float], fmt: str = "{:.1f}") -> str:
+        return (
+            f"{fmt.format(stats['mean'])} ({fmt.format(stats['min'])}-{fmt.format(stats['max'])})"
+        )
+
+    base = fair["summary"]["baseline"]
+    lines = [
+        f"held-out: {fair['n']} delivered per level, seeds {fair['seeds']}, temperature "
+        f"{fair['temperature']}, {fair['targets']} validation genres to re-invent",
+        f"  markovify raw novel (state 1, no filters): re-invents {span(base['reinvented'])}",
+    ]
+    for level, row in fair["summary"]["levels"].items():
+        lines.append(
+            f"  weirdness {level}: re-invents {span(row['reinvented'])} = "
+            f"{span(row['ratio'], '{:.2f}')}x markovify; invented words "
+            f"{row['invented_word_rate']['mean']:.1%}; novel {row['novel']['mean']:.1%}, "
+            f"unique {row['unique']['mean']:.1%}, well-formed {row['well_formed']['mean']:.1%}; "
+            f"top lead ratio {row['lead_ratio']['max']:.2f}"
+        )
+    return lines
