@@ -24,23 +24,42 @@ from model.protocol import GenerationRequest, GenerationResult
 T = TypeVar("T")
 
 
+def request_tokens(request: GenerationRequest) -> int:
+    """An upper bound of the tokens ``request`` puts into a batch, without a tokenizer.
+
+    Each of its ``n`` rows holds the prompt and up to ``max_tokens`` new tokens; the prompt
+    counts its UTF-8 bytes (a byte-level BPE token is at least one byte), as ``microgenre
+    serve`` counts ``max_request_tokens``.
+
+    >>> from model.protocol import GenerationRequest as R
+    >>> request_tokens(R("genre:", n=2, max_tokens=10))
+    32
+    """
+    prompt = len(request.prompt.encode("utf-8", "surrogatepass"))
+    return request.n * (prompt + request.max_tokens)
+
+
 def take_batch(
     queue: Sequence[GenerationRequest],
     max_sequences: int,
     *,
+    max_tokens: int | None = None,
     key: Callable[[GenerationRequest], Hashable] = GenerationRequest.sampling_key,
 ) -> list[int]:
     """Indices (ascending) of the queued requests to generate next.
 
     The batch is the oldest request plus, in queue order, every later request with the same
-    sampling key that still fits in ``max_sequences`` completions (the sum of ``n``). A request
-    bigger than ``max_sequences`` on its own forms a batch alone; it is never split. Seeded
-    requests are never batched with others.
+    sampling key that still fits in ``max_sequences`` completions (the sum of ``n``) and, when
+    given, ``max_tokens`` tokens (the sum of :func:`request_tokens`). A request over either
+    bound on its own forms a batch alone; it is never split. Seeded requests are never batched
+    with others.
 
     >>> from model.protocol import GenerationRequest as R
     >>> take_batch([R("a", n=5), R("b", n=5), R("c", n=3)], max_sequences=8)
     [0, 2]
     >>> take_batch([R("a"), R("b", seed=1), R("c")], max_sequences=8)
+    [0, 2]
+    >>> take_batch([R("a", n=5), R("b", n=5), R("c", n=3)], max_sequences=16, max_tokens=140)
     [0, 2]
     >>> take_batch([], max_sequences=8)
     []
@@ -49,16 +68,18 @@ def take_batch(
         return []
     head = key(queue[0])
     chosen = [0]
-    total = queue[0].n
+    total, tokens = queue[0].n, request_tokens(queue[0])
     if queue[0].seed is not None:
         return chosen
+    token_room = max_tokens if max_tokens is not None else float("inf")
     for index in range(1, len(queue)):
         request = queue[index]
-        if request.seed is not None:
+        if request.seed is not None or key(request) != head:
             continue
-        if key(request) == head and total + request.n <= max_sequences:
+        cost = request_tokens(request)
+        if total + request.n <= max_sequences and tokens + cost <= token_room:
             chosen.append(index)
-            total += request.n
+            total, tokens = total + request.n, tokens + cost
     return chosen
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from model.protocol import GenerationRequest, GenerationResult, PositionCallback
-from model.worker.batching import estimate_wait_s, take_batch
+from model.worker.batching import estimate_wait_s, request_tokens, take_batch
 from model.worker.errors import (
     AdapterRejectedError,
     WorkerBusyError,
@@ -208,11 +208,16 @@ class Scheduler:
         """
         if not self._queue:
             return None
-        max_size = self.settings.max_batch_size
-        indices = take_batch([p.request for p in self._queue], max_size)
+        max_size, max_tokens = self.settings.max_batch_size, self.settings.max_batch_tokens
+        indices = take_batch([p.request for p in self._queue], max_size, max_tokens=max_tokens)
         waited = now - self._queue[0].enqueued
         window = self.settings.batch_window_ms / 1000
-        if sum(self._queue[i].request.n for i in indices) < max_size and waited < window:
+        taken = [self._queue[i].request for i in indices]
+        full = (
+            sum(r.n for r in taken) >= max_size
+            or sum(request_tokens(r) for r in taken) >= max_tokens
+        )
+        if not full and waited < window:
             return window - waited
         chosen = set(indices)
         items = [self._queue[i] for i in indices]

@@ -87,6 +87,10 @@ class WorkerSettings:
     batch_window_ms: float = 25.0
     # Most completions (sum of ``n``) generated together in one batch.
     max_batch_size: int = 256
+    # Most tokens in one batch: (prompt + max_tokens) x n summed over its requests, a prompt
+    # counted in UTF-8 bytes as `[serve] max_request_tokens` counts. Bounds the memory of long
+    # prompts; a single request over it still runs, alone.
+    max_batch_tokens: int = 32768
     # Most requests waiting in the queue; beyond it callers get WorkerBusyError.
     queue_size: int = 256
     # The worker process reports that it is alive this often...
@@ -131,7 +135,7 @@ class WorkerSettings:
             raise ValueError("batch_window_ms must be >= 0")
         if self.max_adapters < 0:
             raise ValueError("max_adapters must be >= 0")
-        for name in ("max_batch_size", "queue_size"):
+        for name in ("max_batch_size", "max_batch_tokens", "queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("heartbeat_interval_s", "request_timeout_s", "start_timeout_s"):

@@ -7,7 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from model.protocol import GenerationRequest, GenerationResult
-from model.worker.batching import estimate_wait_s, group_indices, run_grouped, take_batch
+from model.worker.batching import (
+    estimate_wait_s,
+    group_indices,
+    request_tokens,
+    run_grouped,
+    take_batch,
+)
 
 requests_strategy = st.lists(
     st.builds(
@@ -98,3 +104,32 @@ def test_group_indices_and_wait_estimate() -> None:
     assert group_indices([1, 2, 3, 4], key=lambda v: v % 2) == [[0, 2], [1, 3]]
     assert estimate_wait_s(0, 64, 1.5) == 1.5
     assert estimate_wait_s(65, 64, 1.0) == 3.0
+
+
+def test_request_tokens_count_prompt_bytes_and_new_tokens_per_row() -> None:
+    assert request_tokens(GenerationRequest("genre:", n=2, max_tokens=10)) == 2 * (6 + 10)
+    assert request_tokens(GenerationRequest("é", n=1, max_tokens=1)) == 3  # UTF-8 bytes
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests_strategy, st.integers(1, 64), st.integers(1, 400))
+def test_a_batch_stays_within_its_token_bound(
+    queue: list[GenerationRequest], max_sequences: int, max_tokens: int
+) -> None:
+    picked = take_batch(queue, max_sequences, max_tokens=max_tokens)
+    if not queue:
+        assert picked == []
+        return
+    assert picked[0] == 0  # a request over the bound still runs, alone
+    tokens = sum(request_tokens(queue[i]) for i in picked)
+    assert tokens <= max_tokens or picked == [0]
+    if queue[0].seed is not None:
+        return
+    total = sum(queue[i].n for i in picked)
+    for i, request in enumerate(queue):
+        if i in picked or request.seed is not None:
+            continue
+        if request.sampling_key() == queue[0].sampling_key():  # left out only if it did not fit
+            assert (
+                total + request.n > max_sequences or tokens + request_tokens(request) > max_tokens
+            )

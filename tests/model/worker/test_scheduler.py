@@ -212,3 +212,25 @@ async def _run_events(script: list[str]) -> None:
 @given(events)
 def test_random_event_orders_answer_every_caller_once(script: list[str]) -> None:
     asyncio.run(_run_events(script))
+
+
+async def test_batches_are_bounded_by_tokens_too() -> None:
+    # (6 bytes + 16 new tokens) x n per request: 22 per row; room for 3 rows.
+    settings_ = WorkerSettings(batch_window_ms=0, max_batch_size=64, max_batch_tokens=70)
+    scheduler = Scheduler(settings_, WorkerStats(), BackgroundTasks())
+    port = FakePort()
+    tasks = [submit(scheduler, "prompt", n=n) for n in (2, 1, 1, 5)]
+    await settle()
+    sizes = []
+    while scheduler.queue_length or scheduler.busy:
+        scheduler.dispatch(port)
+        message = last(port, Generate)
+        sizes.append([r.n for r in message.requests])
+        scheduler.batch_done(answer(message))
+    assert sizes == [[2, 1], [1], [5]]  # the 5-row request is over the bound: it runs alone
+    await asyncio.gather(*tasks)
+
+
+def test_max_batch_tokens_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        WorkerSettings(max_batch_tokens=0).validate()
