@@ -392,9 +392,11 @@ class RemoteClient(ClientLifecycle):
                 data = await response.json(content_type=None)
             except ValueError:
                 data = None
-            if isinstance(data, dict):
-                return data
-            return {"alive": response.status == 200}
+            if not isinstance(data, dict):
+                return {"alive": response.status == 200}
+            if "alive" not in data:  # serve without the token: liveness only, {status, ready}
+                data["alive"] = response.status == 200 and data.get("ready", True) is True
+            return data
 
     def health(self) -> dict[str, Any]:
         """What this client has seen (call :meth:`fetch_health` for the server's view)."""
