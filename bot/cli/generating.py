@@ -37,6 +37,8 @@ class GenerateOptions:
     seed: int | None = None
     like: str | None = None
     temperature: float | None = None
+    # 1..5: the plausibility band (1 = most plausible novel); None: unranked, sampling order.
+    weirdness: int | None = None
     record: bool = True
     as_json: bool = False
     # None: a bar when ``count >= PROGRESS_FROM`` and stderr is a terminal.
@@ -58,7 +60,13 @@ class GenerateOptions:
 
     def record_options(self) -> dict[str, Any]:
         """The options stored with each recorded generation."""
-        return {"like": self.like, "temperature": self.temperature, "seed": self.seed, "cli": True}
+        return {
+            "like": self.like,
+            "temperature": self.temperature,
+            "weirdness": self.weirdness,
+            "seed": self.seed,
+            "cli": True,
+        }
 
 
 async def run_generate(
@@ -94,6 +102,7 @@ def _stream(
         temperature=options.temperature,
         seed=options.seed,
         exclude=list(exclude),
+        weirdness=options.weirdness,
     )
 
 

@@ -552,6 +552,13 @@ def _local_backend(config: Config, adapter: Path) -> Any:
 @click.option("--like", default=None, help="Steer towards a genre or a word.")
 @click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=None)
 @click.option(
+    "--weirdness",
+    type=click.IntRange(1, 5),
+    default=None,
+    help="1 = the most plausible novel genres … 5 = the least plausible that still pass the "
+    "filters (samples 3x more to choose from); default: unranked.",
+)
+@click.option(
     "--adapter", default=None, help="LoRA adapter folder (default: config, else shipped)."
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -569,6 +576,7 @@ def generate(
     seed: int | None,
     like: str | None,
     temperature: float | None,
+    weirdness: int | None,
     adapter: str | None,
     as_json: bool,
     no_record: bool,
@@ -592,6 +600,7 @@ def generate(
         seed=seed,
         like=like,
         temperature=temperature,
+        weirdness=weirdness,
         record=not no_record,
         as_json=as_json,
         progress=progress,
