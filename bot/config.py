@@ -162,6 +162,10 @@ class BotConfig:
     eval_command: tuple[str, ...] = ()
     # Seconds a shutdown waits for in-flight /genre new requests before failing them.
     shutdown_grace_s: float = 10.0
+    # Port of the bot's Prometheus endpoint (GET /metrics); 0: no endpoint.
+    metrics_port: int = 0
+    # Address it binds: loopback by default, so only this machine can scrape it.
+    metrics_host: str = "127.0.0.1"
 
     def validate(self) -> None:
         if self.cooldown_s < 0:
@@ -184,6 +188,10 @@ class BotConfig:
             raise ValueError("progress_edit_interval_s must be >= 0")
         if self.shutdown_grace_s < 0:
             raise ValueError("shutdown_grace_s must be >= 0")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError("metrics_port must be between 0 (off) and 65535")
+        if not self.metrics_host:
+            raise ValueError("metrics_host must not be empty")
 
 
 @dataclass(frozen=True)

@@ -587,6 +587,7 @@ class RetrainManager:
         with contextlib.suppress(Exception):
             await runs_store.release_lease(self.sessions, self.holder)
         log.info("retraining run %s %s: %s", run_id, outcome.status, outcome.reason)
+        self.service.metrics.retrain_runs.labels(outcome.status).inc()
         if on_finish is not None:
             await _call(on_finish, outcome)
         return outcome

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.metrics import BotMetrics
 from bot.queue import FairQueue
 from bot.store.engine import SessionMaker
 from bot.store.generations import issued_names, real_genre_names
@@ -117,6 +118,7 @@ class GenreService:
         sessions: SessionMaker,
         *,
         queue: FairQueue | None = None,
+        metrics: BotMetrics | None = None,
         start_adapter: str | None = None,
         model_cache_s: float = MODEL_CACHE_S,
     ) -> None:
@@ -127,6 +129,9 @@ class GenreService:
         self._models: dict[int | None, tuple[float, VersionInfo | None]] = {}
         self.sessions = sessions
         self.queue = queue or FairQueue()
+        # Counts refusals here; the cogs and the retraining manager record through it too.
+        self.metrics = metrics or BotMetrics()
+        self.metrics.watch_queue(self.queue)
         self._issued: dict[int | None, set[str]] = {}
         self._issued_locks: dict[int | None, asyncio.Lock] = {}
         self._real_keys: set[str] | None = None
@@ -229,16 +234,23 @@ class GenreService:
         when the line is too long. Model errors (busy, crashed, could not generate) propagate
         unchanged.
         """
-        ticket = await self.queue.acquire(
-            guild_id=guild_id, user_id=user_id, count=count, on_position=on_position
-        )
-        delivered: list[str] = []
         try:
-            return await self._generate(
-                count, like, temperature, guild_id, user_id, on_position, delivered
+            ticket = await self.queue.acquire(
+                guild_id=guild_id, user_id=user_id, count=count, on_position=on_position
             )
-        finally:
-            self.queue.release(ticket, delivered=len(delivered))
+            delivered: list[str] = []
+            try:
+                delivery = await self._generate(
+                    count, like, temperature, guild_id, user_id, on_position, delivered
+                )
+            finally:
+                self.queue.release(ticket, delivered=len(delivered))
+        except Exception as exc:
+            self.metrics.refuse(exc)
+            raise
+        if not delivery.genres:
+            self.metrics.refused.labels("nothing_generated").inc()
+        return delivery
 
     async def _generate(
         self,

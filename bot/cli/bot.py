@@ -60,6 +60,7 @@ async def run_bot(config: Config, token: str) -> int:
     """Open the store, start the worker, run the bot until SIGTERM/SIGINT, clean up; 0."""
     from bot.app import make_bot, serve_bot
     from bot.cli.models import default_model_config
+    from bot.metrics import metrics_endpoint
     from bot.queue import FairQueue, QueueSettings
     from bot.retrain import RetrainManager
     from bot.service import GenreService, create_generator
@@ -77,7 +78,10 @@ async def run_bot(config: Config, token: str) -> int:
         try:
             await service.start()
             retrainer = RetrainManager(config, sessions, service)
-            await serve_bot(make_bot(config, sessions, service, retrainer=retrainer), token)
+            service.metrics.watch_worker(generator.client)
+            service.metrics.watch_retrainer(retrainer)
+            async with metrics_endpoint(service.metrics, config.bot):
+                await serve_bot(make_bot(config, sessions, service, retrainer=retrainer), token)
         finally:
             await service.close()
     log.info("stopped")

@@ -234,6 +234,7 @@ class GenerationCog(commands.Cog):
                         channel_id=interaction.channel_id,
                     )
                 unposted.remove(r)
+                self.bot.service.metrics.genres_delivered.inc()
                 if can_react:
                     self.pacer.submit(
                         ReactionJob(message.channel.id, message.id, REACTIONS, note.send)

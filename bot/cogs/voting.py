@@ -241,6 +241,7 @@ class VotingCog(commands.Cog):
             else:
                 await self._vote(payload, ref, added=added)
             log.debug("%s %s on %r by %s", kind, added, ref.genre_name, payload.user_id)
+            self.bot.service.metrics.vote(kind, added=added)
 
     async def _generation(self, payload: discord.RawReactionActionEvent) -> GenerationRef | None:
         """The genre of the message, waiting for one being recorded in that channel."""

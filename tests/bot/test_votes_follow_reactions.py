@@ -13,6 +13,7 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import MagicMock
 
@@ -25,6 +26,7 @@ from sqlalchemy import select
 from bot.cogs.generation import GenerationCog
 from bot.cogs.posting import PostsInFlight
 from bot.cogs.voting import ShownVotes, VotingCog, vote_value
+from bot.metrics import BotMetrics
 from bot.store import schema
 from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
 from bot.store.generations import attach_message, generation_by_message, reserve_generations
@@ -93,6 +95,7 @@ class VotingBot:
         self.user = MagicMock(spec=discord.ClientUser, id=1)
         self.get_user = MagicMock(return_value=None)
         self.get_partial_messageable = discord_.get_partial_messageable
+        self.service = SimpleNamespace(metrics=BotMetrics())
 
 
 async def stored_votes(sessions: SessionMaker, generation_id: int) -> dict[int, int]:
