@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.protocol import GenerationRequest, GenerationResult, PositionCallback
+from model.protocol import GenerationRequest, GenerationResult, PositionCallback, check_request
 from model.worker.errors import (
     AdapterRejectedError,
+    InvalidRequestError,
     WorkerClosedError,
     WorkerStartError,
     WorkerUnavailableError,
@@ -134,10 +135,14 @@ class WorkerClient(ClientLifecycle):
     ) -> GenerationResult:
         """Generate ``request.n`` completions; ``on_position`` hears the place in line.
 
-        Raises :class:`WorkerBusyError` when the queue is full, :class:`WorkerTimeoutError`,
-        :class:`WorkerCrashedError` when the worker died while generating it, and
-        :class:`WorkerUnavailableError` when no worker can be started.
+        Raises :class:`InvalidRequestError` for a request no worker can serve (checked here,
+        so it never fails the batch it would have joined), :class:`WorkerBusyError` when the
+        queue is full, :class:`WorkerTimeoutError`, :class:`WorkerCrashedError` when the worker
+        died while generating it, and :class:`WorkerUnavailableError` when no worker can be
+        started.
         """
+        if (problem := check_request(request)) is not None:
+            raise InvalidRequestError(problem.message)
         self._supervisor.check_available()
         return await self._scheduler.complete(request, on_position)
 
