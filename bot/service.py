@@ -48,21 +48,23 @@ log = logging.getLogger(__name__)
 # awaitable, which is scheduled as a task.
 PositionCallback = Callable[[int], object]
 
-# Weirdness 1..5 of `/genre new` mapped to a sampling temperature.
-WEIRDNESS_TEMPERATURE = {1: 0.6, 2: 0.8, 3: 1.0, 4: 1.2, 5: 1.4}
+# Weirdness 1..5 of `/genre new`: a plausibility band of the candidates the pipeline samples at
+# its own temperature, ranked by the model's score (1 = the most plausible novel genres, 5 = the
+# least plausible that still pass the filters; see model.pipeline.band_order).
+WEIRDNESS_LEVELS = range(1, 6)
 # Attempts to top up a delivery when concurrent requests in the same guild took some names.
 MAX_TOP_UPS = 2
 # Seconds a guild's resolved model is reused (activations by other processes show up after it).
 MODEL_CACHE_S = 30.0
 
 
-def weirdness_temperature(weirdness: int) -> float:
-    """Sampling temperature for a weirdness level (clamped to 1..5).
+def weirdness_level(weirdness: int) -> int:
+    """The plausibility band of a weirdness option (clamped to 1..5).
 
-    >>> weirdness_temperature(3), weirdness_temperature(9)
-    (1.0, 1.4)
+    >>> weirdness_level(3), weirdness_level(9), weirdness_level(0)
+    (3, 5, 1)
     """
-    return WEIRDNESS_TEMPERATURE[min(5, max(1, weirdness))]
+    return min(WEIRDNESS_LEVELS[-1], max(WEIRDNESS_LEVELS[0], weirdness))
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Generator(Protocol):
         exclude: Collection[str],
         on_position: PositionCallback | None,
         adapter: AdapterRef | None = None,
+        weirdness: int | None = None,
     ) -> GeneratorOutput: ...
 
     def health(self) -> dict[str, Any]: ...
@@ -227,8 +230,11 @@ class GenreService:
         guild_id: int | None,
         user_id: int | None,
         on_position: PositionCallback | None = None,
+        weirdness: int | None = None,
     ) -> Delivery:
         """``count`` genres never issued in ``guild_id`` and not real.
+
+        ``weirdness`` 1..5 picks their plausibility band (None: unranked).
 
         Waits for a slot in the fair queue first; raises a :class:`~bot.errors.QueueRefusedError`
         when the line is too long. Model errors (busy, crashed, could not generate) propagate
@@ -241,7 +247,14 @@ class GenreService:
             delivered: list[str] = []
             try:
                 delivery = await self._generate(
-                    count, like, temperature, guild_id, user_id, on_position, delivered
+                    count,
+                    like,
+                    temperature,
+                    guild_id,
+                    user_id,
+                    on_position,
+                    delivered,
+                    weirdness=weirdness,
                 )
             finally:
                 self.queue.release(ticket, delivered=len(delivered))
@@ -261,6 +274,8 @@ class GenreService:
         user_id: int | None,
         on_position: PositionCallback | None,
         delivered: list[str],
+        *,
+        weirdness: int | None = None,
     ) -> Delivery:
         """:meth:`generate` once a slot is held; fills ``delivered`` as names are accepted."""
         if self._real_keys is None:
@@ -287,6 +302,7 @@ class GenreService:
                     exclude=exclude,
                     on_position=on_position,
                     adapter=adapter,
+                    weirdness=weirdness,
                 )
                 model_name = out.model_name
                 for key, value in out.stats.items():
@@ -364,6 +380,7 @@ class PipelineGenerator:
         exclude: Collection[str],
         on_position: PositionCallback | None,
         adapter: AdapterRef | None = None,
+        weirdness: int | None = None,
     ) -> GeneratorOutput:
         outcome = await self.pipeline.generate(
             count,
@@ -372,6 +389,7 @@ class PipelineGenerator:
             exclude=exclude,
             on_position=on_position,
             adapter=adapter,
+            weirdness=weirdness,
         )
         return GeneratorOutput(list(outcome.genres), outcome.model, dict(outcome.stats))
 

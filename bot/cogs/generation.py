@@ -20,7 +20,7 @@ from discord.ext import commands
 from bot.cogs.common import REACTIONS, bot_of, defer_public, guild_id_of, subcommand
 from bot.errors import InputError, MicrogenreError
 from bot.pacing import ReactionJob, ReactionPacer
-from bot.service import weirdness_temperature
+from bot.service import weirdness_level
 from bot.store.generations import attach_message, release_generation, reserve_generations
 from bot.text import MESSAGE, clip, escape, mention
 from scraping.normalize import clean_name
@@ -184,7 +184,7 @@ class GenerationCog(commands.Cog):
             delivery = await self.bot.service.generate(
                 count,
                 like=cleaned_like,
-                temperature=weirdness_temperature(weirdness),
+                weirdness=weirdness_level(weirdness),
                 guild_id=guild_id,
                 user_id=interaction.user.id,
                 on_position=reporter,

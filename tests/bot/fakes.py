@@ -51,12 +51,14 @@ class ScriptedGenerator:
         exclude: Collection[str],
         on_position: PositionCallback | None,
         adapter: AdapterRef | None = None,
+        weirdness: int | None = None,
     ) -> GeneratorOutput:
         self.calls.append(
             {
                 "count": count,
                 "like": like,
                 "temperature": temperature,
+                "weirdness": weirdness,
                 "exclude": set(exclude),
                 "adapter": adapter,
             }

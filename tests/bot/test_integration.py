@@ -94,8 +94,8 @@ async def test_genre_new_end_to_end(
         if c.json and "content" in c.json
     ]
     assert any("number 2 in line" in e for e in edits)
-    # The generator got the options; weirdness 4 → temperature 1.2.
-    assert gen.calls[0]["like"] == "shoegaze" and gen.calls[0]["temperature"] == 1.2
+    # The generator got the options; weirdness 4 is a plausibility band, not a temperature.
+    assert gen.calls[0]["like"] == "shoegaze" and gen.calls[0]["weirdness"] == 4
     async with sessions.begin() as s:
         rows = (
             await s.execute(
