@@ -14,6 +14,7 @@ Output: ``adapter_model.safetensors``, ``adapter_config.json``, ``model_card.jso
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -717,6 +718,9 @@ class ServerRunConfig:
     objective: str = "kto"
     beta: float = 0.1
     replay_weight: float = 1.0
+    # LoRA weights of layers below this index stay frozen: back-propagation stops there, so a
+    # step costs less (0: tune every layer).
+    train_from_layer: int = 0
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
@@ -758,10 +762,27 @@ def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) 
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"Cannot apply adapter {adapter}: {first}") from None
-    for param in model.parameters():
+    for name, param in model.named_parameters():
+        if param.requires_grad and _layer_index(name) < cfg.train_from_layer:
+            param.requires_grad_(False)
         if param.requires_grad:
             param.data = param.data.float()
     return model, tokenizer, device, dtype
+
+
+def _layer_index(name: str) -> int:
+    """The decoder layer a parameter belongs to (a large number outside the layers).
+
+    >>> _layer_index("base_model.model.model.layers.12.mlp.up_proj.lora_A.default.weight")
+    12
+    >>> _layer_index("base_model.model.lm_head.weight") > 1000
+    True
+    """
+    parts = name.split(".")
+    for before, index in itertools.pairwise(parts):
+        if before == "layers" and index.isdigit():
+            return int(index)
+    return 1 << 30
 
 
 class VoteTrainer:
