@@ -23,10 +23,11 @@ Without ``like``, no leading word may start more than ``max_leading_share`` of o
 Plausibility and weirdness: when the backend scores its completions
 (:attr:`~model.protocol.GenerationResult.scores`, the mean log-probability of each completion
 under the model) and a call asks for a ``weirdness`` level 1..5, its requests are ``rerank``
-times larger and the accepted candidates of a round are dealt in the order of
-:func:`band_order`: nearest first to the level's quantile of plausibility, so level 1 delivers
-the most plausible novel candidates, 5 the least plausible that still pass every filter, and
-the rest stay ``surplus``. Without scores or a level, candidates are dealt in sampling order.
+times larger and a round deals at most ``1 / rerank`` of its acceptable candidates, in the
+order of :func:`band_order`: nearest first to the level's quantile of plausibility, so level 1
+delivers the most plausible novel candidates, 5 the least plausible that still pass every
+filter, and the rest stay ``surplus``. Without scores or a level, candidates are dealt in
+sampling order.
 
 Concurrent unseeded calls with the same ``like`` and temperature share rounds: one request,
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
@@ -472,14 +473,17 @@ class GenrePipeline:
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: list[bool] = []
-        for index in _dealing_order(judged, result.scores, weirdness):
+        order, band = _dealing_order(judged, result.scores, weirdness, self.rerank)
+        dealt = 0
+        for index in order:
             j = judged[index]
             needy = [c for c in callers if c.missing > 0 and not c.settled]
             verdict = j.verdict
-            if verdict == "ok" and j.name is not None:
+            if verdict == "ok" and j.name is not None and dealt < band:
                 recipient, verdict = self._deal(j.name, needy)
                 if recipient is not None:
                     recipient.take(j.name, result.model)
+                    dealt += 1
                     accepted.append(True)
                     continue
             elif verdict == "repeat" and j.name is not None:
@@ -547,14 +551,20 @@ class GenrePipeline:
 
 
 def _dealing_order(
-    judged: list[_Judged], scores: tuple[float, ...], weirdness: int | None
-) -> list[int]:
-    """Sampling order, or with scores and a level: the acceptable in :func:`band_order` first."""
-    if weirdness is None or len(scores) != len(judged):
-        return list(range(len(judged)))
+    judged: list[_Judged], scores: tuple[float, ...], weirdness: int | None, rerank: float
+) -> tuple[list[int], int]:
+    """The order to deal a round's candidates in, and how many acceptable ones it may deal.
+
+    Sampling order and all of them; with scores and a level: the acceptable ones in
+    :func:`band_order`, at most a ``1 / rerank`` share of them (the level's band, also when
+    the request was capped below ``rerank`` times the need), then the rest.
+    """
     ok = [i for i, j in enumerate(judged) if j.verdict == "ok"]
+    if weirdness is None or len(scores) != len(judged):
+        return list(range(len(judged))), len(ok)
     banded = [ok[i] for i in band_order([scores[i] for i in ok], weirdness)]
-    return banded + [i for i, j in enumerate(judged) if j.verdict != "ok"]
+    rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
+    return banded + rest, math.ceil(len(ok) / rerank)
 
 
 def _fan_out(listeners: list[PositionCallback]) -> PositionCallback:

@@ -93,6 +93,21 @@ async def test_a_weirdness_level_samples_rerank_times_more_to_choose_from() -> N
     assert ranked.requests[0].n >= RERANK * (plain.requests[0].n - 2)
 
 
+@pytest.mark.parametrize("level", [1, 3, 5])
+async def test_a_capped_request_still_deals_only_its_band(level: int) -> None:
+    # max_request keeps each request far below RERANK times the need: every round must still
+    # deal only the level's share of its acceptable candidates, so the levels stay apart.
+    pipeline = GenrePipeline(
+        ScoredBackend(_pool()), KNOWN, share_rounds=False, max_leading_share=1.0, max_request=60
+    )
+    outcome = await pipeline.generate(100, weirdness=level, seed=3)
+    assert len(outcome.genres) == 100
+    assert outcome.stats["surplus"] >= (RERANK - 1.5) * 100
+    # Scores are uniform over [-4, 0): the thirds average about -0.7, -2 and -3.3.
+    average = mean(_scores(outcome.genres))
+    assert {1: average > -1.5, 3: -2.5 < average < -1.5, 5: average < -2.5}[level]
+
+
 async def test_without_scores_candidates_are_dealt_in_sampling_order() -> None:
     backend = ScoredBackend(_pool(), scored=False)
     pipeline = GenrePipeline(backend, KNOWN, share_rounds=False, max_leading_share=1.0)
