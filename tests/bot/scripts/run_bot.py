@@ -2,7 +2,8 @@
 
 Usage: python tests/bot/scripts/run_bot.py API_BASE GATEWAY_URL
 The config comes from the environment (DISCORD_TOKEN, MICROGENRE_*). The model worker is the
-real supervised WorkerClient with a torch-free scripted sampler. On exit it prints one JSON line
+real supervised WorkerClient with a torch-free scripted sampler (or, with
+MICROGENRE_TEST_SAMPLER=default, the configured model). On exit it prints one JSON line
 with the exit status and whether torch was imported in this (the bot's) process.
 """
 
@@ -30,9 +31,15 @@ def main() -> int:
         from model.filters import Moderator
         from model.worker import WorkerClient
         from model.worker.factory import sampler_spec
+        from model.worker.health import HEALTH_FILE
         from tests.bot.scripted_sampler import scripted_factory
 
-        client = WorkerClient(sampler_spec(config), config.worker, sampler_factory=scripted_factory)
+        client = WorkerClient(
+            sampler_spec(config),
+            config.worker,
+            sampler_factory=scripted_factory,
+            health_file=Path(config.data_dir) / HEALTH_FILE,
+        )
         await client.start()
         pid_file = os.environ.get("MICROGENRE_TEST_WORKER_PID_FILE")
         if pid_file:
@@ -41,7 +48,9 @@ def main() -> int:
             client, known=known, moderator=Moderator(), pipeline_options=pipeline_options
         )
 
-    bot.service.create_generator = create_generator
+    # MICROGENRE_TEST_SAMPLER=default keeps the configured model (benchmarks/soak.py).
+    if os.environ.get("MICROGENRE_TEST_SAMPLER", "scripted") == "scripted":
+        bot.service.create_generator = create_generator
     code = entry(["-v", "bot"])
     print(json.dumps({"exit": code, "torch_loaded": "torch" in sys.modules}), flush=True)
     return code
