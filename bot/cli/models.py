@@ -16,6 +16,7 @@ import click
 from bot.cli.common import echo_json, open_store, state
 from bot.store import versions as versions_store
 from bot.store.versions import VersionError, VersionInfo
+from model.protocol import AdapterRef
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -106,6 +107,18 @@ def rollback_command(ctx: click.Context, guild: str) -> None:
 
     v = asyncio.run(run())
     click.echo(f"server {guild_id} now uses {v.name if v is not None else 'the default model'}")
+
+
+async def guild_adapters(config: Config) -> list[AdapterRef]:
+    """Every server's own active model, as the adapters a server process registers at start
+    (each is then served under its name). Without a store: none."""
+    from bot.cli.model import store_configured
+
+    if not store_configured(config):
+        return []
+    async with open_store(config) as sessions:
+        models = await versions_store.guild_models(sessions)
+    return [AdapterRef(v.name, v.path) for v in models.values()]
 
 
 async def default_model_config(config: Config) -> tuple[Config, VersionInfo | None]:

@@ -75,12 +75,14 @@ def serve(
 async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
     from aiohttp import web
 
-    from bot.cli.models import default_model_config
+    from bot.cli.models import default_model_config, guild_adapters
     from model.worker.factory import make_local_client
     from model.worker.server import create_app
 
-    # Start on the database's default model (servers' own models are named in requests).
+    # Start on the database's default model, with every server's own model registered under
+    # its name (the worker loads each on its first request).
     config, _ = await default_model_config(config)
+    adapters = await guild_adapters(config)
     client = make_local_client(config, sampler_factory=factory)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -96,7 +98,7 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
             starting.cancel()
             return
         starting.result()
-        app = create_app(client, config.serve, api_token=config.serve.api_token)
+        app = create_app(client, config.serve, api_token=config.serve.api_token, adapters=adapters)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)

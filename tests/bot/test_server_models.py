@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,34 @@ from bot.store.versions import VersionError
 from bot.store.votes import set_vote
 from model.protocol import AdapterRef
 from tests.bot.fakes import ScriptedGenerator, make_config
+from tests.bot.test_migrations import postgres_url  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(60)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 A, B = 111, 222
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """Every test here runs on SQLite and on a real PostgreSQL server (the lease's
+    conditional UPDATE, the one-active-version index with NULL guild ids)."""
+    if request.param == "sqlite":
+        return sqlite_url
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+async def sessions(store_url: str) -> AsyncIterator[object]:
+    from bot.store import schema
+    from bot.store.engine import create_engine, create_sessionmaker
+
+    await asyncio.to_thread(schema.upgrade, store_url, "head")
+    engine = create_engine(store_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 def scripts(delay: float = 0.0, eval_delay: float = 0.0) -> dict[str, Any]:
@@ -308,7 +332,7 @@ async def test_interrupted_run_is_failed_at_start_up_and_its_orphan_folder_remov
 
 
 async def test_model_cli_lists_activates_rolls_back_and_refuses_bad_input(
-    sessions: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], sqlite_url: str
+    sessions: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     for name, guild in (("default-v1", None), ("a-1", A), ("a-2", A)):
         await versions_store.add_version(
@@ -321,7 +345,7 @@ async def test_model_cli_lists_activates_rolls_back_and_refuses_bad_input(
             guild_id=guild,
         )
     config = tmp_path / "config.toml"
-    config.write_text(f'[database]\nurl = "{sqlite_url}"\n')
+    config.write_text(f'[database]\nurl = "{store_url}"\n')
 
     def cli(*args: str) -> int:
         return entry(["--config", str(config), *args])
@@ -357,3 +381,28 @@ async def test_model_cli_lists_activates_rolls_back_and_refuses_bad_input(
         assert await asyncio.to_thread(cli, *bad) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("Error: ")
+
+
+async def test_serve_starts_with_every_servers_active_model(
+    sessions: Any, tmp_path: Path, store_url: str
+) -> None:
+    from bot.cli.models import guild_adapters
+    from bot.config import load_config
+
+    for name, guild in (("a-1", A), ("b-1", B), ("b-old", B)):
+        await versions_store.add_version(
+            sessions,
+            name=name,
+            path=str(tmp_path / name),
+            base_model="b",
+            metrics={},
+            activate=name != "b-old",
+            guild_id=guild,
+        )
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[database]\nurl = "{store_url}"\n')
+    refs = await guild_adapters(load_config(config_file))
+    assert sorted(refs, key=lambda r: r.name) == [
+        AdapterRef("a-1", str(tmp_path / "a-1")),
+        AdapterRef("b-1", str(tmp_path / "b-1")),
+    ]
