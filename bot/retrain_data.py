@@ -58,7 +58,8 @@ async def guild_votes(
         .join(Generation, Generation.genre_id == Genre.id)
         .join(Vote, Vote.generation_id == Generation.id)
         .where(Generation.guild_id == guild_id)
-        .group_by(Generation.id, Genre.display_name, Generation.options)
+        # Not by options: PostgreSQL cannot group json (it is one per generation id anyway).
+        .group_by(Generation.id, Genre.display_name)
         .order_by(Generation.id)
     )
     if since is not None:
