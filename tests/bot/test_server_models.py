@@ -406,3 +406,46 @@ async def test_serve_starts_with_every_servers_active_model(
         AdapterRef("a-1", str(tmp_path / "a-1")),
         AdapterRef("b-1", str(tmp_path / "b-1")),
     ]
+
+
+@pytest.mark.parametrize("guild", [None, A])
+async def test_the_index_allows_one_active_version_per_scope_null_included(
+    sessions: Any, guild: int | None
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.store.models import ModelVersion
+
+    async with sessions.begin() as session:
+        session.add(
+            ModelVersion(name="one", path="/a", base_model="b", active=True, guild_id=guild)
+        )
+    with pytest.raises(IntegrityError):
+        async with sessions.begin() as session:
+            session.add(
+                ModelVersion(name="two", path="/b", base_model="b", active=True, guild_id=guild)
+            )
+    # Another scope, and inactive rows of the same scope, are fine.
+    other = B if guild is None else None
+    async with sessions.begin() as session:
+        session.add(
+            ModelVersion(name="three", path="/c", base_model="b", active=True, guild_id=other)
+        )
+        session.add(
+            ModelVersion(name="four", path="/d", base_model="b", active=False, guild_id=guild)
+        )
+
+
+async def test_racing_claims_give_the_slot_to_exactly_one_holder(sessions: Any) -> None:
+    for guild in (A, B, 333):
+        assert await runs_store.create_run(
+            sessions, requested_by=1, guild_id=guild, channel_id=1, options={}
+        )
+    claims = await asyncio.gather(
+        *(runs_store.claim_next(sessions, f"host:{i}:x", lease_s=30) for i in range(6))
+    )
+    won = [c for c in claims if c is not None]
+    assert len(won) == 1 and won[0].guild_id == A
+    holder, _ = await runs_store.lease_holder(sessions)
+    assert holder == f"host:{claims.index(won[0])}:x"
+    assert len(await runs_store.runs_by_status(sessions, "running")) == 1
