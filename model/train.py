@@ -705,22 +705,23 @@ def publish_adapter(staged: Path, out: Path) -> None:
 @dataclass(frozen=True)
 class ServerRunConfig:
     """A server run: a short fine-tune of a server's adapter on its votes (see
-    :func:`server_run`). ``objective`` is ``kto`` or ``unlikelihood`` (:mod:`model.kto`)."""
+    :func:`server_run`). ``objective`` is ``kto`` or ``unlikelihood`` (:mod:`model.kto`).
+    The defaults are the ones ``benchmarks/bench_taste.py`` measured (see the README)."""
 
     base_model: str = "smollm2-135m"
     max_steps: int = 60
     max_minutes: float = 4.5  # wall-clock cap of the whole run, loading included
     replay: int = 2000  # real genres sampled from the dataset for the SFT replay
-    vote_batch: int = 16  # voted rows per step, half 👍 and half 👎 when both exist
-    replay_batch: int = 16
-    learning_rate: float = 1e-3
+    vote_batch: int = 32  # voted rows per step, half 👍 and half 👎 when both exist
+    replay_batch: int = 8
+    learning_rate: float = 4e-3
     warmup_steps: int = 5
     objective: str = "kto"
     beta: float = 0.1
-    replay_weight: float = 1.0
-    # LoRA weights of layers below this index stay frozen: back-propagation stops there, so a
-    # step costs less (0: tune every layer).
-    train_from_layer: int = 0
+    replay_weight: float = 0.25
+    # Only the LoRA weights of the top N decoder layers are tuned (0: all): back-propagation
+    # stops below them, so a step costs less. SmolLM2-135M has 30 layers.
+    tune_top_layers: int = 15
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
@@ -762,8 +763,10 @@ def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) 
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"Cannot apply adapter {adapter}: {first}") from None
+    n_layers = int(model.config.num_hidden_layers)
+    first = max(0, n_layers - cfg.tune_top_layers) if cfg.tune_top_layers > 0 else 0
     for name, param in model.named_parameters():
-        if param.requires_grad and _layer_index(name) < cfg.train_from_layer:
+        if param.requires_grad and _layer_index(name) < first:
             param.requires_grad_(False)
         if param.requires_grad:
             param.data = param.data.float()

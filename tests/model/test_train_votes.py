@@ -53,6 +53,7 @@ def _config(model: Path, **kw: Any) -> ServerRunConfig:
         "learning_rate": 1e-2,
         "warmup_steps": 1,
         "beta": 0.5,
+        "tune_top_layers": 0,
         **kw,
     }
     return ServerRunConfig(**values)
@@ -120,6 +121,25 @@ def test_server_run_respects_max_steps_and_publishes(
     assert card["from_adapter"]["path"] == str(start_adapter)
     assert (card["data"]["votes_up"], card["data"]["votes_down"]) == (4, 4)
     assert card["training"]["steps"] == 3
+
+
+def test_only_the_top_layers_are_tuned(
+    tiny_model_path: Path,
+    tiny_dataset: Path,
+    start_adapter: Path,
+    votes_file: Path,
+    tmp_path: Path,
+) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "server"
+    cfg = _config(tiny_model_path, max_steps=3, tune_top_layers=1)  # the tiny model has 2
+    server_run(tiny_dataset, votes_file, start_adapter, out, cfg)
+    before = load_file(str(start_adapter / ADAPTER_WEIGHTS))
+    after = load_file(str(out / ADAPTER_WEIGHTS))
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not before[k].equal(after[k])}
+    assert changed and all(".layers.1." in k for k in changed)
 
 
 def test_server_run_stops_at_the_wall_clock_cap(
