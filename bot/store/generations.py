@@ -225,6 +225,7 @@ class GenreLookup:
     created_at: datetime | None = None
     message_id: int | None = None
     channel_id: int | None = None
+    model_name: str | None = None  # the model that made it (None: not recorded)
     upvotes: int = 0
     downvotes: int = 0
     favorites: int = 0
@@ -261,6 +262,7 @@ async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) 
                     Generation.created_at,
                     Generation.message_id,
                     Generation.channel_id,
+                    Generation.model_name,
                 ).where(Generation.genre_id == genre.id)
             )
         ).all()
@@ -291,6 +293,7 @@ async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) 
         created_at=None if here is None else here[3],
         message_id=None if here is None else here[4],
         channel_id=None if here is None else here[5],
+        model_name=None if here is None else here[6],
         upvotes=up,
         downvotes=down,
         favorites=favs,

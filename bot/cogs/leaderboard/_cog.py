@@ -278,6 +278,7 @@ class LeaderboardCog(commands.Cog):
             url = jump_url(guild_id, found.channel_id, found.message_id)
             when = found.created_at.strftime("%Y-%m-%d") if found.created_at else "?"
             score = f"+{found.score}" if found.score > 0 else str(found.score)
+            model = found.model_name.replace("`", "'") if found.model_name else None
             text = (
                 f"✨ **{shown}** was invented here for {mention(found.user_id)} "
                 f"on {when}: score **{score}** ({found.upvotes}👍 {found.downvotes}👎 "
