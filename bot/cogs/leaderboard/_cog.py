@@ -281,7 +281,8 @@ class LeaderboardCog(commands.Cog):
             model = found.model_name.replace("`", "'") if found.model_name else None
             text = (
                 f"✨ **{shown}** was invented here for {mention(found.user_id)} "
-                f"on {when}: score **{score}** ({found.upvotes}👍 {found.downvotes}👎 "
+                f"on {when}" + (f" by model `{model}`" if model else "") + ": "
+                f"score **{score}** ({found.upvotes}👍 {found.downvotes}👎 "
                 f"{found.favorites}⭐)" + (f" · {url}" if url else "")
             )
         else:
