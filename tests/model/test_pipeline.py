@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from model.errors import GenerationError, ModelError
 from model.filters import Fingerprint, Moderator
 from model.pipeline import GenerationOutcome, GenrePipeline
-from model.protocol import GenerationRequest, GenerationResult
+from model.protocol import AdapterRef, GenerationRequest, GenerationResult
 from model.worker.errors import WorkerCrashedError
 
 
@@ -529,3 +529,42 @@ async def zip_count(stream: Any, limit: int) -> Any:
         number += 1
         if number >= limit:
             return
+
+
+class AdapterTaggingBackend:
+    """Answers with names that say which adapter made them; records every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenerationRequest] = []
+
+    async def complete(self, request: GenerationRequest) -> GenerationResult:
+        self.requests.append(request)
+        await asyncio.sleep(0)  # let the other callers join or start their rounds
+        tag = request.adapter.name if request.adapter is not None else "default"
+        number = len(self.requests)
+        texts = tuple(f" {tag} r{number}x{i} jazz" for i in range(request.n))
+        return GenerationResult(texts, "tagging", extra={"finished": [True] * request.n})
+
+
+ADAPTERS = [None, AdapterRef("guild-1-run-0001", "/a/1"), AdapterRef("guild-2-run-0002", "/a/2")]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.sampled_from(ADAPTERS), min_size=1, max_size=12))
+def test_callers_with_different_adapters_never_share_a_round(
+    adapters: list[AdapterRef | None],
+) -> None:
+    async def scenario() -> None:
+        backend = AdapterTaggingBackend()
+        pipeline = GenrePipeline(backend, KNOWN, min_request=1, require_genre_word=False)
+        outcomes = await asyncio.gather(*(pipeline.generate(2, adapter=a) for a in adapters))
+        for adapter, outcome in zip(adapters, outcomes, strict=True):
+            tag = adapter.name if adapter is not None else "default"
+            assert len(outcome.genres) == 2
+            assert all(g.startswith(f"{tag} ") for g in outcome.genres), outcome
+        # Each request carries exactly one caller group's adapter, and one per adapter is
+        # enough here (every candidate is accepted).
+        assert {r.adapter for r in backend.requests} == set(adapters)
+        assert len(backend.requests) == len(set(adapters))
+
+    asyncio.run(scenario())
