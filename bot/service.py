@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ WEIRDNESS_LEVELS = range(1, 6)
 MAX_TOP_UPS = 2
 # Seconds a guild's resolved model is reused (activations by other processes show up after it).
 MODEL_CACHE_S = 30.0
+# Guilds whose issued names stay in memory; beyond it the least recently used idle guild is
+# dropped (dropping is only a cache miss: its names load from the store on its next request).
+MAX_CACHED_GUILDS = 10_000
 
 
 def weirdness_level(weirdness: int) -> int:
@@ -122,6 +126,7 @@ class GenreService:
         *,
         queue: FairQueue | None = None,
         metrics: BotMetrics | None = None,
+        max_cached_guilds: int = MAX_CACHED_GUILDS,
         start_adapter: str | None = None,
         model_cache_s: float = MODEL_CACHE_S,
     ) -> None:
@@ -135,8 +140,11 @@ class GenreService:
         # Counts refusals here; the cogs and the retraining manager record through it too.
         self.metrics = metrics or BotMetrics()
         self.metrics.watch_queue(self.queue)
-        self._issued: dict[int | None, set[str]] = {}
+        self.max_cached_guilds = max_cached_guilds
+        # Least recently used first; a guild is evicted only when no request of it runs.
+        self._issued: OrderedDict[int | None, set[str]] = OrderedDict()
         self._issued_locks: dict[int | None, asyncio.Lock] = {}
+        self._requests: Counter[int | None] = Counter()  # requests running, per guild
         self._real_keys: set[str] | None = None
         self._in_flight = 0
         self._closed = False
@@ -207,13 +215,34 @@ class GenreService:
         health["genres_per_s"] = round(self.queue.meter.rate, 2)
         return health
 
+    @property
+    def cached_guilds(self) -> int:
+        return len(self._issued)
+
     async def _issued_in(self, guild_id: int | None) -> set[str]:
         lock = self._issued_locks.setdefault(guild_id, asyncio.Lock())
         async with lock:
             if guild_id not in self._issued:
                 names = await issued_names(self.sessions, guild_id)
                 self._issued[guild_id] = {genre_key(n) for n in names}
-            return self._issued[guild_id]
+            self._issued.move_to_end(guild_id)
+            issued = self._issued[guild_id]
+        self._evict()
+        return issued
+
+    def _evict(self) -> None:
+        """Drop the least recently used guilds beyond ``max_cached_guilds`` that are idle (no
+        request running, lock free); a busy guild stays, even past the bound."""
+
+        def idle(guild: int | None) -> bool:
+            lock = self._issued_locks.get(guild)
+            return not self._requests[guild] and not (lock is not None and lock.locked())
+
+        excess = len(self._issued) - self.max_cached_guilds
+        for guild in [g for g in self._issued if idle(g)][: max(0, excess)]:
+            del self._issued[guild]
+        for guild in [g for g in self._issued_locks if g not in self._issued and idle(g)]:
+            del self._issued_locks[guild]
 
     def forget(self, guild_id: int | None, name: str) -> None:
         """A delivered genre was not posted after all: it may be issued again."""
@@ -281,14 +310,15 @@ class GenreService:
         if self._real_keys is None:
             await self.start()
         real = self._real_keys or set()
-        issued = await self._issued_in(guild_id)
-        version = await self.model_for(guild_id)
-        adapter = self.adapter_for(version)
+        self._requests[guild_id] += 1
         start = time.perf_counter()
         self._in_flight += 1
         stats: dict[str, int] = {}
         model_name = ""
         try:
+            issued = await self._issued_in(guild_id)
+            version = await self.model_for(guild_id)
+            adapter = self.adapter_for(version)
             for _ in range(1 + MAX_TOP_UPS):
                 missing = count - len(delivered)
                 if missing <= 0:
@@ -319,6 +349,9 @@ class GenreService:
                         break
         finally:
             self._in_flight -= 1
+            self._requests[guild_id] -= 1
+            if not self._requests[guild_id]:
+                del self._requests[guild_id]
         log.debug("generated %d genres for guild %s user %s", len(delivered), guild_id, user_id)
         return Delivery(
             genres=delivered,
