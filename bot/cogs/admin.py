@@ -21,7 +21,7 @@ from bot.errors import MicrogenreError
 from bot.retrain import NoRunError, Progress, RunOutcome
 from bot.store import runs as runs_store
 from bot.store import versions as versions_store
-from bot.text import format_duration, progress_bar
+from bot.text import MESSAGE, clip, fit_embed, format_duration, progress_bar
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot
@@ -64,7 +64,7 @@ def progress_text(progress: Progress) -> str:
     lines.append(" · ".join(detail))
     if progress.phase == "starting" and progress.community_genres:
         lines.append(f"Adding {progress.community_genres} community-approved genres.")
-    return "\n".join(lines)
+    return clip("\n".join(lines), MESSAGE)
 
 
 def outcome_embed(outcome: RunOutcome) -> discord.Embed:
@@ -89,7 +89,7 @@ def outcome_embed(outcome: RunOutcome) -> discord.Embed:
         embed.set_footer(text="The active model keeps serving.")
     if outcome.loss_curve is not None:
         embed.set_image(url=f"attachment://{outcome.loss_curve.name}")
-    return embed
+    return fit_embed(embed)
 
 
 class ProgressMessage:
@@ -110,6 +110,7 @@ class ProgressMessage:
         self.message_id = message.id if message is not None else message_id
 
     async def edit(self, text: str) -> None:
+        text = clip(text, MESSAGE)
         if self.message is not None:
             with contextlib.suppress(discord.HTTPException):
                 await self.message.edit(content=text)
@@ -211,7 +212,7 @@ class AdminCog(
             text = progress_text(progress)
         else:
             text = await run_text(self.bot.sessions, guild_id)
-        await interaction.response.send_message(f"{text}\n{model}", ephemeral=True)
+        await interaction.response.send_message(clip(f"{text}\n{model}", MESSAGE), ephemeral=True)
 
     @app_commands.command(name="cancel")
     @app_commands.describe(guild_id="Owners only: the server whose run to cancel")

@@ -210,7 +210,9 @@ async def test_retrain_status_fits_a_message(sessions: Any, tmp_path: Path) -> N
         assert run is not None
         await runs_store.update_run(sessions, run.id, status="failed", error="boom " * 1000)
     bot = FakeBot(tmp_path, sessions, ScriptedGenerator())
-    bot.retrainer = MagicMock(running=False, progress=None)  # type: ignore[attr-defined]
+    retrainer = MagicMock(running=False, progress=None)
+    retrainer.progress_of.return_value = None  # no run in progress, in any scope
+    bot.retrainer = retrainer  # type: ignore[attr-defined]
     cog = AdminCog(bot)  # type: ignore[arg-type]
     interaction = fake_interaction()
     await cog.status.callback(cog, interaction)  # type: ignore[arg-type, call-arg]
