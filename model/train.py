@@ -10,6 +10,11 @@ leaves a half-written adapter.
 
 Output: ``adapter_model.safetensors``, ``adapter_config.json``, ``model_card.json``,
 ``known_genres.fingerprint`` and ``loss_curve.png``.
+
+:func:`server_run` is the short run a server's ``/retrain`` starts: it loads the server's
+current adapter trainable, learns from the server's 👍/👎 votes (:mod:`model.kto`, the
+reference being that adapter as loaded) plus a replay of real genres, stops after
+``max_steps`` or ``max_minutes`` and publishes the same files.
 """
 
 from __future__ import annotations
