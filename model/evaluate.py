@@ -308,10 +308,12 @@ def markov_raw_novel(
     }
 
 
-def lead_ratio(genres: Sequence[str], train_names: Sequence[str], min_count: int = 5) -> float:
-    """The largest ratio of a leading word's share in ``genres`` to its share in training.
-
-    Words that lead fewer than ``min_count`` of ``genres`` are ignored (noise).
+def lead_ratio(
+    genres: Sequence[str], train_names: Sequence[str], min_share: float = 0.005
+) -> float:
+    """The largest ratio of a leading word's share in ``genres`` to its share in training,
+    over the words that lead at least ``min_share`` of the training genres (the frequent heads:
+    "musica", "rap", "deep"…; a rare head's ratio is noise).
 
     >>> lead_ratio(["deep a"] * 6 + ["x b"] * 4, ["deep c", "x d", "y e", "z f"])
     2.4
@@ -320,9 +322,9 @@ def lead_ratio(genres: Sequence[str], train_names: Sequence[str], min_count: int
     lead = Counter(leading_word(g) for g in genres)
     total, train_total = max(len(genres), 1), max(sum(train.values()), 1)
     ratios = [
-        (count / total) / max(train[word] / train_total, 1 / train_total)
-        for word, count in lead.items()
-        if count >= min_count
+        (lead[word] / total) / (count / train_total)
+        for word, count in train.items()
+        if count / train_total >= min_share
     ]
     return round(max(ratios, default=0.0), 3)
 

@@ -472,7 +472,7 @@ class GenrePipeline:
         # the event loop (the bot's, in production) keeps answering meanwhile.
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
-        accepted: list[bool] = []
+        accepted: dict[int, bool] = {}
         order, band = _dealing_order(judged, result.scores, weirdness, self.rerank)
         dealt = 0
         for index in order:
@@ -484,20 +484,21 @@ class GenrePipeline:
                 if recipient is not None:
                     recipient.take(j.name, result.model)
                     dealt += 1
-                    accepted.append(True)
+                    accepted[index] = True
                     continue
             elif verdict == "repeat" and j.name is not None:
                 near = near_key(j.name)
                 if any(near in c.excluded for c in needy or callers):
                     verdict = "excluded"
-            accepted.append(verdict == "ok")
+            accepted[index] = verdict == "ok"
             # Attribute the rejected (or surplus) candidate to someone who still waits, so
             # per-call statistics add up to what was sampled.
             owner = (needy or callers)[index % len(needy or callers)]
             owner.model = result.model
             owner.reject(j.name or j.text, verdict)
         for caller in callers:
-            caller.recent.extend(accepted)
+            # In sampling order, whatever order they were dealt in.
+            caller.recent.extend(accepted[i] for i in range(len(judged)))
         estimate.update(sum(j.verdict == "ok" for j in judged) / max(len(judged), 1))
 
     def _collapsed(self, caller: _Caller) -> bool:

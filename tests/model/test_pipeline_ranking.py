@@ -108,6 +108,17 @@ async def test_a_capped_request_still_deals_only_its_band(level: int) -> None:
     assert {1: average > -1.5, 3: -2.5 < average < -1.5, 5: average < -2.5}[level]
 
 
+async def test_a_ranked_call_with_many_rejects_does_not_count_as_collapsed() -> None:
+    # Most candidates are real genres; the acceptable ones are dealt first, so the rejected
+    # come last in the dealing order: the collapse rule must still see the sampling order.
+    backend = ScoredBackend(_pool(400) + [("post rock", 0.0)] * 1200)
+    pipeline = GenrePipeline(
+        backend, KNOWN, share_rounds=False, max_leading_share=1.0, collapse_window=50
+    )
+    outcome = await pipeline.generate(40, weirdness=1, seed=5)
+    assert len(outcome.genres) == 40
+
+
 async def test_without_scores_candidates_are_dealt_in_sampling_order() -> None:
     backend = ScoredBackend(_pool(), scored=False)
     pipeline = GenrePipeline(backend, KNOWN, share_rounds=False, max_leading_share=1.0)
