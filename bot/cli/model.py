@@ -914,8 +914,9 @@ def format_held_out(fair: dict[str, Any]) -> list[str]:
         f"  markovify raw novel (state 1, no filters): re-invents {span(base['reinvented'])}",
     ]
     for level, row in fair["summary"]["levels"].items():
+        label = "unranked" if level == "None" else f"weirdness {level}"
         lines.append(
-            f"  weirdness {level}: re-invents {span(row['reinvented'])} = "
+            f"  {label}: re-invents {span(row['reinvented'])} = "
             f"{span(row['ratio'], '{:.2f}')}x markovify; invented words "
             f"{row['invented_word_rate']['mean']:.1%}; novel {row['novel']['mean']:.1%}, "
             f"unique {row['unique']['mean']:.1%}, well-formed {row['well_formed']['mean']:.1%}; "
