@@ -13,15 +13,10 @@ from collections.abc import Sequence
 
 import click
 
-from bot.cli.bot import bot_command
+# Modules, not their commands: a command named like its module (``db``, ``serve``) imported by
+# name would shadow the submodule on this package (``import bot.cli.db`` would get the group).
+from bot.cli import bot, db, invite, model, models, scrape, serve, stats
 from bot.cli.common import CliState, run_cli
-from bot.cli.db import db
-from bot.cli.invite import invite
-from bot.cli.model import dataset, eval_command, generate, train
-from bot.cli.models import model
-from bot.cli.scrape import scrape
-from bot.cli.serve import serve
-from bot.cli.stats import stats
 from bot.errors import MicrogenreError
 
 
@@ -42,10 +37,20 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
     ctx.obj = CliState(config_path=config_path)
 
 
-for command in (bot_command, db, dataset, train, generate, eval_command, scrape, serve, stats):
+for command in (
+    bot.bot_command,
+    db.db,
+    model.dataset,
+    model.train,
+    model.generate,
+    model.eval_command,
+    models.model,
+    scrape.scrape,
+    serve.serve,
+    stats.stats,
+    invite.invite,
+):
     main.add_command(command)
-main.add_command(model)
-main.add_command(invite)
 
 
 def entry(argv: Sequence[str] | None = None) -> int:
