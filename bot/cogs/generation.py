@@ -21,7 +21,12 @@ from bot.cogs.common import REACTIONS, bot_of, defer_public, guild_id_of, subcom
 from bot.errors import InputError, MicrogenreError
 from bot.pacing import ReactionJob, ReactionPacer
 from bot.service import weirdness_level
-from bot.store.generations import attach_message, release_generation, reserve_generations
+from bot.store.generations import (
+    Reserved,
+    attach_message,
+    release_generation,
+    reserve_generations,
+)
 from bot.text import MESSAGE, clip, escape, mention
 from scraping.normalize import clean_name
 
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # Queue-position edits of the placeholder message, at most this often (seconds).
 POSITION_EDIT_INTERVAL_S = 1.5
+# Rounds of generating replacements for genres another process issued in the server first.
+RESERVE_ROUNDS = 3
 # Genre names are model text and the header repeats user text: shown literally, pinging nobody.
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -179,37 +186,8 @@ class GenerationCog(commands.Cog):
         cleaned_like: str | None,
         weirdness: int,
     ) -> None:
-        reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
-        try:
-            delivery = await self.bot.service.generate(
-                count,
-                like=cleaned_like,
-                weirdness=weirdness_level(weirdness),
-                guild_id=guild_id,
-                user_id=interaction.user.id,
-                on_position=reporter,
-            )
-        finally:
-            await reporter.close()
-        if not delivery.genres:
-            raise NothingGeneratedError()
         options = {"count": count, "like": cleaned_like, "weirdness": weirdness}
-        reserved = await reserve_generations(
-            self.bot.sessions,
-            delivery.genres,
-            guild_id=guild_id,
-            channel_id=interaction.channel_id,
-            user_id=interaction.user.id,
-            model_name=delivery.model_name,
-            model_version_id=delivery.model_version_id,
-            options=options,
-        )
-        for r in reserved:
-            if r.generation_id is None:
-                self.bot.service.forget(guild_id, r.name)
-        issued = [r for r in reserved if r.generation_id is not None]
-        if not issued:
-            raise NothingGeneratedError()
+        issued = await self._generate_reserved(interaction, guild_id, count, options)
         # Known from the interaction: no reaction requests that are bound to fail.
         can_react = interaction.app_permissions.add_reactions
         note = MissingReactionsNote(interaction)
@@ -247,6 +225,54 @@ class GenerationCog(commands.Cog):
                 self.bot.service.forget(guild_id, r.name)
         if not can_react:
             await note.send()
+
+    async def _generate_reserved(
+        self,
+        interaction: discord.Interaction[Any],
+        guild_id: int,
+        count: int,
+        options: dict[str, Any],
+    ) -> list[Reserved]:
+        """Up to ``count`` genres generated and reserved in the store for ``guild_id``.
+
+        The store decides, not this process's cache: a genre that another process (another
+        shard's bot, `microgenre generate`) issued here first comes back "issued". It stays in
+        the service's cache of the server's names, and a replacement is generated, in at most
+        ``RESERVE_ROUNDS`` rounds. Raises :class:`NothingGeneratedError` when none is left.
+        """
+        reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
+        issued: list[Reserved] = []
+        try:
+            for _ in range(RESERVE_ROUNDS):
+                delivery = await self.bot.service.generate(
+                    count - len(issued),
+                    like=options["like"],
+                    weirdness=weirdness_level(options["weirdness"]),
+                    guild_id=guild_id,
+                    user_id=interaction.user.id,
+                    on_position=reporter,
+                )
+                reserved = await reserve_generations(
+                    self.bot.sessions,
+                    delivery.genres,
+                    guild_id=guild_id,
+                    channel_id=interaction.channel_id,
+                    user_id=interaction.user.id,
+                    model_name=delivery.model_name,
+                    model_version_id=delivery.model_version_id,
+                    options=options,
+                )
+                for r in reserved:
+                    if r.generation_id is None and r.reason != "issued":
+                        self.bot.service.forget(guild_id, r.name)
+                issued += [r for r in reserved if r.generation_id is not None]
+                if len(issued) >= count or all(r.reason != "issued" for r in reserved):
+                    break
+        finally:
+            await reporter.close()
+        if not issued:
+            raise NothingGeneratedError()
+        return issued
 
     @staticmethod
     def _header(
