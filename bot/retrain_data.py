@@ -47,21 +47,23 @@ def label(up: int, down: int) -> str | None:
 
 
 async def guild_votes(
-    sessions: SessionMaker, guild_id: int, *, since: datetime | None = None
+    sessions: SessionMaker, guild_id: int | None, *, since: datetime | None = None
 ) -> list[VoteLine]:
     """The labelled generations of one guild (oldest first), optionally only those created
-    since ``since``. Other guilds' votes never count."""
+    since ``since``. Other guilds' votes never count; ``guild_id`` None (a run of the
+    deployment's default model) takes every guild's."""
     ups = func.coalesce(func.sum(case((Vote.value > 0, 1), else_=0)), 0)
     downs = func.coalesce(func.sum(case((Vote.value < 0, 1), else_=0)), 0)
     stmt = (
         select(Genre.display_name, Generation.options, ups, downs)
         .join(Generation, Generation.genre_id == Genre.id)
         .join(Vote, Vote.generation_id == Generation.id)
-        .where(Generation.guild_id == guild_id)
         # Not by options: PostgreSQL cannot group json (it is one per generation id anyway).
         .group_by(Generation.id, Genre.display_name)
         .order_by(Generation.id)
     )
+    if guild_id is not None:
+        stmt = stmt.where(Generation.guild_id == guild_id)
     if since is not None:
         stmt = stmt.where(Generation.created_at >= since)
     async with sessions.begin() as session:
@@ -76,7 +78,7 @@ async def guild_votes(
 
 
 async def write_votes_file(
-    sessions: SessionMaker, guild_id: int, path: Path, *, since: datetime | None = None
+    sessions: SessionMaker, guild_id: int | None, path: Path, *, since: datetime | None = None
 ) -> VoteCounts:
     """Write the guild's votes (:func:`guild_votes`) to ``path``; how many of each label."""
     votes = await guild_votes(sessions, guild_id, since=since)

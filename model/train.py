@@ -769,9 +769,9 @@ def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) 
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"Cannot apply adapter {adapter}: {first}") from None
     n_layers = int(model.config.num_hidden_layers)
-    first = max(0, n_layers - cfg.tune_top_layers) if cfg.tune_top_layers > 0 else 0
+    lowest = max(0, n_layers - cfg.tune_top_layers) if cfg.tune_top_layers > 0 else 0
     for name, param in model.named_parameters():
-        if param.requires_grad and _layer_index(name) < first:
+        if param.requires_grad and _layer_index(name) < lowest:
             param.requires_grad_(False)
         if param.requires_grad:
             param.data = param.data.float()

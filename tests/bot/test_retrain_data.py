@@ -56,3 +56,5 @@ async def test_votes_file_holds_only_this_guilds_labelled_generations(
         Vote("sludge waltz", "up", like="waltz"),
     ]
     assert unvoted  # issued, never voted: not in the file
+    everyone = await write_votes_file(sessions, None, tmp_path / "all.jsonl")
+    assert (everyone.up, everyone.down) == (3, 1)
