@@ -48,9 +48,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import MicrogenreError
+from bot.retrain_data import VOTES_FILE, server_run_command, write_votes_file
 from bot.store import runs as runs_store
 from bot.store import versions as versions_store
-from bot.store.leaderboard import community_genres
 from bot.store.models import (
     RUN_CANCELLED,
     RUN_FAILED,
@@ -594,14 +594,10 @@ class RetrainManager:
 
     async def _write_dataset(self, info: runs_store.RunInfo, run_dir: Path) -> tuple[Path, int]:
         """Write the run's extra training data; returns the file and how many genres it has."""
-        selected = await community_genres(
-            self.sessions,
-            min_score=self.config.bot.retrain_min_score,
-            max_downvotes=self.config.bot.retrain_max_downvotes,
-        )
-        extra_file = run_dir / COMMUNITY_FILE
-        await asyncio.to_thread(_write_lines, extra_file, [name for name, _ in selected])
-        return extra_file, len(selected)
+        # The server's 👍/👎 (net score > 0: more like this, < 0: less), see bot.retrain_data.
+        votes_file = run_dir / VOTES_FILE
+        counts = await write_votes_file(self.sessions, info.guild_id, votes_file)
+        return votes_file, counts.total
 
     async def _set_phase(
         self, run_id: int, phase: str, progress: Progress, on_progress: ProgressCallback | None
@@ -628,9 +624,13 @@ class RetrainManager:
         await runs_store.update_run(
             self.sessions, run_id, phase="training", options={"community_genres": count}
         )
-        command = [*self.train_command, "--progress-json", "--output", str(adapter_dir)]
-        if count:
-            command += ["--extra-genres", str(extra_file)]
+        # A server run: a short fine-tune of the server's current adapter on its votes.
+        command = server_run_command(
+            self.train_command,
+            output=adapter_dir,
+            votes_file=extra_file,
+            from_adapter=current.path if current is not None else None,
+        )
         await self._train(run_id, command, run_dir / TRAIN_LOG, progress, on_progress)
 
         await self._set_phase(run_id, "evaluating", progress, on_progress)

@@ -109,9 +109,16 @@ async def test_retrain_from_discord_activates_a_passing_adapter(
     assert served is not None and served.id == version.id
     # The deployment default is untouched.
     assert running.service.active_version is None
-    # Community genres: net score >= 2 and fewer than 3 downvotes.
-    community = (adapter / "extra_genres.txt").read_text().splitlines()
-    assert community == ["liked genre"]
+    # A server run from the server's current model (the default: no --from-adapter) on this
+    # server's votes, net score > 0 meaning 👍.
+    votes = [json.loads(line) for line in (adapter / "votes.jsonl").read_text().splitlines()]
+    assert sorted((v["name"], v["label"]) for v in votes) == [
+        ("liked genre", "up"),
+        ("meh genre", "up"),
+        ("split genre", "up"),
+    ]
+    argv = json.loads((adapter / "argv.json").read_text())
+    assert "--votes" in argv and "--from-adapter" not in argv and "--extra-genres" not in argv
     # The training process never sees the Discord token.
     assert json.loads((adapter / "env.json").read_text()) == {"DISCORD_TOKEN": None}
 
