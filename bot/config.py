@@ -135,10 +135,6 @@ class BotConfig:
     user_queue_cap: int = 3
     # Longest text accepted for the "like" option of /genre new.
     max_like_chars: int = 48
-    # Retraining uses generated genres whose net score (upvotes - downvotes) reaches this...
-    retrain_min_score: int = 2
-    # ...and leaves out any genre with at least this many downvotes, whatever its score.
-    retrain_max_downvotes: int = 3
     # A server retrains at most once per this many hours (its last run's start counts)...
     retrain_cooldown_h: float = 24.0
     # ...and only with at least this many votes on its genres since its last run.
@@ -155,7 +151,7 @@ class BotConfig:
     # The retraining progress message is edited at most this often, in seconds.
     progress_edit_interval_s: float = 5.0
     # Command run for retraining; empty: this Python running `microgenre train`. Arguments
-    # `--progress-json --output DIR [--extra-genres FILE]` are appended.
+    # `--progress-json --output DIR --votes FILE [--from-adapter DIR]` are appended.
     train_command: tuple[str, ...] = ()
     # Command run to evaluate an adapter; empty: `microgenre eval --no-baseline --likes 0 -n 300`.
     # `--adapter DIR [--dataset DIR] --json` are appended.
@@ -177,8 +173,6 @@ class BotConfig:
             raise ValueError("max_wait_s must be > 0")
         if self.max_like_chars < 1:
             raise ValueError("max_like_chars must be >= 1")
-        if self.retrain_max_downvotes < 1:
-            raise ValueError("retrain_max_downvotes must be >= 1")
         if self.retrain_cooldown_h < 0 or self.retrain_min_votes < 0:
             raise ValueError("retrain_cooldown_h and retrain_min_votes must be >= 0")
         for name in ("gate_min_well_formed", "gate_min_novel", "gate_max_regression"):

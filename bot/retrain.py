@@ -69,7 +69,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMMUNITY_FILE = "community_genres.txt"
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
 EVAL_ACTIVE_LOG = "eval-active.log"
@@ -101,7 +100,7 @@ class Progress:
     epoch: int | None = None
     loss: float | None = None
     eta_s: float | None = None
-    community_genres: int = 0
+    voted_genres: int = 0
     losses: list[tuple[int, float]] = field(default_factory=list)
     # Place in the machine's retraining queue while queued (1 = next to train).
     position: int | None = None
@@ -618,11 +617,11 @@ class RetrainManager:
         # The server's current model: the gate's baseline.
         current = await versions_store.serving_version(self.sessions, guild_id)
         extra_file, count = await self._write_dataset(info, run_dir)
-        progress.community_genres = count
+        progress.voted_genres = count
         progress.status = RUN_RUNNING
         progress.phase = "training"
         await runs_store.update_run(
-            self.sessions, run_id, phase="training", options={"community_genres": count}
+            self.sessions, run_id, phase="training", options={"voted_genres": count}
         )
         # A server run: a short fine-tune of the server's current adapter on its votes.
         command = server_run_command(
@@ -860,11 +859,6 @@ def _stored_evaluation(metrics: dict[str, Any]) -> EvalResult | None:
         return EvalResult.from_dict(metrics["evaluation"])
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
 def _last_line(path: Path) -> str | None:

@@ -62,8 +62,8 @@ def progress_text(progress: Progress) -> str:
     if progress.phase == "training" and progress.eta_s is not None:
         detail.append(f"ETA {format_duration(progress.eta_s)}")
     lines.append(" · ".join(detail))
-    if progress.phase == "starting" and progress.community_genres:
-        lines.append(f"Adding {progress.community_genres} community-approved genres.")
+    if progress.phase == "training" and progress.voted_genres:
+        lines.append(f"Learning from this server's votes on {progress.voted_genres} genres.")
     return clip("\n".join(lines), MESSAGE)
 
 

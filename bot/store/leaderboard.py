@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 
 from bot.store.engine import SessionMaker
 from bot.store.models import (
-    ORIGIN_GENERATED,
     Favorite,
     Generation,
     Genre,
@@ -158,29 +157,6 @@ async def guild_counts(sessions: SessionMaker, guild_id: int) -> dict[str, int]:
             .where(Generation.guild_id == guild_id)
         )
     return {"genres": int(genres or 0), "votes": int(votes or 0), "favorites": int(favorites or 0)}
-
-
-async def community_genres(
-    sessions: SessionMaker, *, min_score: int, max_downvotes: int
-) -> list[tuple[str, int]]:
-    """Generated genres (all guilds) to add to the training data, with their net score.
-
-    A genre issued in several guilds is judged on the sum of its votes. Kept: net score
-    ``>= min_score`` and fewer than ``max_downvotes`` downvotes.
-    """
-    up, down = _vote_columns()
-    stmt = (
-        select(Genre.display_name, up, down)
-        .join(Generation, Generation.genre_id == Genre.id)
-        .join(Vote, Vote.generation_id == Generation.id)
-        .where(Genre.origin == ORIGIN_GENERATED)
-        .group_by(Genre.id, Genre.display_name)
-        .having(and_((up - down) >= min_score, down < max_downvotes))
-        .order_by((up - down).desc(), Genre.display_name)
-    )
-    async with sessions.begin() as session:
-        rows = (await session.execute(stmt)).all()
-    return [(str(r[0]), int(r[1]) - int(r[2])) for r in rows]
 
 
 async def guild_genre_names(

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
 from bot.service import GenreService
 from bot.store.generations import attach_message, reserve_generations
-from bot.store.leaderboard import community_genres, top_generations, user_favorites
+from bot.store.leaderboard import top_generations, user_favorites
 from bot.store.models import Generation, utcnow
 from bot.store.votes import add_favorite, remove_vote, set_vote, tally
 from tests.bot.fakes import ScriptedGenerator
@@ -108,14 +108,6 @@ async def test_leaderboard_period_order_and_community_selection(sessions: Any) -
     assert await top_generations(sessions, 99, period="all") == []
     with pytest.raises(ValueError):
         await top_generations(sessions, 1, period="year")
-    assert await community_genres(sessions, min_score=2, max_downvotes=3) == [
-        ("cc dd", 4),
-        ("aa bb", 2),
-    ]
-    assert await community_genres(sessions, min_score=1, max_downvotes=1) == [
-        ("cc dd", 4),
-        ("aa bb", 2),
-    ]
     await add_favorite(sessions, c, 10)
     assert [r.name for r in await user_favorites(sessions, 1, 10)] == ["ee ff"]
 
