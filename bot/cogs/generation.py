@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 POSITION_EDIT_INTERVAL_S = 1.5
 # Rounds of generating replacements for genres another process issued in the server first.
 RESERVE_ROUNDS = 3
+# The weirdness of `/genre new` when none is given: the band that re-invents real genres most
+# often short of the tamest (benchmarks/quality_experiments.md: level 2 about 2.0x a raw Markov
+# chain, level 3 1.4x), so a default genre sounds real but not bland.
+DEFAULT_WEIRDNESS = 2
 # Genre names are model text and the header repeats user text: shown literally, pinging nobody.
 NO_MENTIONS = discord.AllowedMentions.none()
 
@@ -166,7 +170,7 @@ class GenerationCog(commands.Cog):
         interaction: discord.Interaction[Any],
         count: app_commands.Range[int, 1, 5] = 1,
         like: app_commands.Range[str, 1, 100] | None = None,
-        weirdness: app_commands.Range[int, 1, 5] = 3,
+        weirdness: app_commands.Range[int, 1, 5] = DEFAULT_WEIRDNESS,
     ) -> None:
         """Invent brand-new musical micro-genres"""
         # Answer Discord first: the 3-second deadline must never depend on the generator.
