@@ -25,12 +25,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
+from bot.config import BotConfig
 from bot.errors import GuildQueueFullError, UserQueueFullError, WaitTooLongError
-
-if TYPE_CHECKING:
-    from bot.config import BotConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +60,13 @@ def round_robin(lanes: Sequence[Sequence[T]]) -> list[T]:
 
 @dataclass(frozen=True)
 class QueueSettings:
-    """Limits of the fair queue (``[bot]`` keys in brackets)."""
+    """Limits of the fair queue. The first four are ``[bot]`` keys, documented and defaulted
+    once in :class:`bot.config.BotConfig`; the rest are the throughput estimate's own."""
 
-    # [generation_slots] requests generating at once; the rest wait in line.
-    slots: int = 32
-    # [max_wait_s] longest estimated wait accepted; longer is refused.
-    max_wait_s: float = 60.0
-    # [guild_queue_cap] most requests of one server waiting at once.
-    guild_cap: int = 100
-    # [user_queue_cap] most requests of one user waiting or generating at once.
-    user_cap: int = 3
+    slots: int = BotConfig.generation_slots
+    max_wait_s: float = BotConfig.max_wait_s
+    guild_cap: int = BotConfig.guild_queue_cap
+    user_cap: int = BotConfig.user_queue_cap
     # Throughput assumed before anything was measured, in genres per second.
     prior_genres_per_s: float = 4.0
     # Throughput is sampled over windows of at least this many seconds of full slots...
