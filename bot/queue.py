@@ -105,15 +105,19 @@ class ThroughputMeter:
         *,
         window_s: float,
         smoothing: float,
+        burst_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = prior
         self.window_s = window_s
         self.smoothing = smoothing
         self.clock = clock
+        self.burst_s = burst_s
         self.samples = 0
         self._start: float | None = None
         self._genres = 0
+        # The last closed window: (closed at, rate before it or None if first, genres, length).
+        self._closed: tuple[float, float | None, int, float] | None = None
 
     def saturated(self) -> None:
         """Someone had to wait: a measuring window starts unless one is open."""
@@ -122,23 +126,33 @@ class ThroughputMeter:
             self._genres = 0
 
     def record(self, genres: int, *, saturated: bool) -> None:
-        """A generation delivered ``genres``; ``saturated``: someone is still waiting."""
+        """A generation delivered ``genres``; ``saturated``: someone is still waiting.
+
+        Callers of one shared round finish together: those within ``burst_s`` of the release
+        that closed a window count in that window.
+        """
         if self._start is None:
             return
         now = self.clock()
-        self._genres += genres
-        elapsed = now - self._start
-        if elapsed >= self.window_s:
-            sample = self._genres / elapsed
-            self.rate = (
-                sample
-                if self.samples == 0
-                else (1 - self.smoothing) * self.rate + self.smoothing * sample
-            )
-            self.samples += 1
-            self._start, self._genres = now, 0
+        closed = self._closed
+        if closed is not None and now - closed[0] <= self.burst_s:
+            at, before, counted, elapsed = closed
+            self._closed = (at, before, counted + genres, elapsed)
+            self.rate = self._blend(before, (counted + genres) / elapsed)
+        else:
+            self._genres += genres
+            elapsed = now - self._start
+            if elapsed >= self.window_s:
+                before = self.rate if self.samples else None
+                self.rate = self._blend(before, self._genres / elapsed)
+                self.samples += 1
+                self._closed = (now, before, self._genres, elapsed)
+                self._start, self._genres = now, 0
         if not saturated:
             self._start, self._genres = None, 0
+
+    def _blend(self, before: float | None, sample: float) -> float:
+        return sample if before is None else (1 - self.smoothing) * before + self.smoothing * sample
 
 
 @dataclass(eq=False)

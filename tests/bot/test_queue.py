@@ -211,6 +211,23 @@ def test_the_meter_measures_only_while_someone_waits() -> None:
     assert meter.rate == 6.0
 
 
+def test_the_meter_counts_a_shared_round_released_at_once() -> None:
+    # 16 callers of one shared round finish together 4 s after the line formed: 4 genres/s,
+    # not the 0.25/s of the first release alone (which refused a lone caller's 17-genre wait).
+    now = [0.0]
+    meter = ThroughputMeter(4.0, window_s=1.0, smoothing=0.5, clock=lambda: now[0])
+    meter.saturated()
+    for i in range(16):
+        now[0] = 4.0 + i * 0.001
+        meter.record(1, saturated=True)
+    assert meter.rate == pytest.approx(4.0)
+    now[0] = 6.0  # the next round, 2 s later: 8 genres in 2 s, averaged in
+    for _ in range(8):
+        meter.record(1, saturated=True)
+    assert meter.rate == pytest.approx(0.5 * 4.0 + 0.5 * 4.0)
+    assert meter.samples == 2
+
+
 async def test_the_estimate_follows_the_measured_throughput() -> None:
     now = [0.0]
     queue = FairQueue(
