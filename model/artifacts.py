@@ -2,7 +2,9 @@
 
 An adapter folder (written by :func:`model.train.train`) holds ``adapter_config.json`` and
 ``adapter_model.safetensors`` (PEFT), ``model_card.json`` (how it was trained and evaluated),
-``known_genres.fingerprint`` (the genres it must not repeat) and ``loss_curve.png``.
+``known_genres.fingerprint`` (the genres it must not repeat), ``leading_words.json`` (how many
+training genres each leading word starts: the pipeline's leading-word prior) and
+``loss_curve.png``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from model.filters import Fingerprint
+    from model.filters import Fingerprint, LeadingPrior
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_CARD = "model_card.json"
 FINGERPRINT = "known_genres.fingerprint"
+LEADING_WORDS = "leading_words.json"
 LOSS_CURVE = "loss_curve.png"
 
 #: The adapter shipped with the package (used when ``[model] adapter`` is empty).
@@ -52,7 +55,8 @@ def write_card(adapter: str | Path, card: dict[str, Any]) -> None:
 
 def load_fingerprint(adapter: str | Path | None) -> Fingerprint | None:
     """The fingerprint the adapter was trained with; None when it has none or it is damaged
-    (a warning is logged: the store's names still guard novelty). Blocking."""
+    (a warning is logged: the store's names still guard novelty). It carries the adapter's
+    leading-word prior as ``leading`` when the folder has a readable one. Blocking."""
     from model.filters import Fingerprint
 
     if adapter is None:
@@ -61,7 +65,24 @@ def load_fingerprint(adapter: str | Path | None) -> Fingerprint | None:
     if not path.is_file():
         return None
     try:
-        return Fingerprint.load(path)
+        fingerprint = Fingerprint.load(path)
     except Exception as exc:  # a damaged file must not stop the bot: the store still guards
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+    fingerprint.leading = load_leading_prior(adapter)
+    return fingerprint
+
+
+def load_leading_prior(adapter: str | Path) -> LeadingPrior | None:
+    """The adapter's leading-word prior; None when it has none or it is damaged (a warning is
+    logged: the pipeline then falls back to its flat per-call cap). Blocking."""
+    from model.filters import LeadingPrior
+
+    path = Path(adapter) / LEADING_WORDS
+    if not path.is_file():
+        return None
+    try:
+        return LeadingPrior.load(path)
+    except (OSError, ValueError, TypeError) as exc:
         log.warning("cannot read %s: %s", path, exc)
         return None

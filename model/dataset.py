@@ -11,7 +11,9 @@ spelling variants of one genre never straddle the split) into train and validati
 over-represented leading words in the training split (the "musica …" skew of the earlier
 project), turns a share of the training examples into ``like:`` examples conditioned on a parent,
 a similar genre or a word of the genre, and writes ``train.jsonl``, ``valid.jsonl``,
-``known.fingerprint`` (every known genre, whether or not used for training) and ``stats.json``.
+``known.fingerprint`` (every known genre, whether or not used for training),
+``leading_words.json`` (how many training genres each leading word starts: the pipeline's
+leading-word prior) and ``stats.json``.
 
 >>> recs = [{"key": f"{w} rock", "display_name": f"{w} rock", "sources": []} for w in "abcdefgh"]
 >>> ds = build_dataset(recs, valid_fraction=0.25, seed=1)
@@ -31,14 +33,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.artifacts import LEADING_WORDS
 from model.errors import DatasetError
-from model.filters import Fingerprint, near_key, validate
+from model.filters import Fingerprint, LeadingPrior, near_key, validate
 from scraping.normalize import clean_name, genre_key
 
 TRAIN_FILE = "train.jsonl"
 VOTE_LABELS = ("up", "down")
 VALID_FILE = "valid.jsonl"
 FINGERPRINT_FILE = "known.fingerprint"
+LEADING_FILE = LEADING_WORDS  # the same name in a dataset folder and in an adapter folder
 STATS_FILE = "stats.json"
 
 
@@ -201,6 +205,8 @@ def write_dataset(dataset: Dataset, folder: str | Path) -> Path:
                 fh.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
     fp = Fingerprint.from_names(dataset.known, meta={"genres": len(dataset.known)})
     fp.save(target / FINGERPRINT_FILE)
+    prior = LeadingPrior.from_names(e.genre for e in dataset.train)
+    prior.save(target / LEADING_FILE, meta={"of": "training genres (balanced)"})
     stats = {**dataset.stats, "data_hash": dataset_hash(target)}
     (target / STATS_FILE).write_text(json.dumps(stats, indent=2, ensure_ascii=False) + "\n")
     return target

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import struct
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -174,6 +177,65 @@ def _hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
+def leading_word(name: str) -> str:
+    """The first word of a genre's key: ``"Música Popular"`` -> ``"musica"``."""
+    words = genre_key(name).split()
+    return words[0] if words else ""
+
+
+@dataclass(frozen=True)
+class LeadingPrior:
+    """How many training genres each leading word starts: the per-call cap on leading words.
+
+    A derived statistic of the training names (no names, only their first words), shipped next
+    to the fingerprint as ``leading_words.json``. A call of ``count`` genres may give a leading
+    word at most ``ratio`` times its training share, and never fewer than ``floor`` genres (so
+    a call of 5 genres still works, and a word the training never led with gets the floor).
+
+    >>> prior = LeadingPrior.from_names(["deep house", "deep techno", "acid jazz", "dub"])
+    >>> prior.share("deep"), prior.cap("deep", 100, ratio=1.5, floor=5)
+    (0.5, 75)
+    >>> prior.cap("deep", 4, ratio=1.5, floor=1), prior.cap("zouk", 100, ratio=1.5, floor=5)
+    (3, 5)
+    """
+
+    counts: Mapping[str, int]
+    total: int
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> LeadingPrior:
+        counts = Counter(leading_word(n) for n in names)
+        counts.pop("", None)
+        return cls(dict(counts), sum(counts.values()))
+
+    def share(self, word: str) -> float:
+        """The share of training genres that ``word`` leads (0 for a word it never leads)."""
+        return self.counts.get(word, 0) / self.total if self.total else 0.0
+
+    def cap(self, word: str, count: int, *, ratio: float, floor: int) -> int:
+        """Most genres of a call of ``count`` that ``word`` may lead."""
+        return max(floor, math.floor(ratio * self.share(word) * count + 1e-9))
+
+    def save(self, path: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
+        """Write ``{"total", "counts", **meta}`` as JSON (atomically), counts largest first."""
+        target = Path(path)
+        ordered = dict(sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        body = {**(meta or {}), "total": self.total, "counts": ordered}
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps(body, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> LeadingPrior:
+        """Read a file written by :meth:`save`; ValueError when it is not one."""
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("counts"), dict):
+            raise ValueError(f"{path} is not a leading-word prior file")
+        counts = {str(w): int(c) for w, c in data["counts"].items()}
+        return cls(counts, int(data.get("total", sum(counts.values()))))
+
+
 _MAGIC = b"MGFP1\n"
 
 
@@ -193,12 +255,15 @@ class Fingerprint:
         meta: dict[str, Any] | None = None,
         words: Iterable[int] = (),
         doubled: Iterable[int] = (),
+        leading: LeadingPrior | None = None,
     ) -> None:
         self._exact = frozenset(exact)
         self._near = frozenset(near)
         self._words = frozenset(words)
         self._doubled = frozenset(doubled)
         self.meta: dict[str, Any] = dict(meta or {})
+        # The adapter's leading-word prior (``leading_words.json``), when it ships one.
+        self.leading = leading
 
     @classmethod
     def from_names(cls, names: Iterable[str], meta: dict[str, Any] | None = None) -> Fingerprint:
@@ -280,6 +345,7 @@ class Fingerprint:
             meta,
             self._words | other._words,
             self._doubled | other._doubled,
+            self.leading if self.leading is not None else other.leading,
         )
 
     def save(self, path: str | Path) -> Path:

@@ -17,8 +17,12 @@ genre), ``near_known`` (a near-copy of one), ``excluded`` (generated before in t
 ``repeat`` (twice in this call), ``no_genre_word`` (no word of it, nor two glued, is a word
 real genres use: an invented string like "giyue" rather than a name that reads as a genre)
 and ``doubled_word`` (a word said twice in a row, "jazz jazz", that no real genre doubles).
-Without ``like``, no leading word may start more than ``max_leading_share`` of one call's genres
-(at least ``min_leading_cap``): ``leading_word_cap`` counts those held back.
+Without ``like``, a call holds each leading word to its training share: with a
+:class:`~model.filters.LeadingPrior` (the adapter's ``leading_words.json``, carried by its
+fingerprint), a word may lead at most ``max_leading_ratio`` (1.5) times its share of the training
+genres; without one, at most ``max_leading_share`` of the call. Either way at least
+``min_leading_cap`` genres, so small calls are not starved. ``leading_word_cap`` counts those
+held back.
 
 Plausibility and weirdness: when the backend scores its completions
 (:attr:`~model.protocol.GenerationResult.scores`, the mean log-probability of each completion
@@ -46,14 +50,13 @@ import inspect
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from model.errors import GenerationError
-from model.filters import Fingerprint, Moderator, near_key, validate
+from model.filters import Fingerprint, LeadingPrior, Moderator, leading_word, near_key, validate
 from model.protocol import AdapterRef, CompletionBackend, GenerationRequest, PositionCallback
 from model.textformat import END_MARKER, build_prompt, parse_completion
-from scraping.normalize import genre_key
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +105,6 @@ class _YieldEstimate:
     def update(self, observed: float) -> None:
         # Smoothed so one unlucky batch does not explode the next request.
         self.value = min(1.0, max(MIN_YIELD, 0.5 * self.value + 0.5 * observed))
-
-
-def leading_word(name: str) -> str:
-    """The first word of a genre's key: ``"Música Popular"`` -> ``"musica"``."""
-    words = genre_key(name).split()
-    return words[0] if words else ""
 
 
 def band_order(scores: list[float], weirdness: int) -> list[int]:
@@ -204,6 +201,8 @@ class GenrePipeline:
         require_genre_word: bool = True,
         max_leading_share: float = 0.02,
         min_leading_cap: int = 5,
+        leading_prior: LeadingPrior | None = None,
+        max_leading_ratio: float = 1.5,
         share_rounds: bool = True,
         rerank: float = RERANK,
     ) -> None:
@@ -228,6 +227,9 @@ class GenrePipeline:
         self.require_genre_word = require_genre_word
         self.max_leading_share = max_leading_share
         self.min_leading_cap = min_leading_cap
+        # The training share of each leading word (None: the flat ``max_leading_share`` cap).
+        self.leading_prior = leading_prior or self.fingerprint.leading
+        self.max_leading_ratio = max_leading_ratio
         self.share_rounds = share_rounds
         # Oversampling of calls with a weirdness level (they choose from the scored candidates).
         self.rerank = max(1.0, rerank)
@@ -342,7 +344,7 @@ class GenrePipeline:
             count=count,
             steer=like is not None,
             excluded={near_key(name) for name in exclude},
-            lead_cap=max(self.min_leading_cap, math.ceil(count * self.max_leading_share)),
+            lead_cap=self._lead_cap(count),
             recent=deque(maxlen=self.collapse_window),
             on_position=on_position,
         )
@@ -422,6 +424,15 @@ class GenrePipeline:
             waiting = self._waiting.pop(key, [])
             for caller in waiting:  # only when the driver itself was cancelled
                 caller.fail(GenerationError("Generation was cancelled; please try again."))
+
+    def _lead_cap(self, count: int) -> Callable[[str], int]:
+        """The most genres of a call of ``count`` that each leading word may start."""
+        floor, prior = self.min_leading_cap, self.leading_prior
+        if prior is None:
+            flat = max(floor, math.ceil(count * self.max_leading_share))
+            return lambda _word: flat
+        ratio = self.max_leading_ratio
+        return lambda word: prior.cap(word, count, ratio=ratio, floor=floor)
 
     def _request_size(
         self, callers: list[_Caller], estimate: _YieldEstimate, choose: float = 1.0
@@ -542,9 +553,9 @@ class GenrePipeline:
             if key in caller.excluded:
                 reason = "excluded" if reason == "ok" else reason
                 continue
-            if not caller.steer and caller.lead_counts[lead] >= caller.lead_cap:
+            if not caller.steer and caller.lead_counts[lead] >= caller.lead_cap(lead):
                 # Counter the model's preference for frequent heads ("musica …", "rap …"): no
-                # leading word takes more than its share of one call.
+                # leading word takes more than its (training) share of one call.
                 reason = "leading_word_cap" if reason == "ok" else reason
                 continue
             return caller, "ok"
@@ -599,7 +610,7 @@ class _Caller:
     count: int
     steer: bool  # called with ``like``: the leading-word cap does not apply
     excluded: set[str]
-    lead_cap: int
+    lead_cap: Callable[[str], int]  # the most genres of this call a leading word may start
     # Whether each of the last candidates sampled for this call was accepted (collapse rule).
     recent: deque[bool]
     on_position: PositionCallback | None = None

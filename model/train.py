@@ -31,7 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.artifacts import ADAPTER_WEIGHTS, FINGERPRINT, LOSS_CURVE, read_card, write_card
+from model.artifacts import (
+    ADAPTER_WEIGHTS,
+    FINGERPRINT,
+    LEADING_WORDS,
+    LOSS_CURVE,
+    read_card,
+    write_card,
+)
 from model.dataset import (
     FINGERPRINT_FILE,
     STATS_FILE,
@@ -680,6 +687,10 @@ def _write_adapter(
     write_card(folder, card)
     if fingerprint.is_file():
         shutil.copyfile(fingerprint, folder / FINGERPRINT)
+        # The training split's leading-word prior lies next to the fingerprint it came with.
+        prior = fingerprint.with_name(LEADING_WORDS)
+        if prior.is_file():
+            shutil.copyfile(prior, folder / LEADING_WORDS)
     _write_loss_curve(
         folder / LOSS_CURVE,
         [(int(s), float(v)) for s, v in state.step_losses],

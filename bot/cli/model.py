@@ -774,7 +774,7 @@ async def _evaluate(
     import random
 
     from model.evaluate import HeldOut, MarkovBackend, evaluate_backend, fair_evaluation
-    from model.filters import Moderator
+    from model.filters import LeadingPrior, Moderator
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend
 
@@ -826,9 +826,11 @@ async def _evaluate(
     fair = None
     if options.fair_levels:
         held = HeldOut.build(known_names, train_examples, valid_examples)
+        # The adapter's leading-word prior, as in production (else the split's own).
+        prior = fingerprint.leading or LeadingPrior.from_names(e.genre for e in train_examples)
 
         def held_out_pipeline(over: Any) -> GenrePipeline:
-            return GenrePipeline(over, held.fingerprint, moderator, **sizes)
+            return GenrePipeline(over, held.fingerprint, moderator, leading_prior=prior, **sizes)
 
         fair = await fair_evaluation(
             backend,
