@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.config import Config, load_config  # noqa: E402
 from tests.fake_discord import FakeDiscord  # noqa: E402
+from tests.fake_discord.limits import Limit, RateLimits  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -102,7 +103,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         known = []
 
     plan = BurstPlan(args.burst, args.guilds, args.channels_per_guild, args.probe_after)
-    fake = FakeDiscord()
+    limits = RateLimits(channel_webhooks=Limit(30, 60.0) if args.channel_webhook_limit else None)
+    fake = FakeDiscord(limits=limits)
     plan.add_to(fake)
     await fake.start()
     import yarl
@@ -356,7 +358,7 @@ def reactions_done(fake: FakeDiscord, tokens: set[str], per_message: int) -> boo
     return True
 
 
-def target(value: float | int, limit: float | int, ok: bool) -> dict[str, Any]:
+def target(value: float | None, limit: float, ok: bool) -> dict[str, Any]:
     return {"value": value, "target": limit, "pass": bool(ok)}
 
 
@@ -406,6 +408,7 @@ async def burst(
         limited_by_scope = dict(fake.rate_limited)
     done = outcomes(fake)
     times = genre_times(fake)
+    shared = fake.limits.channel_webhooks if fake.limits else None
     acks = [i.ack_latency if i.ack_latency is not None else float("inf") for i in interactions]
     latencies = [times[i.token] - i.sent_at for i in interactions if i.token in times]
     refusals: dict[str, int] = {}
@@ -439,6 +442,7 @@ async def burst(
         "guilds": plan.guilds,
         "channels_per_guild": plan.channels,
         "probe_after_s": plan.probe_after_s,
+        "channel_webhook_limit": dataclasses.asdict(shared) if shared else None,
         "generation_slots": config.bot.generation_slots,
         "worker": {
             "batch_window_ms": config.worker.batch_window_ms,
@@ -491,6 +495,11 @@ def main() -> None:
         type=float,
         default=5.0,
         help="Seconds into the burst when a third server's lone user asks; negative: never.",
+    )
+    parser.add_argument(
+        "--channel-webhook-limit",
+        action="store_true",
+        help="Also limit webhook messages (follow-ups) to 30 per 60 s per channel.",
     )
     parser.add_argument("--sampler", choices=("model", "scripted"), default="model")
     parser.add_argument(

@@ -185,3 +185,31 @@ async def test_forced_rate_limit(client: aiohttp.ClientSession) -> None:
         assert fake.rate_limited == {"forced": 2}
     finally:
         await fake.stop()
+
+
+async def test_followups_share_a_per_channel_webhook_limit_when_asked(
+    client: aiohttp.ClientSession,
+) -> None:
+    # Follow-ups are webhook executions: 5 per 2 s per interaction token, and (opt-in,
+    # channel_webhooks) Discord's shared 30 per 60 s of webhook messages per channel.
+    fake = FakeDiscord(limits=RateLimits(channel_webhooks=Limit(2, 60.0)))
+    fake.add_channel(2001)
+    await fake.start()
+    try:
+        statuses = []
+        for channel in (2000, 2000, 2000, 2001):
+            interaction = await fake.invoke(fake.member("ann"), "genre", "new", channel_id=channel)
+            async with client.post(
+                f"{fake.api_base}/webhooks/{fake.application_id}/{interaction.token}",
+                json={"content": "x"},
+            ) as response:
+                statuses.append(response.status)
+                headers = response.headers
+                if response.status == 429:
+                    limited = (await response.json(), response.headers["X-RateLimit-Scope"])
+        assert statuses == [200, 200, 429, 200]
+        assert limited[1] == "shared" and limited[0]["global"] is False
+        assert headers["X-RateLimit-Limit"] == "5"  # the token's own bucket
+        assert fake.rate_limited == {"shared": 1}
+    finally:
+        await fake.stop()

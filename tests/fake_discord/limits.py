@@ -33,7 +33,13 @@ class RateLimits:
     * ``global_per_s``: 50 requests/s per bot token, interactions and webhooks exempt;
     * ``reactions``: about 4/s per channel (Discord reports limit 1, reset after 0.25 s);
     * ``channel_messages``: 5 messages per 5 s per channel;
-    * ``webhooks``: interaction follow-ups, 5 per 2 s per interaction token and route;
+    * ``webhooks``: interaction follow-ups, 5 per 2 s per interaction token and route (Discord
+      buckets follow-ups by the interaction, not the application id in their path:
+      discord/discord-api-docs#2701);
+    * ``channel_webhooks``: off unless set; messages created through webhooks (follow-ups
+      included) per channel, a shared limit that Discord staff described as 30 per 60 s for
+      webhooks (discord-api-docs#367) and that was observed but "hard to test" for follow-ups
+      (#2701); answered with scope "shared";
     * ``default``: every other route, per route and major parameter.
     """
 
@@ -41,6 +47,7 @@ class RateLimits:
     reactions: Limit = Limit(1, 0.25)
     channel_messages: Limit = Limit(5, 5.0)
     webhooks: Limit = Limit(5, 2.0)
+    channel_webhooks: Limit | None = None
     default: Limit = Limit(50, 1.0)
 
 

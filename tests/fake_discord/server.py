@@ -175,7 +175,7 @@ class FakeDiscord:
         self.token_lifetime_s = token_lifetime_s
         self._windows = FixedWindows()
         self._forced: list[ForcedRateLimit] = []
-        # 429s served, by scope: "user" (a route bucket), "global", "forced".
+        # 429s served, by scope: "user" (a route bucket), "global", "shared", "forced".
         self.rate_limited: Counter[str] = Counter()
         self.calls: list[RecordedCall] = []
         self.messages: dict[int, dict[str, Any]] = {}
@@ -637,7 +637,22 @@ class FakeDiscord:
             response = self._rate_limited(max(verdict.reset_after, 0.001), "user")
             response.headers.update(verdict.headers(time.time()))
             return response, None
-        return None, verdict
+        return self._channel_webhook_limit(call), verdict
+
+    def _channel_webhook_limit(self, call: RecordedCall) -> web.Response | None:
+        """A 429 (scope "shared") when ``call`` creates a webhook message in a channel that
+        has had ``RateLimits.channel_webhooks`` of them in its window."""
+        limit = self.limits.channel_webhooks if self.limits else None
+        parts = call.path.strip("/").split("/")
+        if limit is None or call.method != "POST" or parts[0] != "webhooks" or len(parts) != 3:
+            return None
+        interaction = self.interactions.get(parts[2])
+        if interaction is None:
+            return None
+        verdict = self._windows.take(("channel-webhooks", str(interaction.channel_id)), limit)
+        if verdict.allowed:
+            return None
+        return self._rate_limited(max(verdict.reset_after, 0.001), "shared")
 
     async def _read_body(self, request: web.Request) -> tuple[Any, list[str]]:
         if request.content_type == "multipart/form-data":
