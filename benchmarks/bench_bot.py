@@ -11,8 +11,8 @@ folder. Measured:
 
 * for each level L in ``--users``: L different users send `/genre new count:1` at the same time;
   the time from INTERACTION_CREATE to the bot's deferral and to the first genre message posted
-  (p50 / p95 / max). The per-guild cap is raised to L for this part, so it measures the model,
-  not the cap;
+  (p50 / p95 / max). ``[bot] generation_slots`` is raised to L for this part, so it measures
+  the model, not the queue;
 * ``--burst`` N (``--users 0`` for only this): N different users send `/genre new count:1` at
   once, spread round-robin over ``--guilds`` servers of ``--channels-per-guild`` channels, with
   the configured fair queue (``[bot] generation_slots``, ``max_wait_s``, the caps) and the fake's
@@ -133,7 +133,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             config = dataclasses.replace(
                 base,
                 paths=dataclasses.replace(base.paths, data_dir=str(tmp / f"data-{level}")),
-                bot=dataclasses.replace(base.bot, cooldown_s=0.0),
+                bot=dataclasses.replace(
+                    base.bot,
+                    cooldown_s=0.0,
+                    generation_slots=max(level, base.bot.generation_slots),
+                ),
             )
             results["levels"][str(level)] = await measure(
                 fake, config, sessions, generator, users=level, rounds=args.rounds
@@ -155,9 +159,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def bot_running(config: Config, sessions: Any, generator: Any) -> Any:
     from bot.app import make_bot
+    from bot.queue import FairQueue, QueueSettings
     from bot.service import GenreService
 
-    service = GenreService(generator, sessions)
+    # The fair queue from [bot], as `microgenre bot` builds it.
+    queue = FairQueue(QueueSettings.from_config(config.bot))
+    service = GenreService(generator, sessions, queue=queue)
     await service.start()
     bot = make_bot(config, sessions, service, guild_ready_timeout=0.05)
     task = asyncio.get_running_loop().create_task(bot.start("bench-token"))
