@@ -125,8 +125,10 @@ class BotConfig:
     # Seconds a user waits between two /genre new commands.
     cooldown_s: float = 10.0
     # /genre new requests generating at once; the others wait in a fair line (round-robin
-    # across servers). Concurrent requests share the pipeline's rounds, so keep it well above 1.
-    generation_slots: int = 32
+    # across servers). Concurrent requests share the pipeline's rounds, so keep it well above 1;
+    # a lone server's request waits up to about two rounds, so keep rounds short (16: measured
+    # by benchmarks/bench_bot.py --burst 200 --guilds 2, README).
+    generation_slots: int = 16
     # A request whose estimated wait is longer than this (seconds) is refused.
     max_wait_s: float = 60.0
     # Most /genre new requests of one server waiting in line at once.
