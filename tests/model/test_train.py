@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from model.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, FINGERPRINT, LOSS_CURVE, MODEL_CARD
+from model.artifacts import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    FINGERPRINT,
+    LEADING_WORDS,
+    LOSS_CURVE,
+    MODEL_CARD,
+)
 from model.errors import DatasetError
 from model.events import EventKind, StopReason, TrainEvent
 from model.train import TrainConfig, train
@@ -39,7 +46,14 @@ def test_training_writes_a_complete_adapter(
     events: list[TrainEvent] = []
     out = tmp_path / "adapter"
     result = train(tiny_dataset, out, _config(tiny_model_path), progress=events.append)
-    for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG, MODEL_CARD, FINGERPRINT, LOSS_CURVE):
+    for name in (
+        ADAPTER_WEIGHTS,
+        ADAPTER_CONFIG,
+        MODEL_CARD,
+        FINGERPRINT,
+        LEADING_WORDS,
+        LOSS_CURVE,
+    ):
         assert (out / name).is_file(), name
     assert not out.with_name("adapter.tmp").exists()
     assert not out.with_name("adapter.work").exists()
