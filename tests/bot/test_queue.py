@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
@@ -11,8 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bot.errors
-import bot.queue
 from bot.errors import (
     GuildQueueFullError,
     QueueRefusedError,
@@ -246,11 +243,6 @@ async def test_the_estimate_follows_the_measured_throughput() -> None:
     await drain()
     assert queue.meter.rate == 10.0
     assert queue.estimate_wait_s(50) == 5.0
-
-
-@pytest.mark.parametrize("module", [bot.queue, bot.errors])
-def test_doctests(module: object) -> None:
-    assert doctest.testmod(module).failed == 0  # type: ignore[arg-type]
 
 
 # Random orders of arrivals, completions and cancellations.

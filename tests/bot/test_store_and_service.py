@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -140,26 +139,6 @@ def test_map_places_by_shared_words(tmp_path: Path) -> None:
     assert abs(p.x - 20) <= 20 and abs(p.y - 30) <= 20
     png = render_png(index, placed, "test")
     assert png.startswith(b"\x89PNG")
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "bot.service",
-        "bot.retrain",
-        "bot.cogs.common",
-        "bot.cogs.generation",
-        "bot.cogs.voting",
-        "bot.cogs.admin",
-        "bot.cogs.leaderboard._cog",
-        "bot.cogs.leaderboard._map",
-    ],
-)
-def test_doctests(module: str) -> None:
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.failed == 0
 
 
 async def test_pipeline_generator_routes_positions_per_call() -> None:
