@@ -106,16 +106,27 @@ def build_dataset(
     min_leading_cap: int = 20,
     like_fraction: float = 0.3,
     extra_genres: Iterable[str] = (),
+    source_weights: Mapping[str, float] | None = None,
 ) -> Dataset:
     """Split, balance and condition the records (see the module docstring).
 
     ``extra_genres`` (e.g. well-voted generated genres) are added to the training split only,
     and are not counted as known real genres.
+
+    ``source_weights`` (source name -> keep probability, default 1) thin the *training* split
+    of genres only those sources list (a genre's weight is its best source's): the validation
+    split is drawn first and does not depend on them, and every genre stays known.
     """
     if not 0 <= valid_fraction < 1:
         raise DatasetError("valid_fraction must be in [0, 1).")
+    if not 0 <= like_fraction <= 1:
+        raise DatasetError("like_fraction must be in [0, 1].")
+    weights = dict(source_weights or {})
+    if any(not 0 <= w <= 1 for w in weights.values()):
+        raise DatasetError("source weights must be in [0, 1].")
     names: dict[str, str] = {}  # genre key -> display name
     related: dict[str, list[str]] = {}
+    weight: dict[str, float] = {}
     for record in records:
         display = clean_name(str(record.get("display_name") or record.get("key") or ""))
         key = genre_key(display)
@@ -123,15 +134,22 @@ def build_dataset(
             continue
         names[key] = display
         related[key] = _related(record)
+        weight[key] = _record_weight(record, weights)
     if not names:
         raise DatasetError("No genres to build a dataset from: import some genres first.")
     known = sorted(names.values())
     usable = {k: v for k, v in names.items() if validate(v) is None}
     train_names: list[str] = []
     valid_names: list[str] = []
+    thinned = 0
     for key in sorted(usable):
         bucket = _split_bucket(near_key(usable[key]), seed)
-        (valid_names if bucket < valid_fraction else train_names).append(usable[key])
+        if bucket < valid_fraction:
+            valid_names.append(usable[key])
+        elif _split_bucket(key, seed + 1) < weight[key]:
+            train_names.append(usable[key])
+        else:
+            thinned += 1
     for extra in extra_genres:
         display = clean_name(extra)
         if display and validate(display) is None and genre_key(display) not in names:
@@ -173,6 +191,9 @@ def build_dataset(
         "valid": len(valid),
         "balance_cap": cap,
         "balance_dropped": dropped,
+        "source_weights": weights,
+        "source_thinned": thinned,
+        "like_fraction": like_fraction,
         "like_examples": dict(like_kinds),
         "leading_before": [[w, c, round(s, 4)] for w, c, s in before],
         "leading_after": [[w, c, round(s, 4)] for w, c, s in after],
@@ -180,6 +201,20 @@ def build_dataset(
         "valid_fraction": valid_fraction,
     }
     return Dataset(train=train, valid=valid, known=known, stats=stats)
+
+
+def _record_weight(record: Mapping[str, Any], weights: Mapping[str, float]) -> float:
+    """The keep probability of a record in training: its best source's weight (default 1).
+
+    >>> _record_weight({"sources": [{"source": "rym"}, {"source": "everynoise"}]}, {"rym": 0.5})
+    1.0
+    >>> _record_weight({"sources": [{"source": "rym"}]}, {"rym": 0.5})
+    0.5
+    """
+    sources = [str(s.get("source") or "") for s in record.get("sources") or ()]
+    if not sources:
+        return 1.0
+    return max(weights.get(source, 1.0) for source in sources)
 
 
 def _pick_like(name: str, related: list[str], rng: random.Random) -> tuple[str | None, str]:

@@ -51,6 +51,7 @@ class TrainEvent:
     loss: float | None = None
     valid_loss: float | None = None
     best_epoch: int | None = None
+    reinvented: int | None = None  # epoch: validation genres re-invented (select_by=reinvention)
     lr: float | None = None
     eta_s: float | None = None
     elapsed_s: float | None = None

@@ -52,7 +52,15 @@ from model.dataset import (
 )
 from model.errors import TrainingError
 from model.events import EventKind, StopReason, TrainEvent
-from model.textformat import build_prompt, format_example
+from model.filters import validate
+from model.protocol import GenerationRequest
+from model.textformat import END_MARKER, build_prompt, format_example, parse_completion
+
+# How the kept epoch is chosen (TrainConfig.select_by), and how its re-invention is sampled:
+# as the pipeline samples by default.
+SELECT_BY = ("loss", "reinvention")
+SELECT_TEMPERATURE = 0.85
+SELECT_TOP_P = 0.95
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -81,6 +89,11 @@ class TrainConfig:
     min_delta: float = 0.005
     max_steps: int = 0  # 0: no limit (tests and quick experiments set it)
     max_valid: int = 1000
+    # Which epoch is kept: "loss" (the lowest validation loss) or "reinvention" (the most
+    # validation genres re-invented among `select_samples` completions sampled after the epoch:
+    # what the adapter is for, rather than a proxy). Early stopping follows the same measure.
+    select_by: str = "loss"
+    select_samples: int = 1000
     checkpoint_every_s: float = 300.0
     device: str = "auto"
     dtype: str = "auto"
@@ -110,6 +123,7 @@ class TrainResult:
     valid_losses: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     stopped_early: bool = False
+    reinvented: list[int] = field(default_factory=list)
 
 
 def _encode(tokenizer: Any, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
@@ -249,18 +263,43 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0
     elapsed_s: float = 0.0  # training time of the runs before a resume
+    # Validation genres re-invented after each epoch (select_by="reinvention" only).
+    reinvented: list[int] = field(default_factory=list)
 
-    def end_epoch(self, train_loss: float, valid_loss: float, min_delta: float) -> bool:
+    def end_epoch(
+        self,
+        train_loss: float,
+        valid_loss: float,
+        min_delta: float,
+        reinvented: int | None = None,
+    ) -> bool:
         """Record a finished epoch; True when it is the best so far (keep its weights).
+
+        By validation loss, or, when ``reinvented`` is given, by the most re-invented validation
+        genres (a tie keeps the earlier epoch).
 
         >>> s = TrainState()
         >>> s.end_epoch(2.0, 1.5, 0.01), s.end_epoch(1.8, 1.495, 0.01), s.best_epoch, s.epoch
         (True, False, 1, 2)
+        >>> r = TrainState()
+        >>> r.end_epoch(2.0, 1.5, 0.01, 10), r.end_epoch(1.8, 1.6, 0.01, 14), r.best_epoch
+        (True, True, 2)
+        >>> r.end_epoch(1.7, 1.4, 0.01, 14), r.best_epoch, r.bad_epochs
+        (False, 2, 1)
         """
         self.epoch_train_losses.append(train_loss)
         self.valid_losses.append(valid_loss)
         self.epoch += 1
         self.step_in_epoch = 0
+        if reinvented is not None:
+            best = max(self.reinvented, default=None)
+            self.reinvented.append(reinvented)
+            if best is None or reinvented > best:
+                self.best_epoch = self.epoch
+                self.bad_epochs = 0
+                return True
+            self.bad_epochs += 1
+            return False
         if (
             math.isnan(valid_loss)
             or self.best_valid is None
@@ -319,6 +358,8 @@ class Trainer:
 
         self.cfg = cfg
         self.model, tokenizer, self.device, dtype = _load_model(cfg, data_dir)
+        self.tokenizer = tokenizer
+        self.held_out = _held_out(train, valid) if cfg.select_by == "reinvention" else None
         self.dtype = str(dtype).replace("torch.", "")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in self.trainable)
@@ -394,6 +435,38 @@ class Trainer:
                 count += int((target != -100).sum())
         self.model.train()
         return total / max(count, 1)
+
+    def reinvention(self, seed: int) -> int:
+        """Distinct validation genres among ``select_samples`` completions of the bare prompt,
+        sampled as production does (temperature, top-p), with the same seed every epoch."""
+        from model.sampler import Sampler
+
+        if self.held_out is None:
+            raise TrainingError("reinvention needs select_by='reinvention'.")
+        padding_side = self.tokenizer.padding_side
+        self.model.eval()
+        try:
+            sampler = Sampler(self.model, self.tokenizer, "training", device=self.device)
+            request = GenerationRequest(
+                prompt=build_prompt(),
+                n=self.cfg.select_samples,
+                temperature=SELECT_TEMPERATURE,
+                top_p=SELECT_TOP_P,
+                max_tokens=16,
+                stop=(END_MARKER,),
+                seed=seed,
+            )
+            result = sampler.complete_batch([request])[0]
+        finally:
+            self.model.train()
+            self.tokenizer.padding_side = padding_side
+        finished = result.extra.get("finished") or [True] * len(result.texts)
+        names = [
+            parse_completion(text, require_end=False)
+            for text, done in zip(result.texts, finished, strict=True)
+            if done
+        ]
+        return len(self.held_out.reinvented(n for n in names if n and validate(n) is None))
 
     def lora_weights(self) -> dict[str, Any]:
         """A copy of the LoRA weights (the best epoch's are kept this way)."""
@@ -521,7 +594,10 @@ class TrainLoop:
         finished = state.step_in_epoch >= len(batches)
         train_loss = sum(losses) / len(losses) if losses else float("nan")
         valid_loss = self.trainer.valid_loss()
-        if state.end_epoch(train_loss, valid_loss, self.cfg.min_delta):
+        reinvented = None
+        if self.cfg.select_by == "reinvention":
+            reinvented = self.trainer.reinvention(seed=self.cfg.seed + 7919)
+        if state.end_epoch(train_loss, valid_loss, self.cfg.min_delta, reinvented):
             self.best = self.trainer.lora_weights()
         self._event(
             EventKind.EPOCH,
@@ -529,6 +605,7 @@ class TrainLoop:
             loss=round(train_loss, 4),
             valid_loss=round(valid_loss, 4),
             best_epoch=state.best_epoch,
+            **({"reinvented": reinvented} if reinvented is not None else {}),
         )
         return finished
 
@@ -593,6 +670,7 @@ def train(
         best_epoch=state.best_epoch,
         train_losses=state.epoch_train_losses,
         valid_losses=state.valid_losses,
+        reinvented=state.reinvented,
         wall_s=loop.elapsed(),
         stopped_early=stop_reason is StopReason.EARLY_STOPPED,
     )
@@ -617,6 +695,13 @@ def train(
     return result
 
 
+def _held_out(train: Sequence[Example], valid: Sequence[Example]) -> Any:
+    """The validation split as re-invention targets (see :class:`model.evaluate.HeldOut`)."""
+    from model.evaluate import HeldOut
+
+    return HeldOut.build([e.genre for e in (*train, *valid)], train, valid)
+
+
 def _read_split(dataset: Path, cfg: TrainConfig) -> tuple[list[Example], list[Example]]:
     train_examples = read_examples(dataset / TRAIN_FILE)
     valid_examples = read_examples(dataset / VALID_FILE)[: cfg.max_valid]
@@ -624,6 +709,12 @@ def _read_split(dataset: Path, cfg: TrainConfig) -> tuple[list[Example], list[Ex
         raise TrainingError(f"{dataset / TRAIN_FILE} has no examples.")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise TrainingError("epochs and batch_size must be at least 1.")
+    if cfg.select_by not in SELECT_BY:
+        raise TrainingError(
+            f"select_by must be one of {', '.join(SELECT_BY)}, not {cfg.select_by!r}."
+        )
+    if cfg.select_by == "reinvention" and not valid_examples:
+        raise TrainingError("select_by='reinvention' needs validation genres.")
     return train_examples, valid_examples
 
 
@@ -664,6 +755,11 @@ def _model_card(
             "total_s": round(time.perf_counter() - started, 1),
             "train_loss_per_epoch": [round(x, 4) for x in result.train_losses],
             "valid_loss_per_epoch": [round(x, 4) for x in result.valid_losses],
+            **(
+                {"reinvented_per_epoch": result.reinvented, "selected_by": cfg.select_by}
+                if result.reinvented
+                else {"selected_by": cfg.select_by}
+            ),
         },
         "eval": {},
         **({"notes": notes} if notes else {}),

@@ -150,6 +150,8 @@ def _build_dataset(
     min_score: int | None,
     seed: int,
     valid_fraction: float,
+    like_fraction: float = 0.3,
+    source_weights: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     from model.dataset import build_dataset, write_dataset
 
@@ -158,11 +160,33 @@ def _build_dataset(
     records, extras, source = asyncio.run(
         _records_and_extras(config, from_csv, extra_file, min_score)
     )
-    ds = build_dataset(records, seed=seed, valid_fraction=valid_fraction, extra_genres=extras)
+    ds = build_dataset(
+        records,
+        seed=seed,
+        valid_fraction=valid_fraction,
+        extra_genres=extras,
+        like_fraction=like_fraction,
+        source_weights=source_weights,
+    )
     ds.stats["source"] = source
     ds.stats["extra_genres"] = len(extras)
     write_dataset(ds, output)
     return json.loads((output / "stats.json").read_text())
+
+
+def _parse_source_weights(items: tuple[str, ...]) -> dict[str, float]:
+    """``("rym=0.5", ...)`` -> ``{"rym": 0.5}``; a clear error for anything else."""
+    weights: dict[str, float] = {}
+    for item in items:
+        source, sep, value = item.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not sep or not source.strip() or not 0 <= weight <= 1:
+            raise InputError(f"--source-weight: SOURCE=W with W from 0 to 1, not {item!r}.")
+        weights[source.strip()] = weight
+    return weights
 
 
 def _print_dataset_stats(stats: dict[str, Any], output: Path) -> None:
@@ -214,6 +238,21 @@ def _genre_source_options(fn: F) -> F:
 @_genre_source_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--valid-fraction", type=float, default=0.08, show_default=True)
+@click.option(
+    "--like-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.3,
+    show_default=True,
+    help="Share of training examples conditioned on a like: (a related genre or a word).",
+)
+@click.option(
+    "--source-weight",
+    "source_weights",
+    multiple=True,
+    metavar="SOURCE=W",
+    help="Keep only a share W (0-1) of the training genres that only SOURCE lists, e.g. "
+    "rym=0.5 (repeatable; validation split and known genres unchanged).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON.")
 @click.pass_context
 def dataset_build(
@@ -224,6 +263,8 @@ def dataset_build(
     include_generated_min_score: int | None,
     seed: int,
     valid_fraction: float,
+    like_fraction: float,
+    source_weights: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Build train/validation JSONL and the known-genre fingerprint."""
@@ -237,6 +278,8 @@ def dataset_build(
         min_score=include_generated_min_score,
         seed=seed,
         valid_fraction=valid_fraction,
+        like_fraction=like_fraction,
+        source_weights=_parse_source_weights(source_weights),
     )
     if as_json:
         click.echo(json.dumps(stats, indent=2, ensure_ascii=False))
@@ -275,6 +318,11 @@ class _BarProgress:
             self.bar.write(
                 f"epoch {event.epoch}: train loss {event.loss:.4f}, "
                 f"validation loss {event.valid_loss:.4f}"
+                + (
+                    f", {event.reinvented} validation genres re-invented"
+                    if event.reinvented is not None
+                    else ""
+                )
             )
         elif event.event == EventKind.DONE:
             self.bar.close()
@@ -346,6 +394,19 @@ def _error_event(message: str, reason: StopReason) -> TrainEvent:
 @click.option("--lora-dropout", type=click.FloatRange(0, 0.9), default=None)
 @click.option("--target-modules", default=None, help="Comma-separated module names.")
 @click.option("--max-steps", type=click.IntRange(0), default=None, help="Stop after N steps.")
+@click.option(
+    "--select-by",
+    type=click.Choice(["loss", "reinvention"]),
+    default=None,
+    help="Keep the epoch with the lowest validation loss (default) or the most validation "
+    "genres re-invented.",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Epochs without improvement before stopping early (default 1).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by an interrupted run.")
 @click.option("--progress-json", is_flag=True, help="JSON lines on stdout instead of a bar.")
@@ -366,6 +427,8 @@ def train(
     lora_dropout: float | None,
     target_modules: str | None,
     max_steps: int | None,
+    select_by: str | None,
+    patience: int | None,
     seed: int,
     no_resume: bool,
     progress_json: bool,
@@ -402,6 +465,8 @@ def train(
                 "lora_alpha": lora_alpha,
                 "lora_dropout": lora_dropout,
                 "max_steps": max_steps,
+                "select_by": select_by,
+                "patience": patience,
                 "target_modules": tuple(m.strip() for m in target_modules.split(",") if m.strip())
                 if target_modules
                 else None,

@@ -132,3 +132,36 @@ def test_train_progress_json_reports_errors(
 def test_generate_with_missing_adapter(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert entry(["generate", "--adapter", str(tmp_path)]) == 2
     assert "not a LoRA adapter folder" in capsys.readouterr().err
+
+
+def test_dataset_build_source_weights_and_like_fraction(genres_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    args = [
+        "dataset",
+        "build",
+        "--from-csv",
+        str(genres_csv),
+        "--output",
+        str(out),
+        "--valid-fraction",
+        "0",
+    ]
+    assert entry([*args, "--source-weight", "rym=0", "--like-fraction", "1"]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    train = [json.loads(line)["genre"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert "nu metal" not in train and "detroit techno" not in train and "post rock" in train
+    assert stats["source_weights"] == {"rym": 0.0} and stats["source_thinned"] == 2
+    assert stats["like_fraction"] == 1.0
+    # Known genres keep every source: a thinned genre is still not novel.
+    assert "nu metal" in Fingerprint.load(out / "known.fingerprint")
+
+
+@pytest.mark.parametrize("weight", ["rym", "rym=2", "=0.5", "rym=x"])
+def test_bad_source_weight_is_a_one_line_error(
+    weight: str, genres_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["dataset", "build", "--from-csv", str(genres_csv), "--output", str(tmp_path / "d")]
+    assert entry([*args, "--source-weight", weight]) == 2
+    err = capsys.readouterr().err
+    assert "--source-weight" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # nothing written

@@ -112,3 +112,44 @@ def test_real_genres_csv(shared_data: Path) -> None:
     # The cap brings "musica ..." down to at most 1 % of the training split.
     shares = {w: s for w, _, s in ds.stats["leading_after"]}
     assert shares.get("musica", 0) <= 0.0101
+
+
+def _sourced(names: list[str], source: str) -> list[dict]:
+    return [{"key": n, "display_name": n, "sources": [{"source": source}]} for n in names]
+
+
+def test_source_weights_thin_training_only() -> None:
+    main = [f"{w} rock" for w in ("czech", "dutch", "greek", "irish", "welsh", "latvian")] * 1
+    other = [f"{w} {s} beat" for w in ("zap", "zip", "zop", "zup") for s in "abcdefghij"]
+    records = _sourced(main, "everynoise") + _sourced(other, "rym")
+    full = build_dataset(records, seed=3, valid_fraction=0.2)
+    thin = build_dataset(records, seed=3, valid_fraction=0.2, source_weights={"rym": 0.5})
+    # The validation split and the known genres do not depend on the weights.
+    assert [e.genre for e in thin.valid] == [e.genre for e in full.valid]
+    assert thin.known == full.known
+    kept = {e.genre for e in thin.train}
+    assert {e.genre for e in full.train} >= kept
+    assert {g for g in main if g in {e.genre for e in full.train}} <= kept  # weight 1: all kept
+    dropped_rym = [g for g in other if g in {e.genre for e in full.train} and g not in kept]
+    assert 0 < len(dropped_rym) == thin.stats["source_thinned"] < 30
+    assert thin.stats["source_weights"] == {"rym": 0.5}
+
+
+def test_a_genre_listed_by_a_full_weight_source_is_kept() -> None:
+    records = [
+        {"key": n, "display_name": n, "sources": [{"source": "rym"}, {"source": "everynoise"}]}
+        for n in NAMES
+    ]
+    ds = build_dataset(records, seed=1, valid_fraction=0.1, source_weights={"rym": 0.0})
+    assert (
+        ds.stats["source_thinned"] == 0
+        and len(ds.train) + len(ds.valid) == len(NAMES) - ds.stats["balance_dropped"]
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"source_weights": {"rym": 1.5}}, {"like_fraction": -0.1}, {"like_fraction": 2}]
+)
+def test_bad_weights_are_dataset_errors(kwargs: dict) -> None:
+    with pytest.raises(DatasetError):
+        build_dataset(_records(NAMES), **kwargs)

@@ -171,3 +171,51 @@ def test_early_stop_keeps_best_epoch(
 def test_missing_dataset_is_a_readable_error(tiny_model_path: Path, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="dataset build"):
         train(tmp_path / "nothing", tmp_path / "out", _config(tiny_model_path))
+
+
+def test_select_by_reinvention_keeps_the_epoch_that_reinvents_most(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model.train import Trainer
+
+    counts = iter([3, 9, 4])  # the second epoch re-invents most, whatever its loss
+    monkeypatch.setattr(Trainer, "reinvention", lambda self, seed: next(counts))
+    cfg = _config(tiny_model_path, epochs=3, patience=2, select_by="reinvention")
+    events: list[TrainEvent] = []
+    result = train(tiny_dataset, tmp_path / "adapter", cfg, progress=events.append)
+    assert result.best_epoch == 2 and result.reinvented == [3, 9, 4]
+    assert [e.reinvented for e in events if e.event == EventKind.EPOCH] == [3, 9, 4]
+    card = json.loads((tmp_path / "adapter" / MODEL_CARD).read_text())
+    assert card["training"]["reinvented_per_epoch"] == [3, 9, 4]
+    assert card["training"]["selected_by"] == "reinvention"
+
+
+def test_reinvention_counts_validation_genres_the_model_samples(
+    tiny_model_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model.dataset import read_examples
+    from model.protocol import GenerationResult
+    from model.sampler import Sampler
+    from model.train import Trainer
+
+    cfg = _config(tiny_model_path, select_by="reinvention", select_samples=16)
+    train_ex = read_examples(tiny_dataset / "train.jsonl")
+    valid_ex = read_examples(tiny_dataset / "valid.jsonl")
+    trainer = Trainer(cfg, None, train_ex, valid_ex)
+    # The real sampler over the model in training: a count, and back to training mode.
+    assert 0 <= trainer.reinvention(seed=1) <= len(valid_ex) and trainer.model.training
+    held, seen = valid_ex[0].genre, train_ex[0].genre
+    texts = (f" {held}", f" {held.upper()}", f" {seen}", " ", f" {held} unfinished")
+    sampled = GenerationResult(texts=texts, model="m", extra={"finished": [1, 1, 1, 1, 0]})
+    monkeypatch.setattr(Sampler, "complete_batch", lambda self, requests: [sampled])
+    # One validation genre, sampled twice (once in capitals); the unfinished row does not count.
+    assert trainer.reinvention(seed=1) == 1
+
+
+def test_unknown_selection_is_a_training_error(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from model.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="select_by"):
+        train(tiny_dataset, tmp_path / "out", _config(tiny_model_path, select_by="vibes"))
