@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -143,10 +143,17 @@ def delivered_metrics(
 
 
 async def like_honoured(
-    pipeline: GenrePipeline, likes: Sequence[str], per_like: int, seed: int
+    pipeline: GenrePipeline,
+    likes: Sequence[str],
+    per_like: int,
+    seed: int,
+    related: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, Any]:
-    """Share of ``like``-conditioned genres that share a word with the ``like`` text."""
-    hits = total = 0
+    """Share of ``like``-conditioned genres that honour their condition: they share a word
+    with the ``like`` text (``share_word``), or with a real genre related to it (``share``;
+    ``related`` maps a condition's genre key to the words of its related genres, see
+    :func:`related_words`)."""
+    hits = related_hits = total = 0
     examples = []
     failed = 0
     for i, like in enumerate(likes):
@@ -155,18 +162,49 @@ async def like_honoured(
         except GenerationError:
             failed += 1
             continue
-        like_words = {w for w in near_key_words(like)}
+        like_words = set(near_key_words(like))
+        neighbours = (related or {}).get(genre_key(like), frozenset())
         for g in outcome.genres:
             total += 1
-            if like_words & set(near_key_words(g)):
+            words = set(near_key_words(g))
+            if like_words & words:
                 hits += 1
+            elif neighbours & words:
+                related_hits += 1
         examples.append([like, outcome.genres[:3]])
     return {
         "likes": len(likes),
         "genres": total,
+        "failed": failed,
         "share_word": hits / max(total, 1),
+        "share": (hits + related_hits) / max(total, 1),
         "examples": examples[:8],
     }
+
+
+def related_words(
+    examples: Iterable[Example], records: Iterable[Mapping[str, Any]] = ()
+) -> dict[str, frozenset[str]]:
+    """Per genre key: the words of the real genres related to it, both ways (a ``like:``
+    training example's condition and genre; a record's parents).
+
+    >>> rel = related_words([Example("gamelan degung", "sundanese music")])
+    >>> sorted(rel["sundanese music"]), sorted(rel["gamelan degung"])
+    (['degung', 'gamelan'], ['music', 'sundanese'])
+    """
+    pairs: list[tuple[str, str]] = [(e.like, e.genre) for e in examples if e.like]
+    for record in records:
+        name = str(record.get("display_name") or record.get("key") or "")
+        for source in record.get("sources") or ():
+            extra = source.get("extra") or {}
+            for field_name in ("parents", "similar"):
+                value = extra.get(field_name) or []
+                pairs.extend((name, str(v)) for v in value if isinstance(value, list))
+    out: dict[str, set[str]] = {}
+    for a, b in pairs:
+        out.setdefault(genre_key(a), set()).update(near_key_words(b))
+        out.setdefault(genre_key(b), set()).update(near_key_words(a))
+    return {k: frozenset(v) for k, v in out.items()}
 
 
 def near_key_words(name: str) -> list[str]:
@@ -186,6 +224,7 @@ async def evaluate_backend(
     top_p: float = 0.95,
     likes: Sequence[str] = (),
     per_like: int = 10,
+    related: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, Any]:
     """The evaluation table for one backend (see the module docstring)."""
     valid_near = {near_key(e.genre) for e in valid}
@@ -222,7 +261,7 @@ async def evaluate_backend(
         "samples": outcome.genres[:15],
     }
     if likes:
-        table["like"] = await like_honoured(pipeline, likes, per_like, seed + 7)
+        table["like"] = await like_honoured(pipeline, likes, per_like, seed + 7, related)
     return table
 
 

@@ -805,8 +805,9 @@ class EvalOptions:
 
 def _load_split(
     config: Config, dataset_dir: str | None, from_csv: str | None, seed: int
-) -> tuple[list[Any], list[Any], list[str], str]:
-    """Training and validation examples, every known genre name, and where they came from."""
+) -> tuple[list[Any], list[Any], list[str], str, list[Any]]:
+    """Training and validation examples, every known genre name, where they came from and
+    the records (from a genres.csv table; none from a dataset folder)."""
     from model.dataset import (
         TRAIN_FILE,
         VALID_FILE,
@@ -818,15 +819,16 @@ def _load_split(
     if from_csv:
         if not Path(from_csv).is_file():
             raise InputError(f"{from_csv}: no such file")
-        ds = build_dataset(records_from_genres_csv(from_csv), seed=seed)
-        return ds.train, ds.valid, ds.known, f"csv:{from_csv}"
+        records = records_from_genres_csv(from_csv)
+        ds = build_dataset(records, seed=seed)
+        return ds.train, ds.valid, ds.known, f"csv:{from_csv}", records
     folder = Path(dataset_dir) if dataset_dir else config.data_dir / "dataset"
     if not (folder / TRAIN_FILE).is_file():
         raise InputError(
             f"No dataset at {folder}: run `microgenre dataset build` or pass --from-csv PATH."
         )
     train, valid = read_examples(folder / TRAIN_FILE), read_examples(folder / VALID_FILE)
-    return train, valid, [e.genre for e in train + valid], str(folder)
+    return train, valid, [e.genre for e in train + valid], str(folder), []
 
 
 async def _evaluate(
@@ -838,7 +840,13 @@ async def _evaluate(
 ) -> EvalResult:
     import random
 
-    from model.evaluate import HeldOut, MarkovBackend, evaluate_backend, fair_evaluation
+    from model.evaluate import (
+        HeldOut,
+        MarkovBackend,
+        evaluate_backend,
+        fair_evaluation,
+        related_words,
+    )
     from model.filters import LeadingPrior, Moderator
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend
@@ -846,7 +854,7 @@ async def _evaluate(
     count, seed, temperature = options.count, options.seed, options.temperature
     likes, no_baseline = options.likes, options.no_baseline
     loaded = _load_split(config, dataset_dir, from_csv, seed)
-    train_examples, valid_examples, known_names, split_source = loaded
+    train_examples, valid_examples, known_names, split_source, records = loaded
     fingerprint = load_fingerprint(adapter)
     moderator = Moderator()
     rng = random.Random(seed)
@@ -873,6 +881,7 @@ async def _evaluate(
         seed=seed,
         temperature=temperature,
         likes=like_terms,
+        related=related_words(train_examples, records),
     )
     baseline = None
     if not no_baseline:
@@ -957,7 +966,8 @@ def format_eval_table(result: EvalResult) -> str:
     if "like" in model:
         like = model["like"]
         lines.append(
-            f"like: honoured (shares a word with the condition) {like['share_word']:.1%} "
+            f"like: honoured {like.get('share', like['share_word']):.1%} (a word shared with "
+            f"the condition {like['share_word']:.1%}, or with a real related genre) "
             f"over {like['genres']} genres from {like['likes']} conditions"
         )
     lines.append("samples: " + "; ".join(model["samples"][:10]))

@@ -78,3 +78,29 @@ async def test_a_model_that_falls_short_is_measured_not_failed() -> None:
     assert table["delivered"]["n"] == 2
     assert "only 2 of 3" in table["shortfall"]
     assert table["pipeline_stats"]["attempts"] == 3
+
+
+class _Scripted:
+    """A backend that always answers the same completions."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    async def complete(self, request: Any, *, on_position: Any = None) -> Any:
+        from model.protocol import GenerationResult
+
+        return GenerationResult(texts=tuple(self.texts[: request.n]), model="scripted")
+
+
+async def test_like_counts_a_word_of_a_real_related_genre() -> None:
+    from model.evaluate import like_honoured, related_words
+
+    backend = _Scripted([" gamelan cepeman\n", " sundanese trap\n", " polka wave\n"])
+    pipeline = GenrePipeline(backend, Fingerprint(), Moderator(), max_attempts=1)
+    related = related_words([Example("gamelan degung", "sundanese music")])
+    scored = await like_honoured(pipeline, ["sundanese music"], 3, seed=1, related=related)
+    assert scored["genres"] == 3
+    assert scored["share_word"] == pytest.approx(1 / 3)  # sundanese trap
+    assert scored["share"] == pytest.approx(2 / 3)  # + gamelan cepeman; polka wave is a miss
+    plain = await like_honoured(pipeline, ["sundanese music"], 3, seed=1)
+    assert plain["share"] == plain["share_word"] == pytest.approx(1 / 3)
