@@ -53,13 +53,14 @@ from model.dataset import (
 from model.errors import TrainingError
 from model.events import EventKind, StopReason, TrainEvent
 from model.filters import validate
+from model.pipeline import DEFAULT_TEMPERATURE
 from model.protocol import GenerationRequest
 from model.textformat import END_MARKER, build_prompt, format_example, parse_completion
 
 # How the kept epoch is chosen (TrainConfig.select_by), and how its re-invention is sampled:
 # as the pipeline samples by default.
 SELECT_BY = ("loss", "reinvention")
-SELECT_TEMPERATURE = 0.85
+SELECT_TEMPERATURE = DEFAULT_TEMPERATURE
 SELECT_TOP_P = 0.95
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

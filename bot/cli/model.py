@@ -25,6 +25,7 @@ from bot.errors import InputError, MicrogenreError
 from model.artifacts import DEFAULT_ADAPTER_DIR, is_adapter, read_card, write_card
 from model.errors import ModelError
 from model.events import EvalResult, EventKind, StopReason, TrainEvent
+from model.pipeline import DEFAULT_TEMPERATURE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -710,7 +711,12 @@ def _print_generate_stats(stats: dict[str, int], started: float) -> None:
     help="Rebuild the split from a genres.csv table (same seed as training).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=0.85, show_default=True)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0.1, 2.0),
+    default=DEFAULT_TEMPERATURE,
+    show_default=True,
+)
 @click.option(
     "--likes",
     type=click.IntRange(0, 200),

@@ -55,7 +55,9 @@ async def test_filters_and_counts_each_rejection_reason() -> None:
             " giyue\n",  # no word a real genre uses
         ]
     )
-    pipeline = GenrePipeline(backend, KNOWN, Moderator(), min_request=11, max_attempts=1)
+    pipeline = GenrePipeline(
+        backend, KNOWN, Moderator(), min_request=11, max_attempts=1, oversample=1.5
+    )
     outcome = await pipeline.generate(3, exclude=["gaze old"])
     assert outcome.genres == ["glacier pop", "swamp techno", "tundra jazz"]
     assert outcome.model == "scripted"
@@ -248,7 +250,7 @@ def test_shared_rounds_never_mix_like_or_temperature(calls: list[tuple[str | Non
 
 async def test_seeded_calls_never_share() -> None:
     backend = TaggingBackend()
-    pipeline = GenrePipeline(backend, KNOWN, min_request=4)
+    pipeline = GenrePipeline(backend, KNOWN, min_request=4, oversample=1.5)
     await asyncio.gather(pipeline.generate(1, seed=1), pipeline.generate(1, seed=2))
     assert sorted(r.seed for r in backend.requests) == [1, 2]
     assert all(r.n == 4 for r in backend.requests)
