@@ -44,6 +44,8 @@ VALID_FILE = "valid.jsonl"
 FINGERPRINT_FILE = "known.fingerprint"
 LEADING_FILE = LEADING_WORDS  # the same name in a dataset folder and in an adapter folder
 STATS_FILE = "stats.json"
+# Share of training examples conditioned on a like: (the shipped adapter's).
+LIKE_FRACTION = 0.3
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def _split_bucket(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _related(record: Mapping[str, Any]) -> list[str]:
+def related_genres(record: Mapping[str, Any]) -> list[str]:
     """Parents and similar genres the sources mention for a record."""
     out: list[str] = []
     for source in record.get("sources") or ():
@@ -104,7 +106,7 @@ def build_dataset(
     seed: int = 0,
     max_leading_share: float = 0.01,
     min_leading_cap: int = 20,
-    like_fraction: float = 0.3,
+    like_fraction: float = LIKE_FRACTION,
     extra_genres: Iterable[str] = (),
     source_weights: Mapping[str, float] | None = None,
 ) -> Dataset:
@@ -133,7 +135,7 @@ def build_dataset(
         if not key or key in names:
             continue
         names[key] = display
-        related[key] = _related(record)
+        related[key] = related_genres(record)
         weight[key] = _record_weight(record, weights)
     if not names:
         raise DatasetError("No genres to build a dataset from: import some genres first.")

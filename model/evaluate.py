@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from model.dataset import Example, leading_word
+from model.dataset import Example, leading_word, related_genres
 from model.errors import GenerationError
 from model.filters import Fingerprint, _singular, near_key, validate
 from model.pipeline import GenrePipeline
@@ -195,11 +195,7 @@ def related_words(
     pairs: list[tuple[str, str]] = [(e.like, e.genre) for e in examples if e.like]
     for record in records:
         name = str(record.get("display_name") or record.get("key") or "")
-        for source in record.get("sources") or ():
-            extra = source.get("extra") or {}
-            for field_name in ("parents", "similar"):
-                value = extra.get(field_name) or []
-                pairs.extend((name, str(v)) for v in value if isinstance(value, list))
+        pairs.extend((name, other) for other in related_genres(record))
     out: dict[str, set[str]] = {}
     for a, b in pairs:
         out.setdefault(genre_key(a), set()).update(near_key_words(b))

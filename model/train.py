@@ -756,11 +756,8 @@ def _model_card(
             "total_s": round(time.perf_counter() - started, 1),
             "train_loss_per_epoch": [round(x, 4) for x in result.train_losses],
             "valid_loss_per_epoch": [round(x, 4) for x in result.valid_losses],
-            **(
-                {"reinvented_per_epoch": result.reinvented, "selected_by": cfg.select_by}
-                if result.reinvented
-                else {"selected_by": cfg.select_by}
-            ),
+            "selected_by": cfg.select_by,
+            **({"reinvented_per_epoch": result.reinvented} if result.reinvented else {}),
         },
         "eval": {},
         **({"notes": notes} if notes else {}),

@@ -23,6 +23,7 @@ from bot.cli.common import open_store, state
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
 from model.artifacts import DEFAULT_ADAPTER_DIR, is_adapter, read_card, write_card
+from model.dataset import LIKE_FRACTION
 from model.errors import ModelError
 from model.events import EvalResult, EventKind, StopReason, TrainEvent
 from model.pipeline import DEFAULT_TEMPERATURE
@@ -151,7 +152,7 @@ def _build_dataset(
     min_score: int | None,
     seed: int,
     valid_fraction: float,
-    like_fraction: float = 0.3,
+    like_fraction: float = LIKE_FRACTION,
     source_weights: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     from model.dataset import build_dataset, write_dataset
@@ -242,7 +243,7 @@ def _genre_source_options(fn: F) -> F:
 @click.option(
     "--like-fraction",
     type=click.FloatRange(0, 1),
-    default=0.3,
+    default=LIKE_FRACTION,
     show_default=True,
     help="Share of training examples conditioned on a like: (a related genre or a word).",
 )
