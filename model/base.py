@@ -10,11 +10,13 @@ Heavy imports (torch, transformers) happen inside the functions.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import logging
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,37 +66,54 @@ def ensure_converted(
     """The safetensors copy of the packaged GGUF, converting it on first use.
 
     Written to a temporary folder and renamed, so an interrupted conversion leaves nothing
-    half-written behind.
+    half-written behind; a lock file next to it lets one process convert while others wait.
     """
     target = converted_path(data_dir)
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if _converted(target):
         return target
-    source = gguf_path()
-    if progress:
-        progress(f"Converting the packaged SmolLM2 ({source.name}) to {target} (once, ~30 s)...")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-        model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
-        # The de-quantised weights are plain float tensors: drop the GGUF quantizer so that
-        # save_pretrained writes ordinary safetensors.
-        model.hf_quantizer = None  # type: ignore[assignment]
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Several processes may start at once (two trainings, the bot's worker and `serve`): the
+    # first converts, the others wait for it and then load its result.
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _converted(target):
+            return target
+        source = gguf_path()
+        if progress:
+            progress(
+                f"Converting the packaged SmolLM2 ({source.name}) to {target} (once, ~30 s)..."
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp's folder is private; the model is not
+        try:
+            _convert(source, tmp)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     if progress:
         progress("Conversion done.")
     return target
+
+
+def _converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+
+def _convert(source: Path, folder: Path) -> None:
+    """De-quantise the GGUF ``source`` into a safetensors model and tokenizer in ``folder``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    # The de-quantised weights are plain float tensors: drop the GGUF quantizer so that
+    # save_pretrained writes ordinary safetensors.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
 
 
 def resolve_base_model(

@@ -77,3 +77,45 @@ def test_converted_cache_is_reused(tmp_path: Path) -> None:
 def test_missing_base_model_is_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="Cannot load base model"):
         base.load_base(str(tmp_path / "nothing"), data_dir=tmp_path)
+
+
+def test_concurrent_conversions_convert_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes starting at once (two trainings, the bot and the worker) used to share
+    one temporary folder: one removed it under the other, which crashed mid-write."""
+    import threading
+    import time
+
+    calls: list[Path] = []
+
+    def slow_convert(source: Path, folder: Path) -> None:
+        calls.append(folder)
+        (folder / "config.json").write_text("{}")
+        time.sleep(0.3)  # the other caller starts meanwhile
+        (folder / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(base, "_convert", slow_convert)
+    monkeypatch.setattr(base, "gguf_path", lambda: tmp_path / "model.gguf")
+    results: list[Path] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(base.ensure_converted(tmp_path, None))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    target = base.converted_path(tmp_path)
+    assert results == [target, target]
+    assert len(calls) == 1
+    assert (target / "model.safetensors").read_bytes() == b"weights"
+    assert sorted(p.name for p in target.parent.iterdir() if p.name != target.name + ".lock") == [
+        target.name
+    ]
