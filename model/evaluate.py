@@ -25,7 +25,7 @@ from typing import Any
 
 from model.dataset import Example, leading_word, related_genres
 from model.errors import GenerationError
-from model.filters import Fingerprint, _singular, near_key, validate
+from model.filters import Fingerprint, near_key, theme_words, validate
 from model.pipeline import GenrePipeline
 from model.protocol import (
     CompletionBackend,
@@ -162,11 +162,11 @@ async def like_honoured(
         except GenerationError:
             failed += 1
             continue
-        like_words = set(near_key_words(like))
+        like_words = theme_words(like)
         neighbours = (related or {}).get(genre_key(like), frozenset())
         for g in outcome.genres:
             total += 1
-            words = set(near_key_words(g))
+            words = theme_words(g)
             if like_words & words:
                 hits += 1
             elif neighbours & words:
@@ -198,13 +198,9 @@ def related_words(
         pairs.extend((name, other) for other in related_genres(record))
     out: dict[str, set[str]] = {}
     for a, b in pairs:
-        out.setdefault(genre_key(a), set()).update(near_key_words(b))
-        out.setdefault(genre_key(b), set()).update(near_key_words(a))
+        out.setdefault(genre_key(a), set()).update(theme_words(b))
+        out.setdefault(genre_key(b), set()).update(theme_words(a))
     return {k: frozenset(v) for k, v in out.items()}
-
-
-def near_key_words(name: str) -> list[str]:
-    return [_singular(w) for w in genre_key(name).split() if len(w) > 2]
 
 
 async def evaluate_backend(

@@ -119,6 +119,17 @@ def _singular(word: str) -> str:
     return word
 
 
+def theme_words(text: str) -> frozenset[str]:
+    """The words of ``text`` that a genre may share with it to honour a ``like:`` condition:
+    singular, longer than two letters, not a joiner ("and", "the").
+
+    >>> sorted(theme_words("Indigenous American Músic")), sorted(theme_words("dj & mc beats"))
+    (['american', 'indigenous', 'music'], ['beat'])
+    """
+    words = genre_key(text).split()
+    return frozenset(_singular(w) for w in words if len(w) > 2 and w not in _FILLERS)
+
+
 def near_key(name: str) -> str:
     """A coarse key under which near-copies of a genre collide.
 

@@ -33,6 +33,10 @@ delivers the most plausible novel candidates, 5 the least plausible that still p
 filter, and the rest stay ``surplus``. Without scores or a level, candidates are dealt in
 sampling order.
 
+A ``like:`` call is ``like_choose`` times larger and deals first, in the order above, the
+candidates that share a word with its condition (:func:`~model.filters.theme_words`); the others
+fill in only when too few do, and the rest stay ``surplus``.
+
 Concurrent unseeded calls with the same ``like`` and temperature share rounds: one request,
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
 Thirty-two users asking for one genre each then cost one request of about 50 completions
@@ -54,7 +58,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from dataclasses import dataclass, field
 
 from model.errors import GenerationError
-from model.filters import Fingerprint, LeadingPrior, Moderator, leading_word, near_key, validate
+from model.filters import (
+    Fingerprint,
+    LeadingPrior,
+    Moderator,
+    leading_word,
+    near_key,
+    theme_words,
+    validate,
+)
 from model.protocol import AdapterRef, CompletionBackend, GenerationRequest, PositionCallback
 from model.textformat import END_MARKER, build_prompt, parse_completion
 
@@ -84,6 +96,9 @@ OVERSAMPLE = 3.0
 WEIRDNESS_LEVELS = range(1, 6)
 # A call with a weirdness level samples this many times the candidates it needs, to choose from.
 RERANK = 3.0
+# A ``like:`` call samples this many times the candidates it needs and deals first the ones that
+# share a word with its condition (benchmarks/quality_experiments.md, run 9).
+LIKE_CHOOSE = 2.0
 
 
 @dataclass
@@ -213,6 +228,7 @@ class GenrePipeline:
         max_leading_ratio: float = 1.5,
         share_rounds: bool = True,
         rerank: float = RERANK,
+        like_choose: float = LIKE_CHOOSE,
     ) -> None:
         if collapse_window < 1 or not 0 <= collapse_rate <= 1:
             raise ValueError("collapse_window must be positive and collapse_rate in [0, 1]")
@@ -241,6 +257,8 @@ class GenrePipeline:
         self.share_rounds = share_rounds
         # Oversampling of calls with a weirdness level (they choose from the scored candidates).
         self.rerank = max(1.0, rerank)
+        # Oversampling of ``like:`` calls (they deal the candidates on their theme first).
+        self.like_choose = max(1.0, like_choose)
         # Unseeded calls waiting for a shared round, and the task running those rounds, by
         # (prompt, temperature, adapter).
         self._waiting: dict[_RoundKey, list[_Caller]] = {}
@@ -351,6 +369,7 @@ class GenrePipeline:
         caller = _Caller(
             count=count,
             steer=like is not None,
+            theme=theme_words(like) if like else frozenset(),
             excluded={near_key(name) for name in exclude},
             lead_cap=self._lead_cap(count),
             recent=deque(maxlen=self.collapse_window),
@@ -466,7 +485,9 @@ class GenrePipeline:
     ) -> None:
         """One backend request for ``callers``; deal out what survives the filters."""
         prompt, temp, adapter, weirdness = key
-        n = self._request_size(callers, estimate, 1.0 if weirdness is None else self.rerank)
+        theme = callers[0].theme  # callers of one round share the prompt, so the condition
+        choose = (1.0 if weirdness is None else self.rerank) * (self.like_choose if theme else 1.0)
+        n = self._request_size(callers, estimate, choose)
         request = GenerationRequest(
             prompt=prompt,
             n=n,
@@ -492,7 +513,7 @@ class GenrePipeline:
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: dict[int, bool] = {}
-        order, band = _dealing_order(judged, result.scores, weirdness, self.rerank)
+        order, band = _dealing_order(judged, result.scores, weirdness, choose, theme)
         dealt = 0
         for index in order:
             j = judged[index]
@@ -571,20 +592,30 @@ class GenrePipeline:
 
 
 def _dealing_order(
-    judged: list[_Judged], scores: tuple[float, ...], weirdness: int | None, rerank: float
+    judged: list[_Judged],
+    scores: tuple[float, ...],
+    weirdness: int | None,
+    choose: float,
+    theme: frozenset[str] = frozenset(),
 ) -> tuple[list[int], int]:
     """The order to deal a round's candidates in, and how many acceptable ones it may deal.
 
-    Sampling order and all of them; with scores and a level: the acceptable ones in
-    :func:`band_order`, at most a ``1 / rerank`` share of them (the level's band, also when
-    the request was capped below ``rerank`` times the need), then the rest.
+    The acceptable ones first: in sampling order, or with scores and a level in
+    :func:`band_order`; with a ``theme`` (a ``like:`` call's words), those sharing a word with
+    it before the others. At most a ``1 / choose`` share of them (the round sampled ``choose``
+    times its need to choose from; also when its request was capped lower), then the rest.
     """
     ok = [i for i, j in enumerate(judged) if j.verdict == "ok"]
-    if weirdness is None or len(scores) != len(judged):
-        return list(range(len(judged))), len(ok)
-    banded = [ok[i] for i in band_order([scores[i] for i in ok], weirdness)]
+    ranked = weirdness is not None and len(scores) == len(judged)
+    if ranked:
+        ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness or 0)]
+    if theme:
+        on = {i for i in ok if theme & theme_words(judged[i].name or "")}
+        ok = [i for i in ok if i in on] + [i for i in ok if i not in on]
     rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
-    return banded + rest, math.ceil(len(ok) / rerank)
+    if not ranked and not theme:  # nothing to choose by: deal them all
+        choose = 1.0
+    return ok + rest, math.ceil(len(ok) / choose)
 
 
 def _fan_out(listeners: list[PositionCallback]) -> PositionCallback:
@@ -617,6 +648,7 @@ class _Caller:
 
     count: int
     steer: bool  # called with ``like``: the leading-word cap does not apply
+    theme: frozenset[str]  # the words of its ``like`` (dealt first), empty without one
     excluded: set[str]
     lead_cap: Callable[[str], int]  # the most genres of this call a leading word may start
     # Whether each of the last candidates sampled for this call was accepted (collapse rule).

@@ -96,7 +96,7 @@ async def test_like_counts_a_word_of_a_real_related_genre() -> None:
     from model.evaluate import like_honoured, related_words
 
     backend = _Scripted([" gamelan cepeman\n", " sundanese trap\n", " polka wave\n"])
-    pipeline = GenrePipeline(backend, Fingerprint(), Moderator(), max_attempts=1)
+    pipeline = GenrePipeline(backend, Fingerprint(), Moderator(), max_attempts=1, like_choose=1)
     related = related_words([Example("gamelan degung", "sundanese music")])
     scored = await like_honoured(pipeline, ["sundanese music"], 3, seed=1, related=related)
     assert scored["genres"] == 3

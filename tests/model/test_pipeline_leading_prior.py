@@ -81,6 +81,7 @@ async def test_like_calls_are_not_capped_by_the_prior() -> None:
         require_genre_word=False,
         min_leading_cap=1,
         leading_prior=PRIOR,
+        like_choose=1,  # one scripted round of 20: deal all of it
     )
     outcome = await pipeline.generate(20, like="jazz")
     assert len(outcome.genres) == 20
