@@ -855,7 +855,7 @@ async def _evaluate(
         related_words,
     )
     from model.filters import LeadingPrior, Moderator
-    from model.pipeline import GenrePipeline
+    from model.pipeline import RERANK, GenrePipeline
     from model.sampler import LocalBackend
 
     count, seed, temperature = options.count, options.seed, options.temperature
@@ -910,8 +910,14 @@ async def _evaluate(
         # The adapter's leading-word prior, as in production (else the split's own).
         prior = fingerprint.leading or LeadingPrior.from_names(e.genre for e in train_examples)
 
+        # A weirdness level chooses from RERANK times the candidates: so many more may be
+        # sampled before the call counts as weak (one short of 1 000 at 10 per genre).
+        held_sizes = {**sizes, "max_candidates": int(sizes["max_candidates"] * RERANK)}
+
         def held_out_pipeline(over: Any) -> GenrePipeline:
-            return GenrePipeline(over, held.fingerprint, moderator, leading_prior=prior, **sizes)
+            return GenrePipeline(
+                over, held.fingerprint, moderator, leading_prior=prior, **held_sizes
+            )
 
         fair = await fair_evaluation(
             backend,

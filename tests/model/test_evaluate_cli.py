@@ -96,3 +96,43 @@ def test_the_gate_command_skips_the_held_out_evaluation(
     assert entry([*args, "--from-csv", str(genres_csv)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert "fair" not in data and EvalResult.from_dict(data).well_formed > 0
+
+
+class StingySampler(GenreSampler):
+    """Mostly real (training) genres: about one candidate in six is acceptable, so a level
+    that chooses from three times its need samples far more than 10 per genre asked."""
+
+    def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        results = []
+        for request in requests:
+            texts, scores = [], []
+            for _ in range(request.n):
+                if self._rng.random() < 0.85:
+                    texts.append(f" {self._rng.choice(GENRES)}")
+                else:
+                    texts.append(f" {self._rng.choice(WORDS)}{self._rng.randrange(10**6)} dub")
+                scores.append(-self._rng.random())
+            results.append(
+                GenerationResult(
+                    tuple(texts), self.name, extra={"finished": [True] * request.n},
+                    scores=tuple(scores),
+                )
+            )  # fmt: skip
+        return results
+
+
+def test_weirdness_levels_are_not_cut_short_by_the_weak_model_cap(
+    genres_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: StingySampler())
+    report = tmp_path / "report.json"
+    code = entry(
+        ["eval", "-n", "40", "--from-csv", str(genres_csv), "--seeds", "1", "--levels", "0,1,5",
+         "--likes", "0", "--json-out", str(report)]
+    )  # fmt: skip
+    assert code == 0
+    result = EvalResult.from_json(report.read_text())
+    assert result.fair is not None
+    points = result.fair["model"]
+    assert [p["n"] for p in points] == [40, 40, 40], [p["shortfall"] for p in points]
+    assert max(p["raw"] for p in points) > 10 * 40  # the levels needed more than 10 per genre
