@@ -340,16 +340,23 @@ def markov_raw_novel(
 
 
 def lead_ratio(
-    genres: Sequence[str], train_names: Sequence[str], min_share: float = 0.005
+    genres: Sequence[str],
+    train_names: Sequence[str] = (),
+    min_share: float = 0.005,
+    *,
+    train_counts: Mapping[str, int] | None = None,
 ) -> float:
     """The largest ratio of a leading word's share in ``genres`` to its share in training,
     over the words that lead at least ``min_share`` of the training genres (the frequent heads:
-    "musica", "rap", "deep"…; a rare head's ratio is noise).
+    "musica", "rap", "deep"…; a rare head's ratio is noise). Training is ``train_names``, or
+    ``train_counts`` (genres per leading word, e.g. an adapter's :class:`LeadingPrior`).
 
     >>> lead_ratio(["deep a"] * 6 + ["x b"] * 4, ["deep c", "x d", "y e", "z f"])
     2.4
+    >>> lead_ratio(["deep a"] * 6 + ["x b"] * 4, train_counts={"deep": 1, "x": 3})
+    2.4
     """
-    train = Counter(leading_word(n) for n in train_names)
+    train = Counter(train_counts or Counter(leading_word(n) for n in train_names))
     lead = Counter(leading_word(g) for g in genres)
     total, train_total = max(len(genres), 1), max(sum(train.values()), 1)
     ratios = [
@@ -384,6 +391,7 @@ async def delivered_point(
     seconds = time.perf_counter() - t0
     genres, stats = outcome.genres, outcome.stats
     found = held.reinvented(genres)
+    prior = pipeline.leading_prior
     return {
         "generator": outcome.model,
         "seed": seed,
@@ -395,7 +403,10 @@ async def delivered_point(
         "well_formed": sum(validate(g) is None for g in genres) / max(len(genres), 1),
         "novel": sum(held.fingerprint.match(g) is None for g in genres) / max(len(genres), 1),
         "unique": len({near_key(g) for g in genres}) / max(len(genres), 1),
-        "lead_ratio": lead_ratio(genres, train_names),
+        # Against the adapter's own training shares (the prior its pipeline caps by) where it
+        # has them: it may have trained on more genres than the rebuilt split.
+        "lead_ratio": lead_ratio(genres, train_names, train_counts=prior.counts if prior else None),
+        "lead_ratio_split": lead_ratio(genres, train_names),
         "raw": stats.get("raw", 0),
         "seconds": round(seconds, 2),
         "shortfall": shortfall,
@@ -427,7 +438,15 @@ def summarise(
     (mean over seeds of model / raw-novel markovify of the same seed)."""
     base_by_seed = {b["seed"]: b["reinvented"] for b in baselines}
     levels: dict[str, Any] = {}
-    metrics = ("reinvented", "known_rate", "invented_word_rate", "novel", "unique", "lead_ratio")
+    metrics = (
+        "reinvented",
+        "known_rate",
+        "invented_word_rate",
+        "novel",
+        "unique",
+        "lead_ratio",
+        "lead_ratio_split",
+    )
     for level in dict.fromkeys(p["weirdness"] for p in points):
         rows = [p for p in points if p["weirdness"] == level]
         ratios = [p["reinvented"] / max(base_by_seed.get(p["seed"], 0), 1) for p in rows]

@@ -1010,6 +1010,7 @@ def format_held_out(fair: dict[str, Any]) -> list[str]:
             f"{span(row['ratio'], '{:.2f}')}x markovify; invented words "
             f"{row['invented_word_rate']['mean']:.1%}; novel {row['novel']['mean']:.1%}, "
             f"unique {row['unique']['mean']:.1%}, well-formed {row['well_formed']['mean']:.1%}; "
-            f"top lead ratio {row['lead_ratio']['max']:.2f}"
+            f"top lead ratio {row['lead_ratio']['max']:.2f} "
+            f"({row['lead_ratio_split']['max']:.2f} against the split)"
         )
     return lines

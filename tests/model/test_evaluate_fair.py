@@ -115,3 +115,38 @@ async def test_weirdness_plot_is_a_png(tmp_path: Path) -> None:
     )
     path = plot_weirdness(report, tmp_path / "docs" / "weirdness.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class HeadsBackend:
+    """Novel "<lunar|velvet|static> <house|techno|jazz> <number>", each head a third."""
+
+    def __init__(self) -> None:
+        self._rng = random.Random(0)
+
+    async def complete(self, request: GenerationRequest) -> GenerationResult:
+        pick = self._rng.choice
+        texts = tuple(
+            f" {pick(['lunar', 'velvet', 'static'])} {pick(['house', 'techno', 'jazz'])} "
+            f"{self._rng.randrange(10**6)}"
+            for _ in range(request.n)
+        )
+        return GenerationResult(texts, "heads", extra={"finished": [True] * request.n})
+
+
+async def test_the_lead_ratio_is_against_the_adapters_own_training_shares() -> None:
+    """An adapter trained on more genres than the rebuilt split has its own leading-word
+    shares (its ``leading_words.json``, the prior its pipeline caps by): the ratio that counts
+    is against those; the one against the split is reported beside it."""
+    from model.evaluate import delivered_point
+    from model.filters import LeadingPrior
+
+    # The adapter's training: "lunar…" leads half of it; in the rebuilt split it leads none.
+    prior = LeadingPrior({"lunar": 50, "velvet": 25, "static": 25}, 100)
+    pipeline = GenrePipeline(
+        HeadsBackend(), HELD.fingerprint, leading_prior=prior, max_candidates=5000
+    )
+    point = await delivered_point(pipeline, HELD, TRAIN, n=40, seed=1, weirdness=None)
+    assert point["n"] == 40
+    # About a third each of lunar / velvet / static: velvet and static lead ~1.3x their share.
+    assert 1.0 < point["lead_ratio"] <= 1.5  # the pipeline holds each word to 1.5x the prior
+    assert point["lead_ratio_split"] == 0.0  # none of the split's frequent heads leads
