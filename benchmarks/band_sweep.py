@@ -6,8 +6,10 @@
 Per seed one stream of scored completions is sampled and replayed to every layout, so the
 layouts differ by their selection only. Layouts: ``ends`` (level w aims at the rank quantile
 (w - 1) / 4 with a band of 1 / 3: levels 1-2 and 4-5 share three quarters of their band),
-``even`` (band centres spread evenly, 1/6 .. 5/6: neighbours share half), ``fifths`` (five
-disjoint bands, five times the need sampled). Prints one JSON line per layout.
+``even`` (today's :func:`model.pipeline.band_order`: bands spread evenly from the top to the
+bottom, neighbours share half), ``fifths`` (the same with five disjoint bands, five times the
+need sampled). (Run 10 measured ``even`` as its first version, which dealt each band from its
+centre; today's deals level 1 from the top and 5 from the bottom.) Prints one JSON line per layout.
 """
 
 import asyncio
@@ -31,22 +33,19 @@ adapter, temp, seeds, n = (
     [int(s) for s in sys.argv[3].split(",")],
     int(sys.argv[4]),
 )
-ends_order = pipeline_module.band_order
+even_order = pipeline_module.band_order  # today's layout (bands 1 / rerank wide)
 
 
-def centred_order(scores: list[float], weirdness: int) -> list[int]:
-    """Nearest ranks first to the band centre: spread evenly from width / 2 to 1 - width / 2."""
+def ends_order(scores: list[float], weirdness: int, share: float = 1 / 3) -> list[int]:
+    """The earlier layout: nearest ranks first to the quantile (w - 1) / 4."""
     ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    if not ranked:
-        return []
-    width = len(ranked) / RERANK[LAYOUT]
-    centre = width / 2 + (weirdness - 1) / 4 * (len(ranked) - width)
-    order = sorted(range(len(ranked)), key=lambda r: (abs(r + 0.5 - centre), r))
+    target = (weirdness - 1) / 4 * (len(ranked) - 1)
+    order = sorted(range(len(ranked)), key=lambda r: (abs(r - target), r))
     return [ranked[r] for r in order]
 
 
 RERANK = {"ends": 3.0, "even": 3.0, "fifths": 5.0}
-ORDER = {"ends": ends_order, "even": centred_order, "fifths": centred_order}
+ORDER = {"ends": ends_order, "even": even_order, "fifths": even_order}
 LAYOUT = "ends"
 
 config = load_config(None)

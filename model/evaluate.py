@@ -539,7 +539,7 @@ def band_known_rates(
         if level is None:
             band = list(range(len(pool)))
         else:
-            band = band_order([s for _, s in pool], level)[:take]
+            band = band_order([s for _, s in pool], level, 1 / max(rerank, 1.0))[:take]
         rates[level] = sum(pool[i][0] for i in band) / max(len(band), 1)
     return rates
 

@@ -28,9 +28,10 @@ Plausibility and weirdness: when the backend scores its completions
 (:attr:`~model.protocol.GenerationResult.scores`, the mean log-probability of each completion
 under the model) and a call asks for a ``weirdness`` level 1..5, its requests are ``rerank``
 times larger and a round deals at most ``1 / rerank`` of its acceptable candidates, in the
-order of :func:`band_order`: nearest first to the level's quantile of plausibility, so level 1
-delivers the most plausible novel candidates, 5 the least plausible that still pass every
-filter, and the rest stay ``surplus``. Without scores or a level, candidates are dealt in
+order of :func:`band_order`: nearest first to the centre of the level's band of plausibility
+(five bands of a third, centres spread evenly), so level 1 delivers the most plausible novel
+candidates, 5 the least plausible that still pass every filter, and the rest stay
+``surplus``. Without scores or a level, candidates are dealt in
 sampling order.
 
 A ``like:`` call is ``like_choose`` times larger and deals first, in the order above, the
@@ -130,12 +131,14 @@ class _YieldEstimate:
         self.value = min(1.0, max(MIN_YIELD, 0.5 * self.value + 0.5 * observed))
 
 
-def band_order(scores: list[float], weirdness: int) -> list[int]:
+def band_order(scores: list[float], weirdness: int, share: float = 1 / RERANK) -> list[int]:
     """Positions of ``scores`` in the order a weirdness level deals them.
 
-    Candidates are ranked from the most plausible (highest score) to the least; level ``w``
-    aims at the rank quantile ``(w - 1) / 4`` and takes the nearest ranks first (ties: the more
-    plausible). Level 1 starts at the top, 5 at the bottom, 3 in the middle.
+    Candidates are ranked from the most plausible (highest score) to the least. A level's band
+    is a ``share`` of the ranks, the five bands spread evenly from the top (level 1) to the
+    bottom (level 5), so neighbouring bands of a third share half their ranks. The band comes
+    first, from its end nearest the level's quantile ``(w - 1) / 4`` (level 1 from the most
+    plausible, 5 from the least, 3 from the middle), then the other ranks, nearest first.
 
     >>> scores = [-1.0, -5.0, -3.0, -2.0, -4.0]
     >>> band_order(scores, 1), band_order(scores, 5)
@@ -145,9 +148,16 @@ def band_order(scores: list[float], weirdness: int) -> list[int]:
     """
     level = min(max(weirdness, WEIRDNESS_LEVELS[0]), WEIRDNESS_LEVELS[-1])
     ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    target = (level - 1) / (len(WEIRDNESS_LEVELS) - 1) * (len(ranked) - 1)
-    order = sorted(range(len(ranked)), key=lambda r: (abs(r - target), r))
-    return [ranked[r] for r in order]
+    size = len(ranked)
+    width = min(max(share, 0.0), 1.0) * size
+    quantile = (level - 1) / (len(WEIRDNESS_LEVELS) - 1)
+    start, anchor = quantile * (size - width), quantile * size
+
+    def key(rank: int) -> tuple[bool, float, int]:
+        middle = rank + 0.5
+        return (not start <= middle <= start + width, abs(middle - anchor), rank)
+
+    return [ranked[r] for r in sorted(range(size), key=key)]
 
 
 def round_seed(seed: int, attempt: int) -> int:
@@ -513,7 +523,9 @@ class GenrePipeline:
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: dict[int, bool] = {}
-        order, band = _dealing_order(judged, result.scores, weirdness, choose, theme)
+        order, band = _dealing_order(
+            judged, result.scores, weirdness, choose, theme, 1 / self.rerank
+        )
         dealt = 0
         for index in order:
             j = judged[index]
@@ -597,18 +609,20 @@ def _dealing_order(
     weirdness: int | None,
     choose: float,
     theme: frozenset[str] = frozenset(),
+    band_share: float = 1 / RERANK,
 ) -> tuple[list[int], int]:
     """The order to deal a round's candidates in, and how many acceptable ones it may deal.
 
     The acceptable ones first: in sampling order, or with scores and a level in
-    :func:`band_order`; with a ``theme`` (a ``like:`` call's words), those sharing a word with
-    it before the others. At most a ``1 / choose`` share of them (the round sampled ``choose``
-    times its need to choose from; also when its request was capped lower), then the rest.
+    :func:`band_order` (bands ``band_share`` wide); with a ``theme`` (a ``like:`` call's
+    words), those sharing a word with it before the others. At most a ``1 / choose`` share of
+    them (the round sampled ``choose`` times its need to choose from; also when its request
+    was capped lower), then the rest.
     """
     ok = [i for i, j in enumerate(judged) if j.verdict == "ok"]
     ranked = weirdness is not None and len(scores) == len(judged)
     if ranked:
-        ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness or 0)]
+        ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness or 0, band_share)]
     if theme:
         on = {i for i in ok if theme & theme_words(judged[i].name or "")}
         ok = [i for i in ok if i in on] + [i for i in ok if i not in on]
