@@ -54,7 +54,7 @@ held = HeldOut.build(ds.known, ds.train, ds.valid)
 fp = load_fingerprint(adapter)
 prior = fp.leading or LeadingPrior.from_names(e.genre for e in ds.train)
 backend = LocalBackend(load_sampler(config, adapter))
-sizes = {"max_attempts": 10, "max_request": max(512, 4 * n), "max_candidates": 50 * n}
+sizes = {"max_attempts": 30, "max_request": max(512, 4 * n), "max_candidates": 50 * n}
 
 
 def mk(over: ReplayBackend) -> GenrePipeline:

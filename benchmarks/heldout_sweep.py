@@ -35,7 +35,7 @@ fp = load_fingerprint(adapter)
 prior = fp.leading or LeadingPrior.from_names(e.genre for e in ds.train)
 sampler = load_sampler(config, adapter)
 backend = LocalBackend(sampler)
-sizes = {"max_attempts": 10, "max_request": max(512, 4 * n), "max_candidates": 30 * n}
+sizes = {"max_attempts": 30, "max_request": max(512, 4 * n), "max_candidates": 30 * n}
 
 
 def mk(over: LocalBackend) -> GenrePipeline:

@@ -398,7 +398,12 @@ class GenrePipeline:
         estimate = self._yield if seed is None else _YieldEstimate(1.0 / self.oversample)
         while caller.missing > 0:
             if self._spent(caller):
-                raise self._exhausted(caller)
+                complete = self._fall_back(caller)
+                for name in caller.unsent():
+                    yield name
+                if not complete:
+                    raise self._exhausted(caller)
+                return
             seed_now = None if seed is None else round_seed(seed, caller.attempts)
             await self._round([caller], key, seed_now, estimate)
             for name in caller.unsent():
@@ -452,10 +457,10 @@ class GenrePipeline:
                         caller.fail(exc)
                     continue
                 for caller in chosen:
-                    if caller.missing <= 0:
-                        caller.finish()
-                    elif self._spent(caller):
+                    if caller.missing > 0 and self._spent(caller) and not self._fall_back(caller):
                         caller.fail(self._exhausted(caller))
+                    elif caller.missing <= 0:
+                        caller.finish()
         finally:
             self._drivers.pop(key, None)
             waiting = self._waiting.pop(key, [])
@@ -548,6 +553,8 @@ class GenrePipeline:
             owner = (needy or callers)[index % len(needy or callers)]
             owner.model = result.model
             owner.reject(j.name or j.text, verdict)
+            if verdict == "ok" and j.name is not None and needy:
+                owner.reserve.append(j.name)  # held back by the band: its last resort
         for caller in callers:
             # In sampling order, whatever order they were dealt in.
             caller.recent.extend(accepted[i] for i in range(len(judged)))
@@ -567,6 +574,18 @@ class GenrePipeline:
         if self.max_candidates is not None and caller.sampled >= self.max_candidates:
             return True
         return self._collapsed(caller)
+
+    def _fall_back(self, caller: _Caller) -> bool:
+        """Before ``caller`` gives up, deal it the acceptable candidates its rounds held back
+        (outside its weirdness band or off its ``like:`` theme): better than too few genres.
+        Whether that completed the call."""
+        reserve, caller.reserve = caller.reserve, []
+        for name in reserve:
+            if caller.missing <= 0:
+                break
+            if near_key(name) not in caller.taken and self._deal(name, [caller])[0] is caller:
+                caller.reclaim(name)
+        return caller.missing <= 0
 
     def _exhausted(self, caller: _Caller) -> GenerationError:
         """The one-line error of a call that gives up, with what it delivered as ``partial``."""
@@ -676,6 +695,8 @@ class _Caller:
     lead_counts: Counter[str] = field(default_factory=Counter)
     stats: Counter[str] = field(default_factory=Counter)
     candidates: list[tuple[str, str]] = field(default_factory=list)
+    # Acceptable candidates its rounds held back (surplus): dealt only if it would give up.
+    reserve: list[str] = field(default_factory=list)
     attempts: int = 0
     sampled: int = 0  # candidates sampled in the rounds this call took part in
     sent: int = 0  # genres already handed out by the stream
@@ -696,6 +717,14 @@ class _Caller:
         self.taken.add(near_key(name))
         self.lead_counts[leading_word(name)] += 1
         self.model = model
+        self.changed.set()
+
+    def reclaim(self, name: str) -> None:
+        """Take a candidate counted as surplus in an earlier round (see ``reserve``)."""
+        self.stats["surplus"] -= 1
+        self.genres.append(name)
+        self.taken.add(near_key(name))
+        self.lead_counts[leading_word(name)] += 1
         self.changed.set()
 
     def unsent(self) -> Iterator[str]:

@@ -871,9 +871,10 @@ async def _evaluate(
     backend = LocalBackend(sampler)
     # Large requests: the evaluation asks for N at once (the pipeline chunks them in batches).
     # A weak model (a barely trained adapter) stops after 10 candidates per genre asked and is
-    # measured on what it delivered by then.
+    # measured on what it delivered by then. 30 requests: a strong one's last few genres can
+    # take more than 10 small ones (the leading-word cap refuses most of them; 999 of 1 000).
     sizes: dict[str, Any] = {
-        "max_attempts": 10,
+        "max_attempts": 30,
         "max_request": max(512, 4 * count),
         "max_candidates": 10 * count,
     }

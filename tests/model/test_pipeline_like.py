@@ -78,3 +78,26 @@ async def test_a_like_without_usable_words_keeps_sampling_order() -> None:
     outcome = await _pipeline(backend).generate(10, like="a", seed=4)
     accepted = [c for c, verdict in outcome.candidates if verdict == "ok"]
     assert outcome.genres == accepted[:10]
+
+
+async def test_a_call_about_to_give_up_takes_the_candidates_it_held_back() -> None:
+    """Off-theme (or out-of-band) acceptable candidates are only held back: a call that would
+    otherwise fail short deals them rather than throw them away (`like: delta` fell 1 short
+    in eval with 7 acceptable candidates unused)."""
+    backend = PoolBackend(_pool(3, 3))
+    pipeline = GenrePipeline(
+        backend, KNOWN, share_rounds=False, max_leading_share=1.0, max_attempts=1
+    )
+    outcome = await pipeline.generate(6, like="dub", seed=5)
+    assert sorted(outcome.genres) == sorted(_pool(3, 3))
+    assert outcome.genres[:3] == [g for g in outcome.genres if _on_theme(g)]  # on-theme first
+    assert outcome.stats.get("surplus", 0) == 0
+    assert outcome.stats["delivered"] == 6
+    # Streamed too, shared round or alone.
+    for shared in (False, True):
+        pipeline = GenrePipeline(
+            PoolBackend(_pool(3, 3)), KNOWN, share_rounds=shared, max_leading_share=1.0,
+            max_attempts=1,
+        )  # fmt: skip
+        streamed = [name async for name in pipeline.stream(6, like="dub")]
+        assert sorted(streamed) == sorted(_pool(3, 3))
