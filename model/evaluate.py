@@ -152,16 +152,19 @@ async def like_honoured(
     """Share of ``like``-conditioned genres that honour their condition: they share a word
     with the ``like`` text (``share_word``), or with a real genre related to it (``share``;
     ``related`` maps a condition's genre key to the words of its related genres, see
-    :func:`related_words`)."""
+    :func:`related_words`). A condition that gives up short is measured on what it delivered
+    and listed in ``short``."""
     hits = related_hits = total = 0
     examples = []
-    failed = 0
+    short: list[list[Any]] = []  # [condition, delivered, asked] of those that gave up
     for i, like in enumerate(likes):
         try:
             outcome = await pipeline.generate(per_like, like=like, seed=seed + i)
-        except GenerationError:
-            failed += 1
-            continue
+        except GenerationError as exc:
+            if exc.partial is None:
+                raise
+            outcome = exc.partial  # measured on what it delivered
+            short.append([like, len(outcome.genres), per_like])
         like_words = theme_words(like)
         neighbours = (related or {}).get(genre_key(like), frozenset())
         for g in outcome.genres:
@@ -175,7 +178,8 @@ async def like_honoured(
     return {
         "likes": len(likes),
         "genres": total,
-        "failed": failed,
+        "failed": len(short),
+        "short": short,
         "share_word": hits / max(total, 1),
         "share": (hits + related_hits) / max(total, 1),
         "examples": examples[:8],

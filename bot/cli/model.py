@@ -984,6 +984,8 @@ def format_eval_table(result: EvalResult) -> str:
             f"the condition {like['share_word']:.1%}, or with a real related genre) "
             f"over {like['genres']} genres from {like['likes']} conditions"
         )
+        for condition, delivered, asked in like.get("short", []):
+            lines.append(f"  like: {condition} gave up after {delivered} of {asked} genres")
     lines.append("samples: " + "; ".join(model["samples"][:10]))
     if result.fair:
         lines.extend(format_held_out(result.fair))

@@ -104,3 +104,13 @@ async def test_like_counts_a_word_of_a_real_related_genre() -> None:
     assert scored["share"] == pytest.approx(2 / 3)  # + gamelan cepeman; polka wave is a miss
     plain = await like_honoured(pipeline, ["sundanese music"], 3, seed=1)
     assert plain["share"] == plain["share_word"] == pytest.approx(1 / 3)
+
+
+async def test_a_like_condition_that_falls_short_counts_what_it_delivered() -> None:
+    from model.evaluate import like_honoured
+
+    backend = _Scripted([" surf rap\n", " polka wave\n"])  # two genres, then only repeats
+    pipeline = GenrePipeline(backend, Fingerprint(), Moderator(), max_attempts=2, like_choose=1)
+    scored = await like_honoured(pipeline, ["surf"], 5, seed=1)
+    assert scored["failed"] == 1 and scored["short"] == [["surf", 2, 5]]
+    assert scored["genres"] == 2 and scored["share"] == pytest.approx(1 / 2)
