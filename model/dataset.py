@@ -44,7 +44,7 @@ VALID_FILE = "valid.jsonl"
 FINGERPRINT_FILE = "known.fingerprint"
 LEADING_FILE = LEADING_WORDS  # the same name in a dataset folder and in an adapter folder
 STATS_FILE = "stats.json"
-# Share of training examples conditioned on a like: (the shipped adapter's).
+# Share of training examples conditioned on a like: by default (default-v2 was built with 0.5).
 LIKE_FRACTION = 0.3
 
 

@@ -28,11 +28,11 @@ Plausibility and weirdness: when the backend scores its completions
 (:attr:`~model.protocol.GenerationResult.scores`, the mean log-probability of each completion
 under the model) and a call asks for a ``weirdness`` level 1..5, its requests are ``rerank``
 times larger and a round deals at most ``1 / rerank`` of its acceptable candidates, in the
-order of :func:`band_order`: nearest first to the centre of the level's band of plausibility
-(five bands of a third, centres spread evenly), so level 1 delivers the most plausible novel
+order of :func:`band_order`: the level's band of plausibility first (five bands of a third,
+spread evenly from the top to the bottom), so level 1 delivers the most plausible novel
 candidates, 5 the least plausible that still pass every filter, and the rest stay
-``surplus``. Without scores or a level, candidates are dealt in
-sampling order.
+``surplus``. Without scores or a level, candidates are dealt in sampling order. A call about to
+give up takes the acceptable candidates its rounds held back.
 
 A ``like:`` call is ``like_choose`` times larger and deals first, in the order above, the
 candidates that share a word with its condition (:func:`~model.filters.theme_words`); the others
@@ -640,14 +640,14 @@ def _dealing_order(
     """
     ok = [i for i, j in enumerate(judged) if j.verdict == "ok"]
     ranked = weirdness is not None and len(scores) == len(judged)
-    if ranked:
-        ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness or 0, band_share)]
+    if not ranked and not theme:  # nothing to choose by: deal them all, in sampling order
+        return list(range(len(judged))), len(ok)
+    if weirdness is not None and ranked:
+        ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness, band_share)]
     if theme:
         on = {i for i in ok if theme & theme_words(judged[i].name or "")}
         ok = [i for i in ok if i in on] + [i for i in ok if i not in on]
     rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
-    if not ranked and not theme:  # nothing to choose by: deal them all
-        choose = 1.0
     return ok + rest, math.ceil(len(ok) / choose)
 
 

@@ -30,20 +30,22 @@ class GenreSampler:
     def __init__(self) -> None:
         self._rng = random.Random(0)
 
+    def draw(self) -> tuple[str, float]:
+        """One completion and its score."""
+        if self._rng.random() < 0.5:
+            return f" {self._rng.choice(GENRES)}", -1.0 - self._rng.random()
+        return (
+            f" {self._rng.choice(WORDS)}{self._rng.randrange(500)} dub",
+            -2.5 - self._rng.random(),
+        )
+
     def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         results = []
         for request in requests:
-            texts, scores = [], []
-            for _ in range(request.n):
-                if self._rng.random() < 0.5:
-                    texts.append(f" {self._rng.choice(GENRES)}\n")
-                    scores.append(-1.0 - self._rng.random())
-                else:
-                    texts.append(f" {self._rng.choice(WORDS)}{self._rng.randrange(500)} dub\n")
-                    scores.append(-2.5 - self._rng.random())
+            texts, scores = zip(*(self.draw() for _ in range(request.n)), strict=True)
             results.append(
                 GenerationResult(
-                    tuple(t.rstrip("\n") for t in texts),
+                    tuple(texts),
                     self.name,
                     extra={"finished": [True] * request.n},
                     scores=tuple(scores),
@@ -102,23 +104,10 @@ class StingySampler(GenreSampler):
     """Mostly real (training) genres: about one candidate in six is acceptable, so a level
     that chooses from three times its need samples far more than 10 per genre asked."""
 
-    def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        results = []
-        for request in requests:
-            texts, scores = [], []
-            for _ in range(request.n):
-                if self._rng.random() < 0.85:
-                    texts.append(f" {self._rng.choice(GENRES)}")
-                else:
-                    texts.append(f" {self._rng.choice(WORDS)}{self._rng.randrange(10**6)} dub")
-                scores.append(-self._rng.random())
-            results.append(
-                GenerationResult(
-                    tuple(texts), self.name, extra={"finished": [True] * request.n},
-                    scores=tuple(scores),
-                )
-            )  # fmt: skip
-        return results
+    def draw(self) -> tuple[str, float]:
+        if self._rng.random() < 0.85:
+            return f" {self._rng.choice(GENRES)}", -self._rng.random()
+        return f" {self._rng.choice(WORDS)}{self._rng.randrange(10**6)} dub", -self._rng.random()
 
 
 def test_weirdness_levels_are_not_cut_short_by_the_weak_model_cap(
