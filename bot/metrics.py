@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 from prometheus_client import (
@@ -41,7 +41,6 @@ from bot.errors import MicrogenreError, QueueRefusedError
 if TYPE_CHECKING:
     from bot.config import BotConfig
     from bot.queue import FairQueue
-    from bot.retrain import RetrainManager
 
 __all__ = ["BotMetrics", "metrics_endpoint", "refusal_reason", "retrain_state"]
 
@@ -49,6 +48,21 @@ log = logging.getLogger(__name__)
 
 RETRAIN_STATES = ("idle", "starting", "training", "evaluating", "activating", "finishing")
 VOTE_KINDS = ("up", "down", "favorite")
+
+
+class _Phase(Protocol):
+    @property
+    def phase(self) -> str: ...
+
+
+class RetrainState(Protocol):
+    """What the retrain gauge reads of a retraining manager (bot.retrain.RetrainManager)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def progress(self) -> _Phase | None: ...
 
 
 def refusal_reason(error: BaseException) -> str:
@@ -95,7 +109,7 @@ def retrain_state(running: bool, phase: str | None) -> str:
 class _RetrainCollector(Collector):
     """``microgenre_bot_retrain_state{state}``: 1 for the current state, 0 for the others."""
 
-    def __init__(self, retrainer: RetrainManager) -> None:
+    def __init__(self, retrainer: RetrainState) -> None:
         self._retrainer = retrainer
 
     def collect(self) -> Iterator[Metric]:
@@ -163,7 +177,7 @@ class BotMetrics:
         )
         generating.set_function(lambda: queue.running)
 
-    def watch_retrainer(self, retrainer: RetrainManager) -> None:
+    def watch_retrainer(self, retrainer: RetrainState) -> None:
         self.registry.register(_RetrainCollector(retrainer))
 
     def watch_worker(self, client: Any) -> None:

@@ -63,6 +63,8 @@ class TrainEvent:
     device: str | None = None
     dtype: str | None = None
     resumed: bool | None = None
+    # start / done: the dataset folder the run trains from
+    dataset: str | None = None
     # done / error
     output: str | None = None
     stop_reason: StopReason | None = None

@@ -16,10 +16,10 @@ from bot.retrain import (
     Progress,
     RetrainManager,
     RetrainRefusedError,
-    _train_event,
     gate_metrics,
     quality_gate,
 )
+from bot.retrain.steps import train_event
 from bot.service import GenreService
 from bot.store import runs as runs_store
 from bot.store.generations import attach_message, reserve_generations
@@ -291,5 +291,5 @@ def test_gate_reads_the_models_raw_rates_of_an_eval_result() -> None:
     ],
 )
 def test_train_output_lines_are_events_or_ignored(line: bytes, kind: EventKind | None) -> None:
-    event = _train_event(line)
+    event = train_event(line)
     assert (event.event if event is not None else None) == kind

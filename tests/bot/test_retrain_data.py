@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.retrain_data import write_votes_file
+from bot.retrain.data import write_votes_file
 from bot.store.generations import attach_message, reserve_generations
 from bot.store.votes import set_vote
 from model.dataset import Vote, read_votes

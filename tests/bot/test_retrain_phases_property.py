@@ -137,12 +137,12 @@ class Process:
     async def crash(self) -> None:
         manager = self.manager
         self.db.cut = True
-        manager._closing = True  # a dead process takes nothing from the queue
-        proc = manager._proc
+        manager.closing = True  # a dead process takes nothing from the queue
+        proc = manager.control.proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-        for task in (manager._poller, manager._task):
+        for task in (manager._poller, manager.control.task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -36,7 +36,10 @@ def main() -> int:
     checkpoints = output.with_name(output.name + ".work")
     checkpoints.mkdir(parents=True, exist_ok=True)
     (checkpoints / "checkpoint.pt").write_text("pretend")
-    emit(EventKind.START, step=0, total_steps=total)
+    # Like the real server run: a dataset folder, named in the start and done events.
+    dataset = output.parent.parent / "datasets" / output.name
+    dataset.mkdir(parents=True, exist_ok=True)
+    emit(EventKind.START, step=0, total_steps=total, dataset=str(dataset))
     for step in range(1, total + 1):
         time.sleep(delay)
         if mode == "fail" and step == 3:
@@ -66,7 +69,15 @@ def main() -> int:
     (work / "argv.json").write_text(json.dumps(args))
     work.rename(output)
     shutil.rmtree(checkpoints)
-    emit(EventKind.DONE, step=total, total_steps=total, loss=0.5, stop_reason=StopReason.COMPLETED)
+    emit(
+        EventKind.DONE,
+        step=total,
+        total_steps=total,
+        loss=0.5,
+        stop_reason=StopReason.COMPLETED,
+        output=str(output),
+        dataset=str(dataset),
+    )
     return 0
 
 

@@ -3,7 +3,7 @@
 :func:`write_votes_file` turns one guild's voted generations into a votes file (see
 :func:`model.dataset.read_votes`): a generation whose net score is positive is ``up``, negative
 ``down``; a tie teaches nothing and is left out. :func:`server_run_command` is the
-``microgenre train`` command line of the run. torch-free.
+``microgenre server-run`` command line of the run. torch-free.
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ def server_run_command(
     max_steps: int | None = None,
     max_minutes: float | None = None,
 ) -> list[str]:
-    """The ``microgenre train`` command line of a server run (``from_adapter`` None: the
+    """The ``microgenre server-run`` command line of a server run (``from_adapter`` None: the
     deployment's configured or shipped adapter).
 
-    >>> argv = server_run_command(["mg", "train"], output=Path("/a/run-1"),
+    >>> argv = server_run_command(["mg", "server-run"], output=Path("/a/run-1"),
     ...                           votes_file=Path("v.jsonl"), from_adapter="/a/run-0")
     >>> " ".join(argv)
-    'mg train --progress-json --output /a/run-1 --votes v.jsonl --from-adapter /a/run-0'
+    'mg server-run --progress-json --output /a/run-1 --votes v.jsonl --from-adapter /a/run-0'
     """
     command = [*train_command, "--progress-json", "--output", str(output)]
     command += ["--votes", str(votes_file)]
