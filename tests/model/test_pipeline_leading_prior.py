@@ -108,11 +108,25 @@ async def test_the_fingerprint_carries_the_adapters_prior(tmp_path: Path) -> Non
     assert sum(g.startswith("jazz ") for g in outcome.genres) == 3
 
 
-def test_an_adapter_without_a_prior_keeps_the_flat_cap(tmp_path: Path) -> None:
+async def test_an_adapter_without_a_prior_keeps_the_flat_cap(tmp_path: Path) -> None:
     KNOWN.save(tmp_path / FINGERPRINT)
     (tmp_path / LEADING_WORDS).write_text("not json")
     fingerprint = load_fingerprint(tmp_path)
     assert fingerprint is not None and fingerprint.leading is None
+    # "rock" leads 10 % of PRIOR's genres (a cap of 15 in 100 with it); the flat cap of 5 %
+    # of the call applies instead.
+    pipeline = GenrePipeline(
+        ScriptedBackend(candidates("rock", 40) + filler(200)),
+        fingerprint,
+        min_request=240,
+        require_genre_word=False,
+        min_leading_cap=1,
+        max_leading_share=0.05,
+    )
+    outcome = await pipeline.generate(100)
+    assert len(outcome.genres) == 100
+    assert sum(g.startswith("rock ") for g in outcome.genres) == 5
+    assert outcome.stats["rejected:leading_word_cap"] == 35
 
 
 def test_the_dataset_ships_its_training_leading_words(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from model.protocol import GenerationRequest, GenerationResult
 from model.worker.errors import (
@@ -281,8 +280,21 @@ async def test_unexpected_errors_are_a_json_500(server: tuple[str, ScriptedBacke
     assert data["error"]["message"] == "Internal server error."
 
 
-def test_create_app_is_an_aiohttp_application() -> None:
-    assert isinstance(create_app(ScriptedBackend()), web.Application)
+async def test_create_app_with_its_defaults_serves_models_and_completions() -> None:
+    """No token and the default limits: both OpenAI routes answer, from the backend."""
+    backend = ScriptedBackend()
+    runner, url = await serve_app(create_app(backend))
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url + "/v1/models") as r:
+            assert r.status == 200
+            models = await r.json()
+        status, data, _ = await _post(url, "/v1/completions", {"prompt": "genre:", "n": 2}, None)
+    finally:
+        await runner.cleanup()
+    assert "genre" in [m["id"] for m in models["data"]]
+    assert status == 200
+    assert [c["text"] for c in data["choices"]] == ["genre:#0", "genre:#1"]
+    assert [r.n for r in backend.requests] == [2]
 
 
 @pytest.mark.parametrize("body", ["genre:", 3, None, True, [], [{"prompt": "x"}]])
