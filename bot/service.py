@@ -22,10 +22,12 @@ The production generator (:class:`PipelineGenerator`) imports ``model.worker`` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,28 +35,30 @@ from typing import TYPE_CHECKING, Any, Protocol
 from bot.metrics import BotMetrics
 from bot.queue import FairQueue
 from bot.store.engine import SessionMaker
-from bot.store.generations import issued_names, real_genre_names
+from bot.store.generations import (
+    Reserved,
+    issued_names,
+    release_generation,
+    reserve_generations,
+)
 from bot.store.versions import VersionInfo, serving_version
 from model.artifacts import load_fingerprint
+from model.protocol import AdapterRef, GenerateOptions, PositionCallback
 from scraping.normalize import genre_key
 
 if TYPE_CHECKING:
     from bot.config import Config
-    from model.protocol import AdapterRef
+    from model.pipeline import GenerationOutcome
 
 log = logging.getLogger(__name__)
-
-# Called with the caller's place in line: first in the bot's fair queue (1 = next to get a
-# slot), then in the worker's (1 = next batch, 0 = being generated now); may return an
-# awaitable, which is scheduled as a task.
-PositionCallback = Callable[[int], object]
 
 # Weirdness 1..5 of `/genre new`: a plausibility band of the candidates the pipeline samples at
 # its own temperature, ranked by the model's score (1 = the most plausible novel genres, 5 = the
 # least plausible that still pass the filters; see model.pipeline.band_order).
 WEIRDNESS_LEVELS = range(1, 6)
-# Attempts to top up a delivery when concurrent requests in the same guild took some names.
-MAX_TOP_UPS = 2
+# Rounds of one delivery: the first, then replacements for genres the store refused because
+# another request (of this process, another shard, `microgenre generate`) issued them first.
+DELIVERY_ROUNDS = 3
 # Seconds a guild's resolved model is reused (activations by other processes show up after it).
 MODEL_CACHE_S = 30.0
 # Guilds whose issued names stay in memory; beyond it the least recently used idle guild is
@@ -71,27 +75,12 @@ def weirdness_level(weirdness: int) -> int:
     return min(WEIRDNESS_LEVELS[-1], max(WEIRDNESS_LEVELS[0], weirdness))
 
 
-@dataclass(frozen=True)
-class GeneratorOutput:
-    genres: list[str]
-    model_name: str
-    stats: dict[str, int] = field(default_factory=dict)
-
-
 class Generator(Protocol):
     """What :class:`GenreService` needs from the model side."""
 
     async def generate(
-        self,
-        count: int,
-        *,
-        like: str | None,
-        temperature: float | None,
-        exclude: Collection[str],
-        on_position: PositionCallback | None,
-        adapter: AdapterRef | None = None,
-        weirdness: int | None = None,
-    ) -> GeneratorOutput: ...
+        self, count: int, options: GenerateOptions, *, on_position: PositionCallback | None = None
+    ) -> GenerationOutcome: ...
 
     def health(self) -> dict[str, Any]: ...
 
@@ -106,14 +95,40 @@ class Generator(Protocol):
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """Genres generated for one `/genre new`."""
+class GenreRequest:
+    """One ask for genres: how many, for whom and where, and how they should be made.
 
-    genres: list[str]
+    >>> GenreRequest(2, guild_id=1, user_id=5, like="dub", weirdness=9).stored_options()
+    {'count': 2, 'like': 'dub', 'weirdness': 9}
+    """
+
+    count: int
+    guild_id: int | None
+    user_id: int | None
+    channel_id: int | None = None
+    like: str | None = None
+    # As the user chose it (1..5; the band is clamped); None: unranked.
+    weirdness: int | None = None
+    temperature: float | None = None
+
+    def stored_options(self) -> dict[str, Any]:
+        """What the store keeps with each generation of the request."""
+        return {"count": self.count, "like": self.like, "weirdness": self.weirdness}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Genres generated for one request, each reserved for its guild in the store."""
+
+    reserved: list[Reserved]
     model_name: str
     model_version_id: int | None = None
     stats: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+
+    @property
+    def genres(self) -> list[str]:
+        return [r.name for r in self.reserved]
 
 
 class GenreService:
@@ -145,14 +160,13 @@ class GenreService:
         self._issued: OrderedDict[int | None, set[str]] = OrderedDict()
         self._issued_locks: dict[int | None, asyncio.Lock] = {}
         self._requests: Counter[int | None] = Counter()  # requests running, per guild
-        self._real_keys: set[str] | None = None
+        self._started = False
         self._in_flight = 0
         self._closed = False
 
     async def start(self) -> None:
-        """Load the real genre keys and the default model version from the store."""
-        names = await real_genre_names(self.sessions)
-        self._real_keys = {genre_key(n) for n in names}
+        """Resolve the default model version from the store."""
+        self._started = True
         await self.model_for(None)
 
     @property
@@ -186,8 +200,6 @@ class GenreService:
 
     def adapter_for(self, version: VersionInfo | None) -> AdapterRef | None:
         """The adapter a request names for ``version`` (None: the worker's start adapter)."""
-        from model.protocol import AdapterRef
-
         if version is None or version.path == self.start_adapter:
             return None
         return AdapterRef(version.name, version.path)
@@ -244,120 +256,113 @@ class GenreService:
         for guild in [g for g in self._issued_locks if g not in self._issued and idle(g)]:
             del self._issued_locks[guild]
 
-    def forget(self, guild_id: int | None, name: str) -> None:
-        """A delivered genre was not posted after all: it may be issued again."""
+    async def release(self, guild_id: int | None, reserved: Iterable[Reserved]) -> None:
+        """Genres delivered but never posted: their reservations go, they may be issued again."""
         issued = self._issued.get(guild_id)
-        if issued is not None:
-            issued.discard(genre_key(name))
+        for r in reserved:
+            if r.generation_id is not None:
+                await release_generation(self.sessions, r.generation_id)
+            if issued is not None:
+                issued.discard(genre_key(r.name))
 
-    async def generate(
-        self,
-        count: int,
-        *,
-        like: str | None = None,
-        temperature: float | None = None,
-        guild_id: int | None,
-        user_id: int | None,
-        on_position: PositionCallback | None = None,
-        weirdness: int | None = None,
+    async def deliver(
+        self, request: GenreRequest, *, on_position: PositionCallback | None = None
     ) -> Delivery:
-        """``count`` genres never issued in ``guild_id`` and not real.
-
-        ``weirdness`` 1..5 picks their plausibility band (None: unranked).
+        """Up to ``request.count`` genres, each reserved for its guild in the store.
 
         Waits for a slot in the fair queue first; raises a :class:`~bot.errors.QueueRefusedError`
         when the line is too long. Model errors (busy, crashed, could not generate) propagate
-        unchanged.
+        unchanged. An empty delivery means the model found nothing new for this guild.
         """
         try:
             ticket = await self.queue.acquire(
-                guild_id=guild_id, user_id=user_id, count=count, on_position=on_position
+                guild_id=request.guild_id,
+                user_id=request.user_id,
+                count=request.count,
+                on_position=on_position,
             )
-            delivered: list[str] = []
+            reserved: list[Reserved] = []
             try:
-                delivery = await self._generate(
-                    count,
-                    like,
-                    temperature,
-                    guild_id,
-                    user_id,
-                    on_position,
-                    delivered,
-                    weirdness=weirdness,
-                )
+                delivery = await self._deliver(request, on_position, reserved)
+            except BaseException:
+                # A later round failed: what earlier rounds reserved will never be posted.
+                with contextlib.suppress(Exception):
+                    await self.release(request.guild_id, reserved)
+                raise
             finally:
-                self.queue.release(ticket, delivered=len(delivered))
+                self.queue.release(ticket, delivered=len(reserved))
         except Exception as exc:
             self.metrics.refuse(exc)
             raise
-        if not delivery.genres:
+        if not delivery.reserved:
             self.metrics.refused.labels("nothing_generated").inc()
         return delivery
 
-    async def _generate(
+    async def _deliver(
         self,
-        count: int,
-        like: str | None,
-        temperature: float | None,
-        guild_id: int | None,
-        user_id: int | None,
+        request: GenreRequest,
         on_position: PositionCallback | None,
-        delivered: list[str],
-        *,
-        weirdness: int | None = None,
+        reserved: list[Reserved],
     ) -> Delivery:
-        """:meth:`generate` once a slot is held; fills ``delivered`` as names are accepted."""
-        if self._real_keys is None:
+        """:meth:`deliver` once a slot is held; fills ``reserved`` as the store accepts names.
+
+        Novelty is decided once, by the store's reservation: the guild's issued names are only
+        a hint to the generator (``exclude``), so it wastes no samples on them. What the store
+        refuses (issued first by a concurrent request, or real) joins the hint, and the rest is
+        generated again, in at most :data:`DELIVERY_ROUNDS` rounds.
+        """
+        if not self._started:
             await self.start()
-        real = self._real_keys or set()
+        guild_id = request.guild_id
         self._requests[guild_id] += 1
-        start = time.perf_counter()
         self._in_flight += 1
-        stats: dict[str, int] = {}
-        model_name = ""
+        start = time.perf_counter()
+        stats: Counter[str] = Counter()
         try:
             issued = await self._issued_in(guild_id)
             version = await self.model_for(guild_id)
-            adapter = self.adapter_for(version)
-            for _ in range(1 + MAX_TOP_UPS):
-                missing = count - len(delivered)
-                if missing <= 0:
-                    break
-                # Names of this guild plus this request's own (the set is shared and live).
-                exclude = {*issued}
-                out = await self.generator.generate(
-                    missing,
-                    like=like,
-                    temperature=temperature,
-                    exclude=exclude,
-                    on_position=on_position,
-                    adapter=adapter,
-                    weirdness=weirdness,
+            options = GenerateOptions(
+                like=request.like,
+                temperature=request.temperature,
+                weirdness=None if request.weirdness is None else weirdness_level(request.weirdness),
+                adapter=self.adapter_for(version),
+            )
+            model_name = version.name if version is not None else ""
+            for _ in range(DELIVERY_ROUNDS):
+                missing = request.count - len(reserved)
+                options = dataclasses.replace(options, exclude=frozenset(issued))
+                out = await self.generator.generate(missing, options, on_position=on_position)
+                stats.update(out.stats)
+                model_name = model_name or out.model
+                rows = await reserve_generations(
+                    self.sessions,
+                    out.genres,
+                    guild_id=guild_id,
+                    channel_id=request.channel_id,
+                    user_id=request.user_id,
+                    model_name=model_name,
+                    model_version_id=version.id if version is not None else None,
+                    options=request.stored_options(),
                 )
-                model_name = out.model_name
-                for key, value in out.stats.items():
-                    stats[key] = stats.get(key, 0) + value
-                for name in out.genres:
-                    key = genre_key(name)
-                    # Another request of this guild may have taken it while we waited.
-                    if not key or key in issued or key in real:
-                        stats["dropped_concurrent"] = stats.get("dropped_concurrent", 0) + 1
-                        continue
-                    issued.add(key)
-                    delivered.append(name)
-                    if len(delivered) == count:
-                        break
+                refused = [r for r in rows if r.generation_id is None]
+                reserved += [r for r in rows if r.generation_id is not None]
+                for r in rows:
+                    issued.add(genre_key(r.name))
+                stats.update(f"refused:{r.reason}" for r in refused)
+                taken_elsewhere = any(r.reason in ("issued", "real") for r in refused)
+                if len(reserved) >= request.count or not taken_elsewhere:
+                    break
         finally:
             self._in_flight -= 1
             self._requests[guild_id] -= 1
             if not self._requests[guild_id]:
                 del self._requests[guild_id]
-        log.debug("generated %d genres for guild %s user %s", len(delivered), guild_id, user_id)
+        log.debug("delivered %d genres for guild %s", len(reserved), guild_id)
         return Delivery(
-            genres=delivered,
-            model_name=version.name if version is not None else model_name,
+            reserved=reserved,
+            model_name=model_name,
             model_version_id=version.id if version is not None else None,
-            stats=stats,
+            stats=dict(stats),
             elapsed_s=time.perf_counter() - start,
         )
 
@@ -405,26 +410,9 @@ class PipelineGenerator:
         return self.pipeline.fingerprint
 
     async def generate(
-        self,
-        count: int,
-        *,
-        like: str | None,
-        temperature: float | None,
-        exclude: Collection[str],
-        on_position: PositionCallback | None,
-        adapter: AdapterRef | None = None,
-        weirdness: int | None = None,
-    ) -> GeneratorOutput:
-        outcome = await self.pipeline.generate(
-            count,
-            like=like,
-            temperature=temperature,
-            exclude=exclude,
-            on_position=on_position,
-            adapter=adapter,
-            weirdness=weirdness,
-        )
-        return GeneratorOutput(list(outcome.genres), outcome.model, dict(outcome.stats))
+        self, count: int, options: GenerateOptions, *, on_position: PositionCallback | None = None
+    ) -> GenerationOutcome:
+        return await self.pipeline.generate(count, **options.keywords(), on_position=on_position)
 
     async def prepare(self, adapter: AdapterRef) -> None:
         """Load ``adapter`` into the worker when the client can; else check its folder."""

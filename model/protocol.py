@@ -46,6 +46,38 @@ class AdapterRef:
 
 
 @dataclass(frozen=True)
+class GenerateOptions:
+    """How the genres of one call should be made: the options of ``/genre new`` and of
+    ``microgenre generate``, passed as one value from the cog to the pipeline.
+
+    ``weirdness`` 1..5 picks a plausibility band (None: unranked); ``exclude`` holds names the
+    call must not come near (a server's issued genres); ``adapter`` None means the backend's
+    default model; ``seed`` makes a call reproducible (and keeps it out of shared rounds).
+
+    >>> GenerateOptions(like="dub", weirdness=2).keywords()["like"]
+    'dub'
+    """
+
+    like: str | None = None
+    temperature: float | None = None
+    weirdness: int | None = None
+    adapter: AdapterRef | None = None
+    exclude: frozenset[str] = frozenset()
+    seed: int | None = None
+
+    def keywords(self) -> dict[str, Any]:
+        """The options as the keyword arguments of ``GenrePipeline.generate``."""
+        return {
+            "like": self.like,
+            "temperature": self.temperature,
+            "weirdness": self.weirdness,
+            "adapter": self.adapter,
+            "exclude": self.exclude,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """Sample ``n`` completions of ``prompt``.
 

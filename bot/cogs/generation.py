@@ -20,13 +20,8 @@ from discord.ext import commands
 from bot.cogs.common import REACTIONS, bot_of, defer_public, guild_id_of, subcommand
 from bot.errors import InputError, MicrogenreError
 from bot.pacing import ReactionJob, ReactionPacer
-from bot.service import weirdness_level
-from bot.store.generations import (
-    Reserved,
-    attach_message,
-    release_generation,
-    reserve_generations,
-)
+from bot.service import GenreRequest
+from bot.store.generations import Reserved, attach_message
 from bot.text import MESSAGE, clip, escape, mention
 from scraping.normalize import clean_name
 
@@ -37,8 +32,6 @@ log = logging.getLogger(__name__)
 
 # Queue-position edits of the placeholder message, at most this often (seconds).
 POSITION_EDIT_INTERVAL_S = 1.5
-# Rounds of generating replacements for genres another process issued in the server first.
-RESERVE_ROUNDS = 3
 # The weirdness of `/genre new` when none is given: the band that re-invents real genres most
 # often short of the tamest (benchmarks/quality_experiments.md: level 2 about 2.0x a raw Markov
 # chain, level 3 1.4x), so a default genre sounds real but not bland.
@@ -190,15 +183,34 @@ class GenerationCog(commands.Cog):
         cleaned_like: str | None,
         weirdness: int,
     ) -> None:
-        options = {"count": count, "like": cleaned_like, "weirdness": weirdness}
-        issued = await self._generate_reserved(interaction, guild_id, count, options)
+        request = GenreRequest(
+            count,
+            guild_id=guild_id,
+            user_id=interaction.user.id,
+            channel_id=interaction.channel_id,
+            like=cleaned_like,
+            weirdness=weirdness,
+        )
+        reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
+        try:
+            delivery = await self.bot.service.deliver(request, on_position=reporter)
+        finally:
+            await reporter.close()
+        if not delivery.reserved:
+            raise NothingGeneratedError()
+        await self._post(interaction, request, delivery.reserved)
+
+    async def _post(
+        self, interaction: discord.Interaction[Any], request: GenreRequest, issued: list[Reserved]
+    ) -> None:
+        """One message per genre, its reactions queued; unposted genres are released."""
         # Known from the interaction: no reaction requests that are bound to fail.
         can_react = interaction.app_permissions.add_reactions
         note = MissingReactionsNote(interaction)
         unposted = list(issued)
         try:
             await interaction.edit_original_response(
-                content=self._header(interaction, issued, options), allowed_mentions=NO_MENTIONS
+                content=self._header(interaction, issued, request), allowed_mentions=NO_MENTIONS
             )
             for r in issued:
                 assert r.generation_id is not None
@@ -223,71 +235,20 @@ class GenerationCog(commands.Cog):
                     )
         finally:
             # Genres whose message never went out may be issued again later.
-            for r in unposted:
-                assert r.generation_id is not None
-                await release_generation(self.bot.sessions, r.generation_id)
-                self.bot.service.forget(guild_id, r.name)
+            await self.bot.service.release(request.guild_id, unposted)
         if not can_react:
             await note.send()
 
-    async def _generate_reserved(
-        self,
-        interaction: discord.Interaction[Any],
-        guild_id: int,
-        count: int,
-        options: dict[str, Any],
-    ) -> list[Reserved]:
-        """Up to ``count`` genres generated and reserved in the store for ``guild_id``.
-
-        The store decides, not this process's cache: a genre that another process (another
-        shard's bot, `microgenre generate`) issued here first comes back "issued". It stays in
-        the service's cache of the server's names, and a replacement is generated, in at most
-        ``RESERVE_ROUNDS`` rounds. Raises :class:`NothingGeneratedError` when none is left.
-        """
-        reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
-        issued: list[Reserved] = []
-        try:
-            for _ in range(RESERVE_ROUNDS):
-                delivery = await self.bot.service.generate(
-                    count - len(issued),
-                    like=options["like"],
-                    weirdness=weirdness_level(options["weirdness"]),
-                    guild_id=guild_id,
-                    user_id=interaction.user.id,
-                    on_position=reporter,
-                )
-                reserved = await reserve_generations(
-                    self.bot.sessions,
-                    delivery.genres,
-                    guild_id=guild_id,
-                    channel_id=interaction.channel_id,
-                    user_id=interaction.user.id,
-                    model_name=delivery.model_name,
-                    model_version_id=delivery.model_version_id,
-                    options=options,
-                )
-                for r in reserved:
-                    if r.generation_id is None and r.reason != "issued":
-                        self.bot.service.forget(guild_id, r.name)
-                issued += [r for r in reserved if r.generation_id is not None]
-                if len(issued) >= count or all(r.reason != "issued" for r in reserved):
-                    break
-        finally:
-            await reporter.close()
-        if not issued:
-            raise NothingGeneratedError()
-        return issued
-
     @staticmethod
     def _header(
-        interaction: discord.Interaction[Any], issued: list[Any], options: dict[str, Any]
+        interaction: discord.Interaction[Any], issued: list[Any], request: GenreRequest
     ) -> str:
         n = len(issued)
         what = "a new micro-genre" if n == 1 else f"{n} new micro-genres"
         extras = []
-        if options.get("like"):
-            extras.append(f"like *{escape(options['like'])}*")
-        extras.append(f"weirdness {options['weirdness']}")
+        if request.like:
+            extras.append(f"like *{escape(request.like)}*")
+        extras.append(f"weirdness {request.weirdness}")
         return (
             f"🎶 {what} for {mention(interaction.user.id)} ({', '.join(extras)}). "
             "Vote with 👍 / 👎, ⭐ to keep one."

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bot.config import BotConfig, Config, DiscordConfig, PathsConfig
 from bot.queue import FairQueue, QueueSettings
-from bot.service import GeneratorOutput, GenreService, PositionCallback
-from model.protocol import AdapterRef
+from bot.service import GenreService
+from model.pipeline import GenerationOutcome
+from model.protocol import AdapterRef, GenerateOptions, PositionCallback
 from scraping.normalize import genre_key
 
 
@@ -43,24 +44,17 @@ class ScriptedGenerator:
         self.names.extend(names)
 
     async def generate(
-        self,
-        count: int,
-        *,
-        like: str | None,
-        temperature: float | None,
-        exclude: Collection[str],
-        on_position: PositionCallback | None,
-        adapter: AdapterRef | None = None,
-        weirdness: int | None = None,
-    ) -> GeneratorOutput:
+        self, count: int, options: GenerateOptions, *, on_position: PositionCallback | None = None
+    ) -> GenerationOutcome:
+        exclude = options.exclude
         self.calls.append(
             {
                 "count": count,
-                "like": like,
-                "temperature": temperature,
-                "weirdness": weirdness,
+                "like": options.like,
+                "temperature": options.temperature,
+                "weirdness": options.weirdness,
                 "exclude": set(exclude),
-                "adapter": adapter,
+                "adapter": options.adapter,
             }
         )
         self.waiting += 1
@@ -86,7 +80,7 @@ class ScriptedGenerator:
                     skipped += 1
                     continue
                 out.append(name)
-            return GeneratorOutput(out, self.model_name, {"raw": len(out) + skipped})
+            return GenerationOutcome(out, self.model_name, {"raw": len(out) + skipped})
         finally:
             self.waiting -= 1
 

@@ -18,7 +18,7 @@ from bot.cogs.posting import PostsInFlight
 from bot.cogs.voting import VotingCog
 from bot.errors import InputError, UserQueueFullError
 from bot.queue import FairQueue, QueueSettings
-from bot.service import GenreService
+from bot.service import GenreRequest, GenreService
 from bot.store.generations import generation_by_message
 from bot.store.votes import tally
 from tests.bot.fakes import ScriptedGenerator, make_config
@@ -263,5 +263,5 @@ async def test_unposted_genres_are_released(sessions: Any, tmp_path: Path) -> No
         await cog.new(interaction, count=2, like=None, weirdness=3)
     assert await issued_names(sessions, GUILD) == {"first light dub"}
     gen.enqueue(["second sight polka"])
-    again = await bot.service.generate(1, guild_id=GUILD, user_id=1)
+    again = await bot.service.deliver(GenreRequest(1, guild_id=GUILD, user_id=1))
     assert again.genres == ["second sight polka"]

@@ -18,7 +18,7 @@ from bot.cogs.generation import GenerationCog
 from bot.cogs.leaderboard import _cog
 from bot.cogs.leaderboard._cog import LeaderboardCog, generator_state
 from bot.errors import MicrogenreError
-from bot.service import GenreService
+from bot.service import GenreRequest, GenreService
 from bot.store.generations import reserve_generations
 from bot.store.votes import add_favorite
 from model.artifacts import default_adapter, load_fingerprint
@@ -229,7 +229,7 @@ async def test_issued_cache_is_bounded_and_reloads_from_the_store(
     gen = ScriptedGenerator()
     service = GenreService(gen, sessions, max_cached_guilds=2)
     gen.enqueue(["alpha dub"])
-    first = await service.generate(1, guild_id=1, user_id=1)
+    first = await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
     await reserve_generations(
         sessions,
         first.genres,
@@ -242,11 +242,11 @@ async def test_issued_cache_is_bounded_and_reloads_from_the_store(
     )
     for guild in (2, 3, 4):
         gen.enqueue([f"genre of {guild}"])
-        await service.generate(1, guild_id=guild, user_id=1)
+        await service.deliver(GenreRequest(1, guild_id=guild, user_id=1))
     assert service.cached_guilds <= 2
     # Guild 1 was evicted; its issued names come back from the store.
     gen.enqueue(["alpha dub", "beta dub"])
-    again = await service.generate(1, guild_id=1, user_id=1)
+    again = await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
     assert again.genres == ["beta dub"]
     assert "alpha dub" in gen.calls[-1]["exclude"]
 
@@ -258,13 +258,13 @@ async def test_a_guild_with_a_request_in_flight_is_never_evicted(
     service = GenreService(gen, sessions, max_cached_guilds=1)
     gate = gen.gate = asyncio.Event()
     gen.enqueue(["other dub", "slow dub"])
-    slow = asyncio.create_task(service.generate(1, guild_id=1, user_id=1))
+    slow = asyncio.create_task(service.deliver(GenreRequest(1, guild_id=1, user_id=1)))
     await asyncio.sleep(0.05)
     gen.gate = None  # the slow request keeps waiting on ``gate``
-    await service.generate(1, guild_id=2, user_id=1)
+    await service.deliver(GenreRequest(1, guild_id=2, user_id=1))
     gate.set()
     assert (await slow).genres == ["slow dub"]
     # Guild 1 kept its live set while its request ran: it holds what it delivered.
     gen.enqueue(["slow dub", "late dub"])
-    third = await service.generate(1, guild_id=1, user_id=2)
+    third = await service.deliver(GenreRequest(1, guild_id=1, user_id=2))
     assert third.genres == ["late dub"]

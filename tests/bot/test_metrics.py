@@ -19,7 +19,7 @@ from bot.config import BotConfig
 from bot.errors import QueueRefusedError
 from bot.metrics import RETRAIN_STATES, BotMetrics, metrics_endpoint
 from bot.queue import FairQueue, QueueSettings
-from bot.service import GenreService
+from bot.service import GenreRequest, GenreService
 from model.errors import ModelError
 from model.worker.errors import WorkerBusyError, WorkerCrashedError, WorkerTimeoutError
 from tests.bot.fakes import ScriptedGenerator
@@ -49,7 +49,9 @@ async def _hold_a_slot(service: GenreService, gen: ScriptedGenerator) -> asyncio
     gen.gate, generating = asyncio.Event(), asyncio.Event()
     gen.positions = [0]  # told to the caller once it generates
     task = asyncio.ensure_future(
-        service.generate(1, guild_id=1, user_id=1, on_position=lambda _: generating.set())
+        service.deliver(
+            GenreRequest(1, guild_id=1, user_id=1), on_position=lambda _: generating.set()
+        )
     )
     await asyncio.wait_for(generating.wait(), 5)
     return task
@@ -71,7 +73,10 @@ async def test_queue_refusals_count_by_reason(
     gen.enqueue(["a", "b", "c"])
     service = GenreService(gen, sessions, queue=FairQueue(settings))
     first = await _hold_a_slot(service, gen)
-    tasks = [asyncio.ensure_future(service.generate(1, guild_id=g, user_id=u)) for g, u in requests]
+    tasks = [
+        asyncio.ensure_future(service.deliver(GenreRequest(1, guild_id=g, user_id=u)))
+        for g, u in requests
+    ]
     await asyncio.wait([tasks[-1]], timeout=5)
     assert isinstance(tasks[-1].exception(), QueueRefusedError)
     assert refused(service.metrics) == {reason: 1}
@@ -97,10 +102,10 @@ async def test_generator_failures_count_by_reason(
     gen.error = error
     service = GenreService(gen, sessions)
     if error is None:
-        assert (await service.generate(1, guild_id=1, user_id=1)).genres == []
+        assert (await service.deliver(GenreRequest(1, guild_id=1, user_id=1))).genres == []
     else:
         with pytest.raises(type(error)):
-            await service.generate(1, guild_id=1, user_id=1)
+            await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
     assert refused(service.metrics) == {reason: 1}
 
 
@@ -167,7 +172,7 @@ async def test_endpoint_serves_the_metrics_when_a_port_is_set(sessions: Any) -> 
     service = GenreService(gen, sessions)
     service.metrics.watch_worker(gen)
     service.metrics.watch_retrainer(SimpleNamespace(running=False, progress=None))  # type: ignore[arg-type]
-    await service.generate(1, guild_id=1, user_id=1)
+    await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
     async with metrics_endpoint(service.metrics, BotConfig(metrics_port=_free_port())) as url:
         assert url is not None and url.startswith("http://127.0.0.1:")
         async with aiohttp.ClientSession() as http, http.get(url) as resp:

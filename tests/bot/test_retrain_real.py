@@ -22,7 +22,7 @@ import pytest
 
 from bot.config import BotConfig, load_config
 from bot.retrain import RetrainManager, quality_gate
-from bot.service import GenreService, create_generator
+from bot.service import GenreRequest, GenreService, create_generator
 from bot.store import versions as versions_store
 from bot.store.engine import create_engine, create_sessionmaker
 from bot.store.generations import attach_message, reserve_generations
@@ -119,12 +119,12 @@ async def test_a_servers_real_run_gives_it_its_own_adapter(
         assert await versions_store.active_version(sessions, None) is None
         # A's genres come from A's adapter: the request names it and the worker loads it.
         ref = AdapterRef(own.name, own.path)
-        delivery_a = await service.generate(2, guild_id=A, user_id=5)
+        delivery_a = await service.deliver(GenreRequest(2, guild_id=A, user_id=5))
         assert delivery_a.model_name == own.name and delivery_a.genres
         resident = generator.health()["adapters"]
         assert {"name": ref.name, "path": ref.path} in resident
         # B's genres still come from the shipped adapter.
-        delivery_b = await service.generate(2, guild_id=B, user_id=5)
+        delivery_b = await service.deliver(GenreRequest(2, guild_id=B, user_id=5))
         assert delivery_b.model_name != own.name and delivery_b.model_version_id is None
         assert outcome.progress is not None and outcome.progress.step == 2
     finally:

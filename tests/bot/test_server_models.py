@@ -14,7 +14,7 @@ import pytest
 from bot.cli import entry
 from bot.cogs.admin import run_text
 from bot.retrain import NoRunError, Progress, RetrainManager, RetrainRefusedError
-from bot.service import GenreService
+from bot.service import GenreRequest, GenreService
 from bot.store import runs as runs_store
 from bot.store import versions as versions_store
 from bot.store.generations import attach_message, reserve_generations
@@ -107,7 +107,7 @@ async def start(manager: RetrainManager, guild_id: int, **kw: Any) -> Progress:
 
 async def generate_for(service: GenreService, gen: ScriptedGenerator, guild: int) -> Any:
     gen.enqueue([f"new genre {len(gen.calls)}"])
-    delivery = await service.generate(1, guild_id=guild, user_id=5)
+    delivery = await service.deliver(GenreRequest(1, guild_id=guild, user_id=5))
     return gen.calls[-1]["adapter"], delivery
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
-from bot.service import GenreService
+from bot.service import GenreRequest, GenreService
 from bot.store.generations import attach_message, reserve_generations
 from bot.store.leaderboard import top_generations, user_favorites
 from bot.store.models import Generation, utcnow
@@ -117,17 +117,53 @@ async def test_service_never_issues_twice_in_a_guild_even_concurrently(sessions:
     gen.enqueue(["same thing", "same thing", "other thing"])
     service = GenreService(gen, sessions)
     first, second = await asyncio.gather(
-        service.generate(1, guild_id=1, user_id=1), service.generate(1, guild_id=1, user_id=2)
+        service.deliver(GenreRequest(1, guild_id=1, user_id=1)),
+        service.deliver(GenreRequest(1, guild_id=1, user_id=2)),
     )
     assert sorted(first.genres + second.genres) == ["other thing", "same thing"]
-    assert second.stats.get("dropped_concurrent", 0) + first.stats.get("dropped_concurrent", 0) == 1
-    # A forgotten genre (its message could not be posted) may be offered again.
-    service.forget(1, "other thing")
+    # The store's reservation decided: one request lost "same thing" and got a replacement.
+    assert first.stats.get("refused:issued", 0) + second.stats.get("refused:issued", 0) == 1
+    # A released genre (its message could not be posted) may be offered again.
+    [other] = [d for d in (first, second) if d.genres == ["other thing"]]
+    await service.release(1, other.reserved)
     gen.enqueue(["other thing"])
-    again = await service.generate(1, guild_id=1, user_id=1)
+    again = await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
     assert again.genres == ["other thing"]
-    # The exclude set passed to the generator held the guild's other genre.
+    # The exclude hint passed to the generator held the guild's other genre.
     assert gen.calls[-1]["exclude"] == {"same thing"}
+
+
+async def test_a_failing_later_round_releases_what_earlier_rounds_reserved(sessions: Any) -> None:
+    gen = ScriptedGenerator()
+    gen.enqueue(["taken thing", "first thing"])
+    service = GenreService(gen, sessions)
+    await reserve_generations(
+        sessions,
+        ["taken thing"],
+        guild_id=1,
+        channel_id=1,
+        user_id=9,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    real_generate = gen.generate
+
+    async def fail_second_round(*args: Any, **kwargs: Any) -> Any:
+        if len(gen.calls) == 1:
+            gen.error = RuntimeError("worker crashed")
+        return await real_generate(*args, **kwargs)
+
+    gen.generate = fail_second_round  # type: ignore[method-assign]
+    # Round 1 hands out "taken thing" (not in the cache: another process issued it) and
+    # "first thing"; the store refuses the first, round 2 crashes.
+    service._issued[1] = set()
+    with pytest.raises(RuntimeError):
+        await service.deliver(GenreRequest(2, guild_id=1, user_id=1))
+    gen.error = None
+    gen.enqueue(["first thing"])
+    again = await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
+    assert again.genres == ["first thing"]
 
 
 def test_map_places_by_shared_words(tmp_path: Path) -> None:
@@ -143,7 +179,7 @@ def test_map_places_by_shared_words(tmp_path: Path) -> None:
 
 async def test_pipeline_generator_routes_positions_per_call() -> None:
     from bot.service import PipelineGenerator
-    from model.protocol import GenerationRequest, GenerationResult
+    from model.protocol import GenerateOptions, GenerationRequest, GenerationResult
 
     class Client:
         """A worker client double: reports a position, then answers distinct names."""
@@ -169,14 +205,10 @@ async def test_pipeline_generator_routes_positions_per_call() -> None:
     generator = PipelineGenerator(Client(), known=["new wave"])
     seen: dict[str, list[int]] = {"a": [], "b": []}
     out_a, out_b = await asyncio.gather(
-        generator.generate(
-            2, like=None, temperature=None, exclude=(), on_position=seen["a"].append
-        ),
-        generator.generate(
-            2, like="dub", temperature=None, exclude=(), on_position=seen["b"].append
-        ),
+        generator.generate(2, GenerateOptions(), on_position=seen["a"].append),
+        generator.generate(2, GenerateOptions(like="dub"), on_position=seen["b"].append),
     )
-    assert len(out_a.genres) == 2 and len(out_b.genres) == 2 and out_a.model_name == "double"
+    assert len(out_a.genres) == 2 and len(out_b.genres) == 2 and out_a.model == "double"
     # Each call heard only its own requests (the "like" prompt is longer).
     assert seen["a"] and seen["b"] and max(seen["a"]) < min(seen["b"])
 
@@ -197,7 +229,9 @@ async def test_service_waits_in_the_fair_queue_and_reports_its_positions_first(
     for user in heard:
         tasks.append(
             asyncio.create_task(
-                service.generate(1, guild_id=1, user_id=user, on_position=heard[user].append)
+                service.deliver(
+                    GenreRequest(1, guild_id=1, user_id=user), on_position=heard[user].append
+                )
             )
         )
         await asyncio.sleep(0.01)
@@ -219,5 +253,5 @@ async def test_service_frees_its_slot_when_the_generator_fails(sessions: Any) ->
     queue = FairQueue(QueueSettings(slots=1))
     service = GenreService(gen, sessions, queue=queue)
     with pytest.raises(RuntimeError):
-        await service.generate(1, guild_id=1, user_id=1)
+        await service.deliver(GenreRequest(1, guild_id=1, user_id=1))
     assert queue.running == 0 and queue.users == 0
