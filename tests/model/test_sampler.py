@@ -168,7 +168,7 @@ def test_missing_adapter_is_a_load_error(tiny_model_path: Path, tmp_path: Path) 
 def test_trained_adapter_loads_as_the_default(
     tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    from model.train import TrainConfig, train
+    from model.train.sft import TrainConfig, train
 
     out = tmp_path / "adapter"
     cfg = TrainConfig(
