@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model.base import LoadedModel, ModelSpec, load_model
 from model.dataset import (
     FINGERPRINT_FILE,
     STATS_FILE,
@@ -62,10 +63,10 @@ ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters; the defaults are the ones the shipped adapter was trained with."""
+class TrainConfig(ModelSpec):
+    """The base model (:class:`~model.base.ModelSpec`) and the hyper-parameters; the defaults
+    are the ones the shipped adapter was trained with."""
 
-    base_model: str = "smollm2-135m"
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -89,9 +90,6 @@ class TrainConfig:
     select_by: str = "loss"
     select_samples: int = 1000
     checkpoint_every_s: float = 300.0
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -196,20 +194,15 @@ class TrainState:
         return False
 
 
-def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> tuple[Any, Any, str, Any]:
+def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> LoadedModel:
     """The seeded base model with fresh LoRA layers (trained in float32), its tokenizer,
     device and dtype."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from model.base import load_base, pick_device, pick_dtype, set_threads
-
-    set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_base(cfg.base_model, data_dir=data_dir, device=device, dtype=dtype)
+    model, tokenizer, device, dtype = load_model(cfg, data_dir=data_dir)
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -224,7 +217,7 @@ def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> tuple[Any, Any
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
-    return model, tokenizer, device, dtype
+    return LoadedModel(model, tokenizer, device, dtype)
 
 
 class Trainer:

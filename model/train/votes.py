@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from model.artifacts import FINGERPRINT, read_card
+from model.base import LoadedModel, ModelSpec, load_model
 from model.dataset import (
     FINGERPRINT_FILE,
     TRAIN_FILE,
@@ -27,7 +28,7 @@ from model.dataset import (
     read_examples,
     read_votes,
 )
-from model.errors import TrainingError
+from model.errors import ModelLoadError, TrainingError
 from model.events import EventKind, StopReason, TrainEvent
 from model.textformat import build_prompt
 from model.train._common import (
@@ -43,12 +44,11 @@ from model.train._common import (
 
 
 @dataclass(frozen=True)
-class ServerRunConfig:
+class ServerRunConfig(ModelSpec):
     """A server run: a short fine-tune of a server's adapter on its votes (see
     :func:`server_run`). ``objective`` is ``kto`` or ``unlikelihood`` (:mod:`model.kto`).
     The defaults are the ones ``benchmarks/bench_taste.py`` measured (see the README)."""
 
-    base_model: str = "smollm2-135m"
     max_steps: int = 60
     max_minutes: float = 4.5  # wall-clock cap of the whole run, loading included
     replay: int = 2000  # real genres sampled from the dataset for the SFT replay
@@ -63,9 +63,6 @@ class ServerRunConfig:
     # stops below them, so a step costs less. SmolLM2-135M has 30 layers.
     tune_top_layers: int = 15
     seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,23 +78,17 @@ class ServerRunConfig:
             raise TrainingError("replay and replay_batch must not be negative.")
 
 
-def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) -> Any:
+def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) -> LoadedModel:
     """The base model with ``adapter`` loaded trainable (LoRA weights in float32), its
     tokenizer, device and dtype."""
     import torch
     from peft import PeftModel
 
-    from model.base import load_base, pick_device, pick_dtype, set_threads
-    from model.errors import ModelLoadError
-
     if not (adapter / "adapter_config.json").is_file():
         raise ModelLoadError(f"{adapter} is not a LoRA adapter folder.")
-    set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    base, tokenizer = load_base(cfg.base_model, data_dir=data_dir, device=device, dtype=dtype)
+    base, tokenizer, device, dtype = load_model(cfg, data_dir=data_dir)
     try:
         model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
@@ -110,7 +101,7 @@ def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) 
             param.requires_grad_(False)
         if param.requires_grad:
             param.data = param.data.float()
-    return model, tokenizer, device, dtype
+    return LoadedModel(model, tokenizer, device, dtype)
 
 
 def _layer_index(name: str) -> int:
