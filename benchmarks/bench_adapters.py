@@ -40,6 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from model.artifacts import default_adapter
+    from model.base import ModelSpec
     from model.protocol import AdapterRef, GenerationRequest
     from model.sampler import Sampler
     from model.textformat import build_prompt
@@ -52,7 +53,7 @@ def main() -> None:
         AdapterRef(f"copy-{i}", str(shutil.copytree(shipped, tmp / f"copy-{i}")))
         for i in range(1, args.adapters)
     ]
-    sampler = Sampler.load("smollm2-135m", shipped, data_dir=args.data_dir)
+    sampler = Sampler.load(ModelSpec(), shipped, data_dir=args.data_dir)
     for ref in refs[1:]:
         assert ref is not None
         sampler.load_adapter(ref.name, ref.path)
@@ -87,7 +88,7 @@ def main() -> None:
     results["one-adapter"] = timed(sampler, work([None] * len(refs)))
     # A worker whose only resident adapter is the default keeps it merged (Sampler.merged).
     del sampler
-    merged = Sampler.load("smollm2-135m", shipped, data_dir=args.data_dir)
+    merged = Sampler.load(ModelSpec(), shipped, data_dir=args.data_dir)
     assert merged.merged
     results["merged"] = timed(merged, work([None] * len(refs)))
     completions = args.n * len(refs)

@@ -74,6 +74,7 @@ def throughput(n: int, loop_calls: int, adapter: str | None, data_dir: Path) -> 
     import torch
 
     from bot.cli.model import DEFAULT_ADAPTER
+    from model.base import ModelSpec
     from model.filters import Fingerprint, Moderator, validate
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend, Sampler
@@ -81,7 +82,7 @@ def throughput(n: int, loop_calls: int, adapter: str | None, data_dir: Path) -> 
 
     path = Path(adapter) if adapter else DEFAULT_ADAPTER
     t0 = time.perf_counter()
-    sampler = Sampler.load("smollm2-135m", path, data_dir=data_dir)
+    sampler = Sampler.load(ModelSpec(), path, data_dir=data_dir)
     load_s = time.perf_counter() - t0
     fingerprint = Fingerprint.load(path / "known_genres.fingerprint")
     pipeline = GenrePipeline(LocalBackend(sampler), fingerprint, Moderator())

@@ -71,12 +71,12 @@ def on_theme(name: str) -> bool:
 
 
 def load_pipeline(adapter: Path, fingerprint: Any, args: argparse.Namespace) -> Any:
+    from model.base import ModelSpec
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend, Sampler
 
-    sampler = Sampler.load(
-        "smollm2-135m", adapter, device="cpu", threads=args.threads, data_dir=args.data_dir
-    )
+    spec = ModelSpec(device="cpu", threads=args.threads)
+    sampler = Sampler.load(spec, adapter, data_dir=args.data_dir)
     return GenrePipeline(LocalBackend(sampler), fingerprint, share_rounds=False)
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from model.dataset import build_dataset, records_from_genres_csv, write_dataset
-    from model.train import TrainConfig, train
+    from model.train.sft import TrainConfig, train
 
     overrides: dict[str, Any] = json.loads(args.config)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:

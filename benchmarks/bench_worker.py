@@ -135,14 +135,7 @@ def run_baseline(spec: Any, fingerprint: Fingerprint, calls: int) -> dict[str, A
     from model.sampler import Sampler
     from model.textformat import END_MARKER, build_prompt, parse_completion
 
-    sampler = Sampler.load(
-        spec.base_model,
-        spec.adapter,
-        device=spec.device,
-        dtype=spec.dtype,
-        threads=spec.threads,
-        data_dir=spec.data_dir,
-    )
+    sampler = Sampler.load(spec, spec.adapter, data_dir=spec.data_dir)
     tokenizer, model = sampler.tokenizer, sampler.model
     prompt = tokenizer(build_prompt(), return_tensors="pt").to(sampler.device)
     novel: list[str] = []

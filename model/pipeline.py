@@ -68,6 +68,7 @@ from model.filters import (
     theme_words,
     validate,
 )
+from model.outcome import GenerationOutcome
 from model.protocol import AdapterRef, CompletionBackend, GenerationRequest, PositionCallback
 from model.textformat import END_MARKER, build_prompt, parse_completion
 
@@ -100,17 +101,6 @@ RERANK = 3.0
 # A ``like:`` call samples this many times the candidates it needs and deals first the ones that
 # share a word with its condition (benchmarks/quality_experiments.md, run 9).
 LIKE_CHOOSE = 2.0
-
-
-@dataclass
-class GenerationOutcome:
-    """What one :meth:`GenrePipeline.generate` call delivered and what it threw away."""
-
-    genres: list[str]
-    model: str
-    stats: dict[str, int] = field(default_factory=dict)
-    # Every candidate with its fate ("ok" or the rejection reason), in sampling order.
-    candidates: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from model.base import load_base, pick_device, pick_dtype, set_threads
+from model.base import ModelSpec, load_model
 from model.errors import ModelLoadError
 from model.protocol import GenerationRequest, GenerationResult, PositionCallback
 
@@ -97,26 +97,33 @@ class Sampler:
     @classmethod
     def load(
         cls,
-        base_model: str,
-        adapter: str | Path | None,
-        device: str = "auto",
-        dtype: str = "auto",
-        threads: int = 0,
+        spec: ModelSpec | str,
+        adapter: str | Path | None = None,
         *,
         data_dir: str | Path | None = None,
         progress: Callable[[str], None] | None = None,
         max_batch: int = 256,
+        device: str | None = None,
+        dtype: str | None = None,
+        threads: int | None = None,
     ) -> Sampler:
-        """Load the base model and, when given, ``adapter`` (a PEFT folder) as the default."""
+        """Load the base model ``spec`` names and, when given, ``adapter`` (a PEFT folder) as
+        the default.
 
-        set_threads(threads)
-        dev = pick_device(device)
-        torch_dtype = pick_dtype(dtype, dev)
-        kwargs: dict[str, Any] = {"data_dir": data_dir, "device": dev, "dtype": torch_dtype}
-        if progress is not None:
-            kwargs["progress"] = progress
-        model, tokenizer = load_base(base_model, **kwargs)
-        name = Path(base_model).name if Path(base_model).exists() else base_model
+        ``spec`` may still be a bare base model name with ``device``, ``dtype`` and ``threads``
+        beside it (how ``bot/cli/model.py`` calls it); with a :class:`ModelSpec` they must be
+        left out.
+        """
+        legacy = {"device": device, "dtype": dtype, "threads": threads}
+        given: dict[str, Any] = {k: v for k, v in legacy.items() if v is not None}
+        if isinstance(spec, str):
+            spec = ModelSpec(spec, **given)
+        elif given:
+            raise TypeError(f"give {', '.join(given)} in the ModelSpec, not beside it")
+        kwargs: dict[str, Any] = {} if progress is None else {"progress": progress}
+        model, tokenizer, dev, _ = load_model(spec, data_dir=data_dir, **kwargs)
+        base = spec.base_model
+        name = Path(base).name if Path(base).exists() else base
         model.eval()
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         sampler = cls(model, tokenizer, name, device=dev, max_batch=max_batch)

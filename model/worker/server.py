@@ -13,7 +13,7 @@ The subset served::
     GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
                                  is down); the worker's details (pid, resident ``adapters``, last
                                  error) and the ``served`` adapters only with the token
-    GET  /metrics                Prometheus metrics (:mod:`model.metrics`): queue, batches,
+    GET  /metrics                Prometheus metrics (:mod:`model.worker.metrics`): queue, batches,
                                  restarts; behind the token like every route but /health
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
@@ -40,7 +40,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from model.artifacts import is_adapter
-from model.metrics import CONTENT_TYPE, CollectorRegistry, exposition, watch_client
 from model.protocol import (
     MAX_SEED,
     AdapterRef,
@@ -58,6 +57,7 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
+from model.worker.metrics import CONTENT_TYPE, CollectorRegistry, exposition, watch_client
 from model.worker.settings import DEFAULT_SMOKE_PROMPT, ServeSettings
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
+from model.base import ModelSpec
 from model.protocol import GenerationRequest, GenerationResult
 
 # A prompt the smoke generation of a hot reload completes; the exact text matters little: the
@@ -28,15 +29,12 @@ class SamplerLike(Protocol):
 
 
 @dataclass(frozen=True)
-class SamplerSpec:
-    """Which weights the worker loads (the arguments of ``Sampler.load``)."""
+class SamplerSpec(ModelSpec):
+    """Which weights the worker loads: the base model of a :class:`~model.base.ModelSpec`,
+    and the arguments ``Sampler.load`` takes beside it. Pickled to the worker process."""
 
-    base_model: str = "smollm2-135m"
     # LoRA adapter folder; None serves the base model alone.
     adapter: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int = 0
     # Where the converted base model is cached (None: the model library's default).
     data_dir: str | None = None
 
@@ -53,14 +51,7 @@ def default_sampler_factory(spec: SamplerSpec) -> SamplerLike:
     """Load the real model (imports torch; only ever called inside the worker process)."""
     from model.sampler import Sampler
 
-    sampler: SamplerLike = Sampler.load(
-        spec.base_model,
-        spec.adapter,
-        device=spec.device,
-        dtype=spec.dtype,
-        threads=spec.threads,
-        data_dir=spec.data_dir,
-    )
+    sampler: SamplerLike = Sampler.load(spec, spec.adapter, data_dir=spec.data_dir)
     return sampler
 
 

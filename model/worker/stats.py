@@ -46,7 +46,7 @@ class WorkerStats:
     requests_served: int = 0
     completions_served: int = 0
     batch_times: deque[float] = field(default_factory=lambda: deque(maxlen=20))
-    # Called with every batch answered (e.g. model.metrics.WorkerMetrics.observe_batch).
+    # Called with every batch answered (e.g. model.worker.metrics.WorkerMetrics.observe_batch).
     observers: list[BatchObserver] = field(default_factory=list)
 
     def record_batch(self, results: Sequence[GenerationResult], generate_s: float) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from model.base import ModelSpec
 from model.dataset import build_dataset, write_dataset
 
 GENRES = [
@@ -33,6 +34,12 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tiny_model_path: Path) -> ModelSpec:
+    """The tiny model on the CPU, in float32, on one thread."""
+    return ModelSpec(str(tiny_model_path), device="cpu", dtype="float32", threads=1)
 
 
 @pytest.fixture

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from model import base
+from model.base import ModelSpec
 from model.errors import ModelLoadError
+from model.train.sft import TrainConfig
+from model.train.votes import ServerRunConfig
+from model.worker.settings import SamplerSpec
 
 
 def test_auto_threads_is_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +124,24 @@ def test_concurrent_conversions_convert_once(
     assert sorted(p.name for p in target.parent.iterdir() if p.name != target.name + ".lock") == [
         target.name
     ]
+
+
+@pytest.mark.parametrize("config", [TrainConfig, ServerRunConfig, SamplerSpec])
+def test_every_loader_takes_a_model_spec_and_keeps_its_dict_flat(config: type[ModelSpec]) -> None:
+    spec = config(base_model="tiny", device="cpu", dtype="float32", threads=2)
+    assert isinstance(spec, ModelSpec)
+    # Model cards, checkpoints and TrainConfig.from_dict read these keys at the top level.
+    flat = asdict(spec)
+    assert {name: flat[name] for name in asdict(ModelSpec())} == {
+        "base_model": "tiny",
+        "device": "cpu",
+        "dtype": "float32",
+        "threads": 2,
+    }
+
+
+def test_train_config_reads_the_flat_dict_it_writes() -> None:
+    cfg = TrainConfig(base_model="tiny", device="cpu", epochs=2)
+    data = cfg.to_dict()
+    assert data["base_model"] == "tiny" and data["device"] == "cpu" and "model" not in data
+    assert TrainConfig.from_dict(data) == cfg

@@ -22,11 +22,12 @@ pytestmark = pytest.mark.integration
 def pipeline() -> object:
     if not (ADAPTER / "adapter_config.json").is_file():
         pytest.skip("the shipped adapter is missing")
+    from model.base import ModelSpec
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend, Sampler
 
     # The converted base model is cached in the repository's (git-ignored) data folder.
-    sampler = Sampler.load("smollm2-135m", ADAPTER, data_dir=REPO / "data")
+    sampler = Sampler.load(ModelSpec(), ADAPTER, data_dir=REPO / "data")
     fingerprint = Fingerprint.load(ADAPTER / "known_genres.fingerprint")
     return GenrePipeline(LocalBackend(sampler), fingerprint, Moderator())
 

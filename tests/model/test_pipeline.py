@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from model.errors import GenerationError, ModelError
 from model.filters import Fingerprint, Moderator
-from model.pipeline import GenerationOutcome, GenrePipeline
+from model.outcome import GenerationOutcome
+from model.pipeline import GenrePipeline
 from model.protocol import AdapterRef, GenerationRequest, GenerationResult
 from model.worker.errors import WorkerCrashedError
 

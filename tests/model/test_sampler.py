@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from model.base import ModelSpec
 from model.errors import ModelLoadError
 from model.filters import Fingerprint
 from model.pipeline import GenrePipeline
@@ -13,8 +14,8 @@ from model.sampler import LocalBackend, Sampler
 
 
 @pytest.fixture(scope="module")
-def sampler(tiny_model_path: Path) -> Sampler:
-    return Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
+def sampler(tiny_spec: ModelSpec) -> Sampler:
+    return Sampler.load(tiny_spec)
 
 
 def _count_decode_calls(sampler: Sampler, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -160,22 +161,32 @@ async def test_local_backend_runs_in_a_thread_and_feeds_the_pipeline(sampler: Sa
         assert len(outcome.genres) == 1
 
 
-def test_missing_adapter_is_a_load_error(tiny_model_path: Path, tmp_path: Path) -> None:
+def test_missing_adapter_is_a_load_error(tiny_spec: ModelSpec, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a LoRA adapter"):
-        Sampler.load(str(tiny_model_path), tmp_path, device="cpu", dtype="float32")
+        Sampler.load(tiny_spec, tmp_path)
+
+
+def test_a_base_model_name_with_its_settings_beside_it_still_loads(
+    tiny_model_path: Path, tiny_spec: ModelSpec
+) -> None:
+    # How bot/cli/model.py calls it.
+    legacy = Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
+    assert legacy.device == "cpu" and legacy.name == Sampler.load(tiny_spec).name
+    with pytest.raises(TypeError, match="device"):
+        Sampler.load(tiny_spec, None, device="cpu")
 
 
 def test_trained_adapter_loads_as_the_default(
-    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+    tiny_model_path: Path, tiny_spec: ModelSpec, tiny_dataset: Path, tmp_path: Path
 ) -> None:
-    from model.train import TrainConfig, train
+    from model.train.sft import TrainConfig, train
 
     out = tmp_path / "adapter"
     cfg = TrainConfig(
         base_model=str(tiny_model_path), epochs=1, batch_size=4, dtype="float32", threads=1
     )
     train(tiny_dataset, out, cfg, name="tiny-lora")
-    loaded = Sampler.load(str(tiny_model_path), out, device="cpu", dtype="float32", threads=1)
+    loaded = Sampler.load(tiny_spec, out)
     assert loaded.name == "model+tiny-lora"
     assert loaded.adapters == ["default"]  # unmerged: other adapters can join it
     (result,) = loaded.complete_batch([GenerationRequest(prompt="genre:", n=2, max_tokens=4)])
@@ -213,10 +224,10 @@ def _greedy(ref: AdapterRef | None, prompt: str) -> GenerationRequest:
 
 @pytest.mark.parametrize("mix", [True, False])
 def test_mixed_adapter_batch_matches_single_adapter_batches(
-    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef], mix: bool
+    tiny_spec: ModelSpec, two_adapters: tuple[AdapterRef, AdapterRef], mix: bool
 ) -> None:
     a, b = two_adapters
-    sampler = Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
+    sampler = Sampler.load(tiny_spec)
     sampler.load_adapter(a.name, a.path)
     sampler.load_adapter(b.name, b.path)
     sampler.mix_adapters = mix
@@ -232,10 +243,10 @@ def test_mixed_adapter_batch_matches_single_adapter_batches(
 
 
 def test_unloaded_adapter_frees_its_name(
-    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+    tiny_spec: ModelSpec, two_adapters: tuple[AdapterRef, AdapterRef]
 ) -> None:
     a, b = two_adapters
-    sampler = Sampler.load(str(tiny_model_path), a.path, device="cpu", dtype="float32", threads=1)
+    sampler = Sampler.load(tiny_spec, a.path)
     sampler.load_adapter(b.name, b.path)
     assert sampler.adapters == ["default", "b"]
     sampler.unload_adapter("b")
@@ -244,8 +255,8 @@ def test_unloaded_adapter_frees_its_name(
     assert len(result.texts) == 2
 
 
-def _load(base: Path, adapter: str | None, *, merge: bool = True) -> Sampler:
-    sampler = Sampler.load(str(base), None, device="cpu", dtype="float32", threads=1)
+def _load(spec: ModelSpec, adapter: str | None, *, merge: bool = True) -> Sampler:
+    sampler = Sampler.load(spec)
     sampler.merge_default = merge
     if adapter is not None:
         sampler.load_adapter("default", adapter)
@@ -257,13 +268,13 @@ def _texts(sampler: Sampler, requests: list[GenerationRequest]) -> list[tuple[st
 
 
 def test_the_default_adapter_is_merged_only_while_it_is_alone(
-    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+    tiny_spec: ModelSpec, two_adapters: tuple[AdapterRef, AdapterRef]
 ) -> None:
     a, b = two_adapters
     prompts = ("genre:", "like: dub\ngenre:")
     defaults = [_greedy(None, p) for p in prompts]
-    reference = _texts(_load(tiny_model_path, a.path, merge=False), defaults)
-    sampler = _load(tiny_model_path, a.path)
+    reference = _texts(_load(tiny_spec, a.path, merge=False), defaults)
+    sampler = _load(tiny_spec, a.path)
     assert sampler.merged
     assert _texts(sampler, defaults) == reference
 
@@ -281,10 +292,10 @@ def test_the_default_adapter_is_merged_only_while_it_is_alone(
 
 
 def test_a_sampler_without_a_default_never_merges(
-    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+    tiny_spec: ModelSpec, two_adapters: tuple[AdapterRef, AdapterRef]
 ) -> None:
     a, _ = two_adapters
-    sampler = _load(tiny_model_path, None)
+    sampler = _load(tiny_spec, None)
     base = _texts(sampler, [_greedy(None, "genre:")])
     sampler.load_adapter(a.name, a.path)  # requests without an adapter still use the base
     assert not sampler.merged
@@ -293,11 +304,11 @@ def test_a_sampler_without_a_default_never_merges(
 
 
 def test_unloading_the_merged_default_restores_the_base(
-    tiny_model_path: Path, two_adapters: tuple[AdapterRef, AdapterRef]
+    tiny_spec: ModelSpec, two_adapters: tuple[AdapterRef, AdapterRef]
 ) -> None:
     a, _ = two_adapters
-    base = _texts(_load(tiny_model_path, None), [_greedy(None, "genre:")])
-    sampler = _load(tiny_model_path, a.path)
+    base = _texts(_load(tiny_spec, None), [_greedy(None, "genre:")])
+    sampler = _load(tiny_spec, a.path)
     assert sampler.merged
     sampler.unload_adapter("default")
     assert not sampler.merged and sampler.adapters == []

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
+from model.base import ModelSpec
 from model.protocol import GenerationRequest
 from model.sampler import Sampler, mean_logprob
 
 
 @pytest.fixture(scope="module")
-def sampler(tiny_model_path: Path) -> Sampler:
-    return Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
+def sampler(tiny_spec: ModelSpec) -> Sampler:
+    return Sampler.load(tiny_spec)
 
 
 def _teacher_forced(sampler: Sampler, prompt: str, tokens: list[int]) -> list[float]:

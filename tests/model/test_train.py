@@ -16,7 +16,7 @@ from model.artifacts import (
 )
 from model.errors import DatasetError
 from model.events import EventKind, StopReason, TrainEvent
-from model.train import TrainConfig, train
+from model.train.sft import TrainConfig, train
 
 
 def _config(model: Path, **kw: Any) -> TrainConfig:
@@ -176,7 +176,7 @@ def test_missing_dataset_is_a_readable_error(tiny_model_path: Path, tmp_path: Pa
 def test_select_by_reinvention_keeps_the_epoch_that_reinvents_most(
     tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model.train import Trainer
+    from model.train.sft import Trainer
 
     counts = iter([3, 9, 4])  # the second epoch re-invents most, whatever its loss
     monkeypatch.setattr(Trainer, "reinvention", lambda self, seed: next(counts))
@@ -196,7 +196,7 @@ def test_reinvention_counts_validation_genres_the_model_samples(
     from model.dataset import read_examples
     from model.protocol import GenerationResult
     from model.sampler import Sampler
-    from model.train import Trainer
+    from model.train.sft import Trainer
 
     cfg = _config(tiny_model_path, select_by="reinvention", select_samples=16)
     train_ex = read_examples(tiny_dataset / "train.jsonl")

@@ -13,7 +13,8 @@ from model.artifacts import ADAPTER_WEIGHTS, FINGERPRINT, MODEL_CARD
 from model.dataset import Vote, read_votes, write_votes
 from model.errors import DatasetError
 from model.events import EventKind, StopReason, TrainEvent
-from model.train import ServerRunConfig, TrainConfig, server_run, train
+from model.train.sft import TrainConfig, train
+from model.train.votes import ServerRunConfig, server_run
 
 UP = ["doom jazz", "sludge polka", "thrash zydeco", "black gaze"]
 DOWN = ["sunny pop", "happy house", "soft yacht", "bubble gum"]

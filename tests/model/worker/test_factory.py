@@ -8,6 +8,7 @@ import pytest
 
 from bot.config import load_config
 from bot.errors import ConfigError
+from model.base import DEFAULT_BASE_MODEL
 from model.worker.client import WorkerClient
 from model.worker.factory import default_adapter, make_client, sampler_spec
 from model.worker.pool import RemotePool
@@ -18,7 +19,7 @@ def test_local_transport_is_the_default(tmp_path: Path) -> None:
     client = make_client(config)
     assert isinstance(client, WorkerClient)
     assert client.settings.batch_window_ms == 5
-    assert client.spec.base_model == "smollm2-135m"
+    assert client.spec.base_model == DEFAULT_BASE_MODEL
     assert client.spec.adapter == default_adapter()
     assert client.spec.data_dir == str(tmp_path / "data")
 

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.metrics import CollectorRegistry, exposition, watch_client
 from model.worker.client import WorkerClient
+from model.worker.metrics import CollectorRegistry, exposition, watch_client
 from model.worker.server import create_app
 from model.worker.settings import SamplerSpec, ServeSettings
 from tests.model.worker.conftest import FAST, serve_app, wait_until

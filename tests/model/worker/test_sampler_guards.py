@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from model import sampler as sampler_module
+from model.base import ModelSpec
 from model.protocol import GenerationRequest
 from model.sampler import Sampler
 
 
 @pytest.fixture(scope="module")
-def sampler(tiny_model_path: Path) -> Sampler:
-    return Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
+def sampler(tiny_spec: ModelSpec) -> Sampler:
+    return Sampler.load(tiny_spec)
 
 
 def test_an_empty_prompt_alone_is_completed(sampler: Sampler) -> None:

@@ -1,61 +1,57 @@
-"""LoRA fine-tuning of the base model on a dataset folder (see :mod:`model.dataset`).
+"""Full LoRA fine-tuning of the base model on a dataset folder (see :mod:`model.dataset`).
 
 :func:`train` is seeded and reports progress through a callback (:class:`model.events.TrainEvent`
 ``start``/``step``/``epoch``/``done``; the CLI turns them into a tqdm bar or JSON lines). A
 :class:`TrainLoop` computes the validation loss after every epoch, stops early when it stops
 improving (keeping the best epoch's weights), and saves a :class:`Checkpoint` every few minutes
 and at Ctrl-C into ``<output>.work/``, which the next run resumes. The output folder is assembled
-in a temporary folder and renamed into place (:func:`publish_adapter`), so an interruption never
-leaves a half-written adapter.
+in a temporary folder and renamed into place, so an interruption never leaves a half-written
+adapter.
 
 Output: ``adapter_model.safetensors``, ``adapter_config.json``, ``model_card.json``,
 ``known_genres.fingerprint`` and ``loss_curve.png``.
-
-:func:`server_run` is the short run a server's ``/retrain`` starts: it loads the server's
-current adapter trainable, learns from the server's 👍/👎 votes (:mod:`model.kto`, the
-reference being that adapter as loaded) plus a replay of real genres, stops after
-``max_steps`` or ``max_minutes`` and publishes the same files.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.artifacts import (
-    ADAPTER_WEIGHTS,
-    FINGERPRINT,
-    LEADING_WORDS,
-    LOSS_CURVE,
-    read_card,
-    write_card,
-)
+from model.base import LoadedModel, ModelSpec, load_model
 from model.dataset import (
     FINGERPRINT_FILE,
     STATS_FILE,
     TRAIN_FILE,
     VALID_FILE,
     Example,
-    Vote,
     dataset_hash,
     read_examples,
-    read_votes,
 )
 from model.errors import TrainingError
 from model.events import EventKind, StopReason, TrainEvent
 from model.filters import validate
 from model.pipeline import DEFAULT_TEMPERATURE
 from model.protocol import GenerationRequest
-from model.textformat import END_MARKER, build_prompt, format_example, parse_completion
+from model.textformat import END_MARKER, build_prompt, parse_completion
+from model.train._common import (
+    Encoded,
+    LossCurve,
+    Progress,
+    TrainResult,
+    collate,
+    encode,
+    lr_lambda,
+    publish_adapter,
+    write_adapter,
+)
 
 # How the kept epoch is chosen (TrainConfig.select_by), and how its re-invention is sampled:
 # as the pipeline samples by default.
@@ -65,14 +61,12 @@ SELECT_TOP_P = 0.95
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
-Progress = Callable[[TrainEvent], None]
-
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters; the defaults are the ones the shipped adapter was trained with."""
+class TrainConfig(ModelSpec):
+    """The base model (:class:`~model.base.ModelSpec`) and the hyper-parameters; the defaults
+    are the ones the shipped adapter was trained with."""
 
-    base_model: str = "smollm2-135m"
     epochs: int = 3
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -96,9 +90,6 @@ class TrainConfig:
     select_by: str = "loss"
     select_samples: int = 1000
     checkpoint_every_s: float = 300.0
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -114,43 +105,7 @@ class TrainConfig:
         return cls(**values)
 
 
-@dataclass
-class TrainResult:
-    output: Path
-    steps: int
-    epochs_run: int
-    best_epoch: int
-    train_losses: list[float] = field(default_factory=list)
-    valid_losses: list[float] = field(default_factory=list)
-    wall_s: float = 0.0
-    stopped_early: bool = False
-    reinvented: list[int] = field(default_factory=list)
-
-
-def _encode(tokenizer: Any, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
-    """Token ids of each example and the number of prompt tokens (masked out of the loss)."""
-    out = []
-    for ex in examples:
-        prompt_ids = tokenizer(build_prompt(ex.like), add_special_tokens=False)["input_ids"]
-        full_ids = tokenizer(format_example(ex.genre, ex.like), add_special_tokens=False)[
-            "input_ids"
-        ]
-        if full_ids[: len(prompt_ids)] != prompt_ids:
-            # Tokenisation merged across the boundary: mask what the prompt certainly covers.
-            common = 0
-            for a, b in zip(prompt_ids, full_ids, strict=False):
-                if a != b:
-                    break
-                common += 1
-            out.append((full_ids, common))
-        else:
-            out.append((full_ids, len(prompt_ids)))
-    return out
-
-
-def _batches(
-    encoded: list[tuple[list[int], int]], batch_size: int, rng: random.Random | None
-) -> list[list[int]]:
+def _batches(encoded: list[Encoded], batch_size: int, rng: random.Random | None) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), in shuffled order."""
     order = list(range(len(encoded)))
     if rng is not None:
@@ -166,21 +121,6 @@ def _batches(
     return batches
 
 
-def _collate(encoded: list[tuple[list[int], int]], indices: list[int], pad_id: int) -> Any:
-    import torch
-
-    width = max(len(encoded[i][0]) for i in indices)
-    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(indices), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(indices), width), dtype=torch.long)
-    for row, i in enumerate(indices):
-        tokens, prompt_len = encoded[i]
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        labels[row, prompt_len : len(tokens)] = torch.tensor(tokens[prompt_len:])
-        mask[row, : len(tokens)] = 1
-    return ids, mask, labels
-
-
 def _layers_to_transform(model: Any, first_layer: int) -> list[int] | None:
     if first_layer <= 0:
         return None
@@ -188,66 +128,6 @@ def _layers_to_transform(model: Any, first_layer: int) -> list[int] | None:
     if first_layer >= n_layers:
         raise TrainingError(f"first_layer={first_layer} but the model has {n_layers} layers.")
     return list(range(first_layer, n_layers))
-
-
-def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(warmup, 1)
-        progress = (step - warmup) / max(total - warmup, 1)
-        return max(0.05, 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-    return factor
-
-
-def compact_adapter_weights(path: Path) -> None:
-    """Store float32 LoRA weights as bfloat16: half the size, and sampling merges them into a
-    bfloat16 (or float32) base anyway. PEFT casts them back to the module dtype on load."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(str(path))
-    compact = {
-        k: v.to(torch.bfloat16) if v.dtype == torch.float32 else v for k, v in tensors.items()
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(compact, str(tmp), metadata={"format": "pt"})
-    tmp.replace(path)
-
-
-def _write_loss_curve(
-    path: Path, steps: list[tuple[int, float]], valid: list[float], spe: int
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    if steps:
-        xs = [s for s, _ in steps]
-        ys = [v for _, v in steps]
-        k = max(1, len(ys) // 50)
-        smooth = [
-            sum(ys[max(0, i - k) : i + 1]) / len(ys[max(0, i - k) : i + 1]) for i in range(len(ys))
-        ]
-        ax.plot(xs, ys, color="#9ecae1", linewidth=0.6, label="train (per step)")
-        ax.plot(xs, smooth, color="#3182bd", linewidth=1.5, label="train (smoothed)")
-    if valid:
-        ax.plot(
-            [spe * (i + 1) for i in range(len(valid))],
-            valid,
-            "o-",
-            color="#e6550d",
-            label="validation",
-        )
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper right", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 @dataclass
@@ -314,20 +194,15 @@ class TrainState:
         return False
 
 
-def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> tuple[Any, Any, str, Any]:
+def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> LoadedModel:
     """The seeded base model with fresh LoRA layers (trained in float32), its tokenizer,
     device and dtype."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from model.base import load_base, pick_device, pick_dtype, set_threads
-
-    set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_base(cfg.base_model, data_dir=data_dir, device=device, dtype=dtype)
+    model, tokenizer, device, dtype = load_model(cfg, data_dir=data_dir)
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -342,7 +217,7 @@ def _load_model(cfg: TrainConfig, data_dir: str | Path | None) -> tuple[Any, Any
     for param in model.parameters():
         if param.requires_grad:
             param.data = param.data.float()
-    return model, tokenizer, device, dtype
+    return LoadedModel(model, tokenizer, device, dtype)
 
 
 class Trainer:
@@ -364,8 +239,8 @@ class Trainer:
         self.dtype = str(dtype).replace("torch.", "")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in self.trainable)
-        self.train_data = _encode(tokenizer, train)
-        self.valid_data = _encode(tokenizer, valid)
+        self.train_data = encode(tokenizer, train)
+        self.valid_data = encode(tokenizer, valid)
         self.pad_id = int(tokenizer.pad_token_id)
         self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
         total = self.steps_per_epoch * cfg.epochs
@@ -374,7 +249,7 @@ class Trainer:
             self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(cfg.warmup_steps, self.total_steps)
+            self.optimizer, lr_lambda(cfg.warmup_steps, self.total_steps)
         )
 
     def start_event(self, step: int, *, resumed: bool) -> TrainEvent:
@@ -396,7 +271,7 @@ class Trainer:
         import torch
 
         torch.manual_seed(seed)
-        ids, mask, labels = _collate(self.train_data, indices, self.pad_id)
+        ids, mask, labels = collate(self.train_data, indices, self.pad_id)
         outputs = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -423,7 +298,7 @@ class Trainer:
         total, count = 0.0, 0
         with torch.inference_mode():
             for indices in _batches(self.valid_data, 64, None):
-                ids, mask, labels = _collate(self.valid_data, indices, self.pad_id)
+                ids, mask, labels = collate(self.valid_data, indices, self.pad_id)
                 outputs = self.model(
                     input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
                 )
@@ -677,7 +552,8 @@ def train(
     )
     card = _model_card(cfg, trainer, result, dataset, data_hash, name, notes, started)
     tmp = out.with_name(out.name + ".tmp")
-    _write_adapter(tmp, trainer, card, dataset / FINGERPRINT_FILE, state)
+    curve = LossCurve(state.step_losses, state.valid_losses, trainer.steps_per_epoch)
+    write_adapter(tmp, trainer.model, card, dataset / FINGERPRINT_FILE, curve)
     publish_adapter(tmp, out)
     checkpoint.discard()
     emit(
@@ -761,430 +637,4 @@ def _model_card(
         },
         "eval": {},
         **({"notes": notes} if notes else {}),
-    }
-
-
-def _write_adapter(
-    folder: Path,
-    trainer: Trainer | VoteTrainer,
-    card: dict[str, Any],
-    fingerprint: Path,
-    state: TrainState,
-) -> None:
-    """Write the whole adapter folder (see the module docstring) into an empty ``folder``."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    # Name the base model as configured, not the local cache path it was loaded from.
-    for peft_config in trainer.model.peft_config.values():
-        peft_config.base_model_name_or_path = trainer.cfg.base_model
-    trainer.model.save_pretrained(str(folder))
-    write_card(folder, card)
-    if fingerprint.is_file():
-        shutil.copyfile(fingerprint, folder / FINGERPRINT)
-        # The training split's leading-word prior lies next to the fingerprint it came with.
-        prior = fingerprint.with_name(LEADING_WORDS)
-        if prior.is_file():
-            shutil.copyfile(prior, folder / LEADING_WORDS)
-    _write_loss_curve(
-        folder / LOSS_CURVE,
-        [(int(s), float(v)) for s, v in state.step_losses],
-        state.valid_losses,
-        trainer.steps_per_epoch,
-    )
-    compact_adapter_weights(folder / ADAPTER_WEIGHTS)
-    (folder / "README.md").unlink(missing_ok=True)
-
-
-def publish_adapter(staged: Path, out: Path) -> None:
-    """Move the finished folder ``staged`` to ``out``, replacing what was there: a reader sees
-    the old adapter or the new one, never half of one."""
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-        staged.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staged.rename(out)
-
-
-# ---------------------------------------------------------------- server runs
-
-
-@dataclass(frozen=True)
-class ServerRunConfig:
-    """A server run: a short fine-tune of a server's adapter on its votes (see
-    :func:`server_run`). ``objective`` is ``kto`` or ``unlikelihood`` (:mod:`model.kto`).
-    The defaults are the ones ``benchmarks/bench_taste.py`` measured (see the README)."""
-
-    base_model: str = "smollm2-135m"
-    max_steps: int = 60
-    max_minutes: float = 4.5  # wall-clock cap of the whole run, loading included
-    replay: int = 2000  # real genres sampled from the dataset for the SFT replay
-    vote_batch: int = 32  # voted rows per step, half 👍 and half 👎 when both exist
-    replay_batch: int = 8
-    learning_rate: float = 4e-3
-    warmup_steps: int = 5
-    objective: str = "kto"
-    beta: float = 0.1
-    replay_weight: float = 0.25
-    # Only the LoRA weights of the top N decoder layers are tuned (0: all): back-propagation
-    # stops below them, so a step costs less. SmolLM2-135M has 30 layers.
-    tune_top_layers: int = 15
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    threads: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def check(self) -> None:
-        from model.kto import OBJECTIVES
-
-        if self.objective not in OBJECTIVES:
-            raise TrainingError(f"objective must be one of {', '.join(OBJECTIVES)}.")
-        if self.max_steps < 1 or self.max_minutes <= 0 or self.vote_batch < 1:
-            raise TrainingError("max_steps, max_minutes and vote_batch must be positive.")
-        if self.replay < 0 or self.replay_batch < 0:
-            raise TrainingError("replay and replay_batch must not be negative.")
-
-
-def _load_adapter_trainable(cfg: ServerRunConfig, adapter: Path, data_dir: Any) -> Any:
-    """The base model with ``adapter`` loaded trainable (LoRA weights in float32), its
-    tokenizer, device and dtype."""
-    import torch
-    from peft import PeftModel
-
-    from model.base import load_base, pick_device, pick_dtype, set_threads
-    from model.errors import ModelLoadError
-
-    if not (adapter / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{adapter} is not a LoRA adapter folder.")
-    set_threads(cfg.threads)
-    device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    base, tokenizer = load_base(cfg.base_model, data_dir=data_dir, device=device, dtype=dtype)
-    try:
-        model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelLoadError(f"Cannot apply adapter {adapter}: {first}") from None
-    n_layers = int(model.config.num_hidden_layers)
-    lowest = max(0, n_layers - cfg.tune_top_layers) if cfg.tune_top_layers > 0 else 0
-    for name, param in model.named_parameters():
-        if param.requires_grad and _layer_index(name) < lowest:
-            param.requires_grad_(False)
-        if param.requires_grad:
-            param.data = param.data.float()
-    return model, tokenizer, device, dtype
-
-
-def _layer_index(name: str) -> int:
-    """The decoder layer a parameter belongs to (a large number outside the layers).
-
-    >>> _layer_index("base_model.model.model.layers.12.mlp.up_proj.lora_A.default.weight")
-    12
-    >>> _layer_index("base_model.model.lm_head.weight") > 1000
-    True
-    """
-    parts = name.split(".")
-    for before, index in itertools.pairwise(parts):
-        if before == "layers" and index.isdigit():
-            return int(index)
-    return 1 << 30
-
-
-class VoteTrainer:
-    """The adapter being tuned, the encoded votes with their reference log-probabilities
-    (computed once, before any step), the encoded replay sample and the optimiser."""
-
-    def __init__(
-        self,
-        cfg: ServerRunConfig,
-        adapter: Path,
-        data_dir: Any,
-        votes: Sequence[Vote],
-        replay: list[Example],
-    ) -> None:
-        import torch
-
-        self.cfg = cfg
-        self.model, tokenizer, self.device, dtype = _load_adapter_trainable(cfg, adapter, data_dir)
-        self.dtype = str(dtype).replace("torch.", "")
-        self.pad_id = int(tokenizer.pad_token_id)
-        self.votes = _encode(tokenizer, [Example(v.name, v.like) for v in votes])
-        self.desirable = [bool(v.desirable) for v in votes]
-        self.replay = _encode(tokenizer, replay)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.reference = self.vote_logps(range(len(self.votes)))
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(cfg.warmup_steps, cfg.max_steps)
-        )
-        self.rng = random.Random(cfg.seed)
-        self.n_trainable = sum(p.numel() for p in self.trainable)
-        self.steps_per_epoch = cfg.max_steps  # no epochs: the loss curve has no valid marks
-        self._up = [i for i, d in enumerate(self.desirable) if d]
-        self._down = [i for i, d in enumerate(self.desirable) if not d]
-
-    def vote_logps(self, indices: Any) -> Any:
-        """Summed log-probabilities of the voted genres, without gradient (dropout off)."""
-        import torch
-
-        from model.kto import sequence_logps
-
-        order = list(indices)
-        out = torch.zeros(len(order))
-        self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), 64):
-                chunk = order[start : start + 64]
-                ids, mask, labels = _collate(self.votes, chunk, self.pad_id)
-                logits = self.model(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-                ).logits
-                out[start : start + len(chunk)] = sequence_logps(
-                    logits, labels.to(self.device)
-                ).cpu()
-        self.model.train()
-        return out
-
-    def _vote_rows(self) -> list[int]:
-        """A batch of voted rows: half 👍 and half 👎 (sampled with replacement) when both
-        labels exist, so a server's rare 👍 weigh as much as its many 👎."""
-        if not self._up or not self._down:
-            pool = self._up or self._down
-            return [self.rng.choice(pool) for _ in range(self.cfg.vote_batch)]
-        half = max(1, self.cfg.vote_batch // 2)
-        return [self.rng.choice(self._up) for _ in range(half)] + [
-            self.rng.choice(self._down) for _ in range(self.cfg.vote_batch - half)
-        ]
-
-    def step(self, seed: int) -> dict[str, float]:
-        """One optimiser step on voted rows and replay rows; the losses it measured."""
-        import torch
-
-        torch.manual_seed(seed)
-        rows = self._vote_rows()
-        replay = (
-            [self.rng.randrange(len(self.replay)) for _ in range(self.cfg.replay_batch)]
-            if self.replay
-            else []
-        )
-        encoded = [self.votes[i] for i in rows] + [self.replay[i] for i in replay]
-        ids, mask, labels = _collate(encoded, list(range(len(encoded))), self.pad_id)
-        logits = self.model(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
-        ).logits
-        labels = labels.to(self.device)
-        vote = self._vote_loss(logits[: len(rows)], labels[: len(rows)], rows)
-        total = vote.loss
-        values = {"vote_loss": float(vote.loss.detach())}
-        if replay:
-            sft = _token_ce(logits[len(rows) :], labels[len(rows) :])
-            total = total + self.cfg.replay_weight * sft
-            values["replay_loss"] = float(sft.detach())
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        values.update(
-            {
-                k: v
-                for k, v in (("reward_up", vote.reward_up), ("reward_down", vote.reward_down))
-                if v is not None
-            }
-        )
-        return {"loss": float(total.detach()), **values}
-
-    def _vote_loss(self, logits: Any, labels: Any, rows: list[int]) -> Any:
-        import torch
-
-        from model.kto import kto_loss, sequence_logps, unlikelihood_loss
-
-        desirable = torch.tensor([self.desirable[i] for i in rows], device=logits.device)
-        if self.cfg.objective == "unlikelihood":
-            return unlikelihood_loss(logits, labels, desirable)
-        reference = self.reference[rows].to(logits.device)
-        return kto_loss(sequence_logps(logits, labels), reference, desirable, beta=self.cfg.beta)
-
-
-def _token_ce(logits: Any, labels: Any) -> Any:
-    """Mean next-token cross-entropy over the unmasked positions (the SFT replay loss)."""
-    import torch
-
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-        labels[:, 1:].reshape(-1),
-        ignore_index=-100,
-    )
-
-
-# Seconds kept free under ``max_minutes`` for writing and publishing the adapter.
-SAVE_RESERVE_S = 5.0
-
-
-def server_run(
-    dataset_dir: str | Path,
-    votes_file: str | Path,
-    from_adapter: str | Path,
-    output: str | Path,
-    config: ServerRunConfig | None = None,
-    *,
-    progress: Progress | None = None,
-    data_dir: str | Path | None = None,
-    name: str | None = None,
-) -> TrainResult:
-    """Fine-tune ``from_adapter`` on a server's votes and publish it to ``output``.
-
-    A bounded run: at most ``max_steps`` steps and ``max_minutes`` of wall time (loading
-    included; the run then ends with :attr:`StopReason.TIME_LIMIT` and publishes what it has).
-    Each step mixes voted rows (:mod:`model.kto`, the reference being ``from_adapter`` as it
-    was loaded) with a replay sample of the dataset's real genres (cross-entropy), so the
-    adapter moves towards the server's taste and keeps writing genre names. Events as
-    :func:`train`: ``start``, one ``step`` per step, ``done``.
-    """
-    cfg = config or ServerRunConfig()
-    cfg.check()
-    started = time.perf_counter()
-    emit = progress or (lambda event: None)
-    dataset, out, source = Path(dataset_dir), Path(output), Path(from_adapter)
-    votes = read_votes(votes_file)
-    replay = _replay_sample(dataset, cfg)
-    trainer = VoteTrainer(cfg, source, data_dir, votes, replay)
-    emit(
-        TrainEvent(
-            EventKind.START,
-            step=0,
-            total_steps=cfg.max_steps,
-            train_examples=len(votes) + len(replay),
-            valid_examples=0,
-            trainable_params=trainer.n_trainable,
-            device=trainer.device,
-            dtype=trainer.dtype,
-            resumed=False,
-        )
-    )
-    state = TrainState()
-    stop_reason = _server_loop(trainer, state, emit, started)
-    rewards = _reward_means(trainer)
-    wall_s = time.perf_counter() - started
-    card = _server_card(cfg, trainer, dataset, source, state, stop_reason, rewards, name, wall_s)
-    tmp = out.with_name(out.name + ".tmp")
-    fingerprint = dataset / FINGERPRINT_FILE
-    _write_adapter(
-        tmp, trainer, card, fingerprint if fingerprint.is_file() else source / FINGERPRINT, state
-    )
-    publish_adapter(tmp, out)
-    last = state.step_losses[-1][1] if state.step_losses else None
-    result = TrainResult(out, state.step, 0, 0, [last] if last is not None else [], [], wall_s)
-    emit(
-        TrainEvent(
-            EventKind.DONE,
-            step=state.step,
-            total_steps=cfg.max_steps,
-            loss=round(last, 4) if last is not None else None,
-            output=str(out),
-            wall_s=round(time.perf_counter() - started, 1),
-            eta_s=0,
-            stop_reason=stop_reason,
-        )
-    )
-    return result
-
-
-def _replay_sample(dataset: Path, cfg: ServerRunConfig) -> list[Example]:
-    """``cfg.replay`` real genres drawn (seeded) from the dataset's training split."""
-    if cfg.replay == 0 or cfg.replay_batch == 0:
-        return []
-    examples = read_examples(dataset / TRAIN_FILE)
-    if not examples:
-        raise TrainingError(f"{dataset / TRAIN_FILE} has no examples to replay.")
-    rng = random.Random(cfg.seed)
-    return rng.sample(examples, min(cfg.replay, len(examples)))
-
-
-def _server_loop(
-    trainer: VoteTrainer, state: TrainState, emit: Progress, started: float
-) -> StopReason:
-    """The steps of a server run, until ``max_steps`` or the wall-clock cap."""
-    cfg = trainer.cfg
-    deadline = started + cfg.max_minutes * 60 - SAVE_RESERVE_S
-    last_s = 0.0
-    while state.step < cfg.max_steps:
-        before = time.perf_counter()
-        if before + last_s > deadline:
-            return StopReason.TIME_LIMIT
-        values = trainer.step(seed=cfg.seed + state.step)
-        last_s = time.perf_counter() - before
-        state.step += 1
-        state.step_losses.append([state.step, values["loss"]])
-        emit(
-            TrainEvent(
-                EventKind.STEP,
-                step=state.step,
-                total_steps=cfg.max_steps,
-                loss=round(values["loss"], 4),
-                lr=float(trainer.scheduler.get_last_lr()[0]),
-                eta_s=round(last_s * (cfg.max_steps - state.step), 1),
-                elapsed_s=round(time.perf_counter() - started, 1),
-            )
-        )
-    return StopReason.COMPLETED
-
-
-def _reward_means(trainer: VoteTrainer) -> dict[str, float]:
-    """Mean change of the voted genres' log-probability since the start, per label."""
-    shift = trainer.vote_logps(range(len(trainer.votes))) - trainer.reference
-    out = {}
-    for label, want in (("up", True), ("down", False)):
-        rows = [i for i, d in enumerate(trainer.desirable) if d is want]
-        if rows:
-            out[label] = round(float(shift[rows].mean()), 4)
-    return out
-
-
-def _server_card(
-    cfg: ServerRunConfig,
-    trainer: VoteTrainer,
-    dataset: Path,
-    source: Path,
-    state: TrainState,
-    stop_reason: StopReason,
-    rewards: dict[str, float],
-    name: str | None,
-    wall_s: float,
-) -> dict[str, Any]:
-    """The model card of a server run (``eval`` is filled by ``microgenre eval``)."""
-    ups = sum(trainer.desirable)
-    return {
-        "name": name or f"server-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
-        "base_model": cfg.base_model,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "format": {"prompt": build_prompt(), "like_prompt": build_prompt("<text>"), "end": "\\n"},
-        "from_adapter": {"path": str(source), "name": read_card(source).get("name")},
-        "data": {
-            "hash": dataset_hash(dataset),
-            "votes_up": ups,
-            "votes_down": len(trainer.desirable) - ups,
-            "replay_examples": len(trainer.replay),
-        },
-        "hyperparameters": cfg.to_dict(),
-        "trainable_params": trainer.n_trainable,
-        "device": trainer.device,
-        "dtype": trainer.dtype,
-        "training": {
-            "kind": "server_run",
-            "steps": state.step,
-            "stop_reason": str(stop_reason),
-            "wall_s": round(wall_s, 1),
-            # Mean log-probability change of the voted genres (👍 should rise, 👎 fall).
-            "logp_shift": rewards,
-        },
-        "eval": {},
     }
