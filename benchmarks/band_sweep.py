@@ -1,4 +1,4 @@
-"""Weirdness band layouts compared on the same candidates (quality_experiments.md, run 10).
+"""Weirdness band layouts compared on the same candidates (docs/benchmarks.md, run 11).
 
     MICROGENRE_MODEL_THREADS=1 .venv/bin/python benchmarks/band_sweep.py \
         model/default_adapter 0.75 1,2,3 1000      # ADAPTER TEMPERATURE SEEDS N
@@ -8,7 +8,7 @@ layouts differ by their selection only. Layouts: ``ends`` (level w aims at the r
 (w - 1) / 4 with a band of 1 / 3: levels 1-2 and 4-5 share three quarters of their band),
 ``even`` (today's :func:`model.pipeline.band_order`: bands spread evenly from the top to the
 bottom, neighbours share half), ``fifths`` (the same with five disjoint bands, five times the
-need sampled). (Run 10 measured ``even`` as its first version, which dealt each band from its
+need sampled). (Run 11 measured ``even`` as its first version, which dealt each band from its
 centre; today's deals level 1 from the top and 5 from the bottom.) Prints one JSON line per layout.
 """
 

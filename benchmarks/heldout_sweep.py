@@ -1,4 +1,4 @@
-"""The held-out part of `microgenre eval` alone, for quick sweeps (quality_experiments.md).
+"""The held-out part of `microgenre eval` alone, for quick sweeps (docs/benchmarks.md).
 
     MICROGENRE_MODEL_THREADS=1 .venv/bin/python benchmarks/heldout_sweep.py \
         model/default_adapter 0.75 1,2,3 0,1,2 1000      # ADAPTER TEMPERATURE SEEDS LEVELS N

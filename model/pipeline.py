@@ -87,7 +87,7 @@ MIN_YIELD = 0.05
 # Calls share rounds only with calls of the same prompt, temperature, adapter and weirdness.
 _RoundKey = tuple[str, float, AdapterRef | None, int | None]
 # The sampling temperature of every call that does not choose one. Measured on the held-out
-# split (benchmarks/quality_experiments.md, run 8): 0.75 re-invents 2.67x the raw markovify
+# split (docs/benchmarks.md, quality experiments, run 8): 0.75 re-invents 2.67x the raw markovify
 # baseline unranked, against 2.08x at the earlier 0.85.
 DEFAULT_TEMPERATURE = 0.75
 # A call's first request assumes 1 / OVERSAMPLE of its candidates survive (later ones use the
@@ -99,7 +99,7 @@ WEIRDNESS_LEVELS = range(1, 6)
 # A call with a weirdness level samples this many times the candidates it needs, to choose from.
 RERANK = 3.0
 # A ``like:`` call samples this many times the candidates it needs and deals first the ones that
-# share a word with its condition (benchmarks/quality_experiments.md, run 9).
+# share a word with its condition (docs/benchmarks.md, quality experiments, run 9).
 LIKE_CHOOSE = 2.0
 
 

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 # Queue-position edits of the placeholder message, at most this often (seconds).
 POSITION_EDIT_INTERVAL_S = 1.5
 # The weirdness of `/genre new` when none is given: the band that re-invents real genres most
-# often short of the tamest (benchmarks/quality_experiments.md: level 2 about 2.0x a raw Markov
-# chain, level 3 1.4x), so a default genre sounds real but not bland.
+# often short of the tamest (docs/benchmarks.md, quality experiments: level 2 about 2.0x a raw
+# Markov chain, level 3 1.4x), so a default genre sounds real but not bland.
 DEFAULT_WEIRDNESS = 2
 # Genre names are model text and the header repeats user text: shown literally, pinging nobody.
 NO_MENTIONS = discord.AllowedMentions.none()

@@ -1,6 +1,6 @@
 """SQLAlchemy models of the store: genres, generations, votes, favorites, model versions, runs.
 
-Changing a model needs a migration: ``alembic revision --autogenerate`` (see README).
+Changing a model needs a migration: ``alembic revision --autogenerate`` (see docs/operations.md).
 """
 
 from __future__ import annotations
