@@ -564,6 +564,7 @@ def train(
             loss=round(result.train_losses[-1], 4) if result.train_losses else None,
             valid_loss=round(result.valid_losses[-1], 4) if result.valid_losses else None,
             output=str(out),
+            dataset=str(dataset),
             wall_s=round(result.wall_s, 1),
             eta_s=0,
             stop_reason=stop_reason,

@@ -288,6 +288,7 @@ def server_run(
             device=trainer.device,
             dtype=trainer.dtype,
             resumed=False,
+            dataset=str(dataset),
         )
     )
     losses: list[list[float]] = []  # [step, loss] pairs
@@ -312,6 +313,7 @@ def server_run(
             total_steps=cfg.max_steps,
             loss=round(last, 4) if last is not None else None,
             output=str(out),
+            dataset=str(dataset),
             wall_s=round(time.perf_counter() - started, 1),
             eta_s=0,
             stop_reason=stop_reason,

@@ -115,6 +115,10 @@ def test_server_run_respects_max_steps_and_publishes(
     kinds = [e.event for e in events]
     assert kinds == [EventKind.START, *[EventKind.STEP] * 3, EventKind.DONE]
     assert result.steps == 3 and events[-1].stop_reason is StopReason.COMPLETED
+    # The start and done events name the dataset the run trained from (the bot evaluates
+    # both adapters on its validation split) and the adapter it wrote.
+    assert events[0].dataset == events[-1].dataset == str(tiny_dataset)
+    assert events[-1].output == str(out)
     for name in (ADAPTER_WEIGHTS, MODEL_CARD, FINGERPRINT):
         assert (out / name).is_file(), name
     assert not out.with_name("server.tmp").exists()
