@@ -22,11 +22,11 @@ from bot.cli import (
     evaluate,
     generate,
     invite,
-    models,
     scrape,
     serve,
     stats,
     train,
+    versions,
 )
 from bot.cli.common import CliState, run_cli
 from bot.errors import MicrogenreError
@@ -56,7 +56,7 @@ for command in (
     train.train,
     generate.generate,
     evaluate.eval_command,
-    models.model,
+    versions.model,
     scrape.scrape,
     serve.serve,
     stats.stats,
