@@ -54,6 +54,7 @@ for command in (
     db.db,
     dataset.dataset,
     train.train,
+    train.server_run,
     generate.generate,
     evaluate.eval_command,
     versions.model,
