@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The one place cogs are registered: each is a module under bot/cogs/ whose ``setup()`` adds
+# its cog; ``setup_hook`` loads them by name (so this module imports none of them).
 COG_MODULES = (
     "bot.cogs.generation",
     "bot.cogs.voting",
