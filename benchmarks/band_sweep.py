@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import model.pipeline as pipeline_module
-from bot.cli.model import load_fingerprint, load_sampler
+from bot.cli.common import load_fingerprint, load_sampler
 from bot.config import load_config
 from model.dataset import build_dataset, records_from_genres_csv
 from model.evaluate import HeldOut, ReplayBackend, fair_evaluation

@@ -73,14 +73,14 @@ def cli_runs(data_dir: Path, adapter: str | None) -> list[dict[str, object]]:
 def throughput(n: int, loop_calls: int, adapter: str | None, data_dir: Path) -> dict[str, object]:
     import torch
 
-    from bot.cli.model import DEFAULT_ADAPTER
+    from model.artifacts import DEFAULT_ADAPTER_DIR
     from model.base import ModelSpec
     from model.filters import Fingerprint, Moderator, validate
     from model.pipeline import GenrePipeline
     from model.sampler import LocalBackend, Sampler
     from model.textformat import build_prompt, parse_completion
 
-    path = Path(adapter) if adapter else DEFAULT_ADAPTER
+    path = Path(adapter) if adapter else DEFAULT_ADAPTER_DIR
     t0 = time.perf_counter()
     sampler = Sampler.load(ModelSpec(), path, data_dir=data_dir)
     load_s = time.perf_counter() - t0

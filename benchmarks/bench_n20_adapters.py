@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.cli.model import load_fingerprint, load_sampler
+from bot.cli.common import load_fingerprint, load_sampler
 from bot.config import load_config
 from model.filters import Moderator
 from model.pipeline import GenrePipeline

@@ -5,8 +5,8 @@
 Simulates a server that likes metal. With the shipped adapter, through :class:`GenrePipeline`
 (in-process :class:`~model.sampler.LocalBackend`), it generates ``--votes`` genres and votes
 each one: 👍 when a word of it contains a theme word (:data:`THEME`), 👎 otherwise. It then runs
-the server run exactly as the bot does (``microgenre train --votes FILE --from-adapter DEFAULT
---progress-json``, a subprocess, timed) and generates again with the new adapter. Reported:
+the server run exactly as the bot does (``microgenre server-run --votes FILE --from-adapter
+DEFAULT --progress-json``, a subprocess, timed) and generates again with the new adapter. Reported:
 
 * the theme's share of delivered genres before and after (the goal: at least 2x);
 * delivered novelty (not a real genre, not a near-copy of one, not one of the server's earlier
@@ -105,10 +105,10 @@ def generate(pipeline: Any, n: int, seed: int, exclude: list[str]) -> dict[str, 
 
 
 def server_run(dataset: Path, votes: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``microgenre train --votes`` as the bot does; its last event and wall time."""
+    """Run ``microgenre server-run`` as the bot does; its last event and wall time."""
     from model.artifacts import DEFAULT_ADAPTER_DIR
 
-    command = [sys.executable, "-m", "bot", "train", "--dataset", str(dataset)]
+    command = [sys.executable, "-m", "bot", "server-run", "--dataset", str(dataset)]
     command += ["--from-adapter", str(DEFAULT_ADAPTER_DIR), "--votes", str(votes)]
     command += ["--output", str(out), "--progress-json", "--seed", str(args.seed)]
     command += args.train_args
@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--other-n", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
-    parser.add_argument("train_args", nargs="*", help="extra `microgenre train` options")
+    parser.add_argument("train_args", nargs="*", help="extra `microgenre server-run` options")
     args = parser.parse_args()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

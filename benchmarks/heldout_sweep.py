@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.cli.model import load_fingerprint, load_sampler
+from bot.cli.common import load_fingerprint, load_sampler
 from bot.config import load_config
 from model.dataset import build_dataset, records_from_genres_csv
 from model.evaluate import HeldOut, fair_evaluation

@@ -26,8 +26,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.cogs.posting import PostsInFlight
 from bot.errors import MicrogenreError
+from bot.invite import invite_url
+from bot.posting import PostsInFlight
 from bot.service import GenreService
 from bot.store.engine import SessionMaker
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The one place cogs are registered: each is a module under bot/cogs/ whose ``setup()`` adds
+# its cog; ``setup_hook`` loads them by name (so this module imports none of them).
 COG_MODULES = (
     "bot.cogs.generation",
     "bot.cogs.voting",
@@ -209,8 +212,6 @@ class MicrogenreBotMixin:
             )
         application_id = getattr(self, "application_id", None)
         if not getattr(self, "guilds", None) and application_id:
-            from bot.cli.invite import invite_url
-
             log.warning("I am in no server yet; invite me: %s", invite_url(application_id))
 
     # ------------------------------------------------------------------ shutdown

@@ -153,7 +153,7 @@ class BotConfig:
     gate_max_regression: float = 0.05
     # The retraining progress message is edited at most this often, in seconds.
     progress_edit_interval_s: float = 5.0
-    # Command run for retraining; empty: this Python running `microgenre train`. Arguments
+    # Command run for retraining; empty: this Python running `microgenre server-run`. Arguments
     # `--progress-json --output DIR --votes FILE [--from-adapter DIR]` are appended.
     train_command: tuple[str, ...] = ()
     # Command run to evaluate an adapter; empty: `microgenre eval --no-baseline --likes 0 -n 300`.

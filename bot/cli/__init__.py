@@ -15,7 +15,19 @@ import click
 
 # Modules, not their commands: a command named like its module (``db``, ``serve``) imported by
 # name would shadow the submodule on this package (``import bot.cli.db`` would get the group).
-from bot.cli import bot, db, invite, model, models, scrape, serve, stats
+from bot.cli import (
+    bot,
+    dataset,
+    db,
+    evaluate,
+    generate,
+    invite,
+    scrape,
+    serve,
+    stats,
+    train,
+    versions,
+)
 from bot.cli.common import CliState, run_cli
 from bot.errors import MicrogenreError
 
@@ -40,11 +52,12 @@ def main(ctx: click.Context, config_path: str | None, verbose: int) -> None:
 for command in (
     bot.bot_command,
     db.db,
-    model.dataset,
-    model.train,
-    model.generate,
-    model.eval_command,
-    models.model,
+    dataset.dataset,
+    train.train,
+    train.server_run,
+    generate.generate,
+    evaluate.eval_command,
+    versions.model,
     scrape.scrape,
     serve.serve,
     stats.stats,

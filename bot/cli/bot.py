@@ -59,7 +59,7 @@ def bot_command(ctx: click.Context, force_sync: bool) -> None:
 async def run_bot(config: Config, token: str) -> int:
     """Open the store, start the worker, run the bot until SIGTERM/SIGINT, clean up; 0."""
     from bot.app import make_bot, serve_bot
-    from bot.cli.models import default_model_config
+    from bot.cli.versions import default_model_config
     from bot.metrics import metrics_endpoint
     from bot.queue import FairQueue, QueueSettings
     from bot.retrain import RetrainManager

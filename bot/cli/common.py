@@ -1,19 +1,26 @@
-"""Shared plumbing for the CLI commands: lazily loaded config, store access, error mapping."""
+"""Shared plumbing for the CLI commands: lazily loaded config, store access, error mapping, and
+the adapter, sampler and fingerprint that `generate`, `eval` and `server-run` load.
+
+torch is imported only inside :func:`load_sampler`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 
 from bot.config import Config, load_config
-from bot.errors import MicrogenreError
+from bot.errors import InputError, MicrogenreError
 from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
 from bot.store.schema import ensure_schema_current
+from model.artifacts import DEFAULT_ADAPTER_DIR, is_adapter
 from model.errors import ModelError
 
 
@@ -76,3 +83,66 @@ def run_cli(group: click.Group, argv: Sequence[str] | None, *, prog: str = "micr
         click.echo("Interrupted.", err=True)
         return 130
     return 0
+
+
+def quiet_transformers() -> None:
+    """Keep transformers and peft to errors only (no progress bars, no warnings)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", module="transformers")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def adapter_path(config: Config, adapter: str | None) -> Path:
+    """The adapter to use: the option, the config, else the shipped default."""
+    chosen = adapter or config.model.adapter
+    path = config.resolve_path(chosen) if chosen else DEFAULT_ADAPTER_DIR
+    if not is_adapter(path):
+        hint = "" if chosen else " (the shipped default adapter is missing: reinstall)"
+        raise InputError(f"{path} is not a LoRA adapter folder{hint}.")
+    return path
+
+
+def store_configured(config: Config) -> bool:
+    """True when a store exists: an explicit database URL, or the SQLite file is there."""
+    if config.database.url:
+        return True
+    return (config.data_dir / "microgenre.db").is_file()
+
+
+def load_sampler(config: Config, adapter: Path) -> Any:
+    """The configured base model with ``adapter`` (a :class:`model.sampler.Sampler`)."""
+    quiet_transformers()
+    from model.sampler import Sampler
+
+    return Sampler.load(
+        config.model.base_model,
+        adapter,
+        device=config.model.device,
+        dtype=config.model.dtype,
+        threads=config.model.threads,
+        data_dir=config.data_dir,
+        progress=_say,
+    )
+
+
+def load_fingerprint(adapter: Path) -> Any:
+    """The adapter's fingerprint, else an empty one (with a warning)."""
+    from model.artifacts import load_fingerprint as load
+    from model.filters import Fingerprint
+
+    fingerprint = load(adapter)
+    if fingerprint is None:
+        _say(f"warning: {adapter} has no readable fingerprint; novelty uses the store only")
+        return Fingerprint()
+    return fingerprint

@@ -75,7 +75,7 @@ def serve(
 async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
     from aiohttp import web
 
-    from bot.cli.models import default_model_config, guild_adapters
+    from bot.cli.versions import default_model_config, guild_adapters
     from model.worker.factory import make_local_client
     from model.worker.server import create_app
 

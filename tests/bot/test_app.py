@@ -58,16 +58,11 @@ async def test_auto_sharded_bot_when_shards_are_configured(
 
 
 async def test_command_payload_describes_every_option(sessions: Any, tmp_path: Path) -> None:
-    from bot.app import make_bot
+    from bot.app import COG_MODULES, make_bot
     from bot.service import GenreService
 
     bot = make_bot(make_config(tmp_path), sessions, GenreService(ScriptedGenerator(), sessions))
-    for module in (
-        "bot.cogs.generation",
-        "bot.cogs.voting",
-        "bot.cogs.leaderboard",
-        "bot.cogs.admin",
-    ):
+    for module in COG_MODULES:
         await bot.load_extension(module)
     bot.tree.add_command(bot.genre_group)
     payload = {c["name"]: c for c in bot.command_payload(None)}

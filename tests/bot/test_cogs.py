@@ -14,9 +14,9 @@ from discord import app_commands
 from bot.app import user_message
 from bot.cogs.common import NotAdminError, require_admin
 from bot.cogs.generation import GenerationCog, NothingGeneratedError, clean_like
-from bot.cogs.posting import PostsInFlight
 from bot.cogs.voting import VotingCog
 from bot.errors import InputError, UserQueueFullError
+from bot.posting import PostsInFlight
 from bot.queue import FairQueue, QueueSettings
 from bot.service import GenreRequest, GenreService
 from bot.store.generations import generation_by_message

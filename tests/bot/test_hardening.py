@@ -14,9 +14,9 @@ import discord
 import pytest
 
 from bot import text
+from bot.cogs import leaderboard
 from bot.cogs.generation import GenerationCog
-from bot.cogs.leaderboard import _cog
-from bot.cogs.leaderboard._cog import LeaderboardCog, generator_state
+from bot.cogs.leaderboard import LeaderboardCog, generator_state
 from bot.errors import MicrogenreError
 from bot.service import GenreRequest, GenreService
 from bot.store.generations import reserve_generations
@@ -72,7 +72,7 @@ async def test_map_indexes_and_places_off_the_event_loop(
         sessions, [GenreRecord.create("polka", "everynoise", extra={"x": 1, "y": 2})]
     )
     threads: list[threading.Thread] = []
-    real_place_all, real_index = _cog.place_all, _cog.WordIndex
+    real_place_all, real_index = leaderboard.place_all, leaderboard.WordIndex
 
     def place_all(*args: Any) -> Any:
         threads.append(threading.current_thread())
@@ -82,9 +82,9 @@ async def test_map_indexes_and_places_off_the_event_loop(
         threads.append(threading.current_thread())
         return real_index(*args)
 
-    monkeypatch.setattr(_cog, "place_all", place_all)
-    monkeypatch.setattr(_cog, "WordIndex", word_index)
-    monkeypatch.setattr(_cog, "render_png", lambda *a: b"png")
+    monkeypatch.setattr(leaderboard, "place_all", place_all)
+    monkeypatch.setattr(leaderboard, "WordIndex", word_index)
+    monkeypatch.setattr(leaderboard, "render_png", lambda *a: b"png")
     cog = LeaderboardCog(FakeBot(tmp_path, sessions, ScriptedGenerator()))  # type: ignore[arg-type]
     await cog.map(fake_interaction())
     assert len(threads) == 2 and threading.current_thread() not in threads

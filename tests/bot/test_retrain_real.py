@@ -1,7 +1,7 @@
 """A server run end to end with the real model: server A's votes → `/retrain start` in A →
 train → eval → gate → A's genres come from A's new adapter, server B's model is unchanged.
 
-No fake scripts: `microgenre train` (a 2-step server run from the shipped adapter on A's
+No fake scripts: `microgenre server-run` (2 steps from the shipped adapter on A's
 votes, with the replay of real genres) and `microgenre eval` run as the subprocesses the bot
 starts, on SmolLM2 and the real genres of ../shared/data; A's next request names A's
 AdapterRef and a real worker process loads it (its health lists it). The default quality gate
@@ -80,7 +80,8 @@ async def test_a_servers_real_run_gives_it_its_own_adapter(
     (REPO / "data" / "models").mkdir(parents=True, exist_ok=True)
     (data / "models").symlink_to(REPO / "data" / "models")
     config_file = tmp_path / "config.toml"
-    train = [sys.executable, "-m", "bot", "--config", str(config_file), "train", "--max-steps", "2"]
+    train = [sys.executable, "-m", "bot", "--config", str(config_file), "server-run"]
+    train += ["--max-steps", "2"]
     config_file.write_text(
         f"[paths]\ndata_dir = {json.dumps(str(data))}\n"
         f"[bot]\ntrain_command = {json.dumps(train)}\n"

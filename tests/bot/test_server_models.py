@@ -386,7 +386,7 @@ async def test_model_cli_lists_activates_rolls_back_and_refuses_bad_input(
 async def test_serve_starts_with_every_servers_active_model(
     sessions: Any, tmp_path: Path, store_url: str
 ) -> None:
-    from bot.cli.models import guild_adapters
+    from bot.cli.versions import guild_adapters
     from bot.config import load_config
 
     for name, guild in (("a-1", A), ("b-1", B), ("b-old", B)):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.cogs.leaderboard._cog import LeaderboardCog
+from bot.cogs.leaderboard import LeaderboardCog
 from bot.store.generations import attach_message, reserve_generations
 from tests.bot.fakes import ScriptedGenerator, make_config, running_bot
 from tests.bot.test_cogs import CHANNEL, GUILD, FakeBot, fake_interaction

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
+from bot.cogs._leaderboard_map import WordIndex, place_all, render_png
 from bot.service import GenreRequest, GenreService
 from bot.store.generations import attach_message, reserve_generations
 from bot.store.leaderboard import top_generations, user_favorites

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot.cogs.generation import GenerationCog
-from bot.cogs.posting import PostsInFlight
 from bot.cogs.voting import ShownVotes, VotingCog, vote_value
 from bot.metrics import BotMetrics
+from bot.posting import PostsInFlight
 from bot.store import schema
 from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
 from bot.store.generations import attach_message, generation_by_message, reserve_generations

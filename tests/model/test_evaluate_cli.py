@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import random
 from pathlib import Path
 
 import pytest
 
+import bot.cli.evaluate as cli_evaluate
 from bot.cli import entry
 from model.events import EvalResult
 from model.protocol import GenerationRequest, GenerationResult
-
-cli_model = importlib.import_module("bot.cli.model")  # bot.cli exports a group of that name
 
 WORDS = ["velvet", "harbour", "glacier", "copper", "neon", "moss", "tidal", "amber"]
 HEADS = ["polka", "drone", "dub", "gaze", "trap", "waltz", "grime", "chant", "jazz", "rock"]
@@ -67,7 +65,7 @@ def genres_csv(tmp_path: Path) -> Path:
 def test_eval_reports_the_held_out_levels_and_writes_json_and_png(
     genres_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: GenreSampler())
+    monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: GenreSampler())
     report, png = tmp_path / "report.json", tmp_path / "docs" / "weirdness.png"
     code = entry(
         ["eval", "-n", "20", "--from-csv", str(genres_csv), "--seeds", "1,2", "--levels", "0,1,5",
@@ -86,14 +84,14 @@ def test_eval_reports_the_held_out_levels_and_writes_json_and_png(
 def test_eval_refuses_a_level_outside_0_to_5(
     genres_csv: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: GenreSampler())
+    monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: GenreSampler())
     assert entry(["eval", "--from-csv", str(genres_csv), "--levels", "1,7"]) != 0
 
 
 def test_the_gate_command_skips_the_held_out_evaluation(
     genres_csv: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: GenreSampler())
+    monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: GenreSampler())
     args = ["eval", "--no-baseline", "--likes", "0", "-n", "20", "--json"]
     assert entry([*args, "--from-csv", str(genres_csv)]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -113,7 +111,7 @@ class StingySampler(GenreSampler):
 def test_weirdness_levels_are_not_cut_short_by_the_weak_model_cap(
     genres_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: StingySampler())
+    monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: StingySampler())
     report = tmp_path / "report.json"
     code = entry(
         ["eval", "-n", "40", "--from-csv", str(genres_csv), "--seeds", "1", "--levels", "0,1,5",

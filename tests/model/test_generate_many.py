@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import bot.cli.model as cli_model
+import bot.cli.generate as cli_generate
 from bot.cli import entry
 from bot.store.generated import generated_names
 from model.protocol import GenerationRequest, GenerationResult
@@ -50,7 +50,7 @@ class PatternSampler:
 
 
 def use_sampler(monkeypatch: pytest.MonkeyPatch, sampler: Any) -> None:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: sampler)
+    monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: sampler)
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_a_collapsed_model_prints_what_it_has_and_exits_1(
 def test_an_interruption_loses_at_most_one_chunk(
     store: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.cli.generating import RECORD_EVERY
+    from bot.cli.generate import RECORD_EVERY
 
     def interrupt(sampled: int) -> None:
         if sampled >= 3000:

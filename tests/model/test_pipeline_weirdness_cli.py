@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import pytest
 
+import bot.cli.generate as cli_generate
 from bot.cli import entry
 from model.protocol import GenerationRequest, GenerationResult
 
 # The module (bot.cli exports a click group of the same name).
-cli_model = importlib.import_module("bot.cli.model")
 
 
 class ScoredSampler:
@@ -44,7 +43,7 @@ class ScoredSampler:
 def _generate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
 ) -> list[int]:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: ScoredSampler())
+    monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: ScoredSampler())
     assert entry(["generate", "-n", "10", "--no-record", "--seed", "1", *args]) == 0
     return [int(line.split()[0][1:]) for line in capsys.readouterr().out.splitlines()]
 
@@ -63,5 +62,5 @@ def test_weirdness_1_prints_more_plausible_genres_than_5(
 def test_weirdness_outside_1_to_5_is_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: ScoredSampler())
+    monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: ScoredSampler())
     assert entry(["generate", "-n", "3", "--weirdness", "6"]) == 2

@@ -74,7 +74,7 @@ def test_generate_records_and_avoids_previous_genres(
 ) -> None:
     import asyncio
 
-    import bot.cli.model as cli_model
+    import bot.cli.generate as cli_generate
     from bot.cli import entry
     from bot.store import schema
     from bot.store.engine import create_engine, create_sessionmaker
@@ -82,7 +82,7 @@ def test_generate_records_and_avoids_previous_genres(
     asyncio.run(asyncio.to_thread(schema.upgrade, sqlite_url, "head"))
     monkeypatch.setenv("MICROGENRE_DATABASE_URL", sqlite_url)
     sampler = ScriptedSampler()
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: sampler)
+    monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: sampler)
 
     assert entry(["generate", "-n", "3", "--seed", "1", "--json"]) == 0
     first = [json.loads(line)["genre"] for line in capsys.readouterr().out.splitlines()]
@@ -107,10 +107,10 @@ def test_generate_records_and_avoids_previous_genres(
 def test_generate_without_a_store_uses_the_fingerprint_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    import bot.cli.model as cli_model
+    import bot.cli.generate as cli_generate
     from bot.cli import entry
 
-    monkeypatch.setattr(cli_model, "load_sampler", lambda config, adapter: ScriptedSampler())
+    monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: ScriptedSampler())
     assert entry(["generate", "-n", "4"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 4
     assert not (tmp_path / "data" / "microgenre.db").exists()

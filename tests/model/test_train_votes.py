@@ -186,6 +186,18 @@ def test_votes_file_round_trip(tmp_path: Path) -> None:
     assert read_votes(write_votes(votes, tmp_path / "v.jsonl")) == votes
 
 
+def test_train_takes_no_votes_and_server_run_needs_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    votes = tmp_path / "votes.jsonl"
+    votes.write_text('{"name": "doom jazz", "label": "up"}\n')
+    assert entry(["train", "--votes", str(votes)]) == 2
+    assert "No such option '--votes'" in capsys.readouterr().err
+    assert entry(["server-run", "--output", str(tmp_path / "out")]) == 2
+    assert "Missing option '--votes'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_server_run_with_bad_votes_is_one_line_exit_2(
     tiny_dataset: Path,
     start_adapter: Path,
@@ -196,7 +208,7 @@ def test_cli_server_run_with_bad_votes_is_one_line_exit_2(
     votes.write_text('{"name": "doom jazz", "label": "maybe"}\n')
     code = entry(
         [
-            "train",
+            "server-run",
             "--dataset",
             str(tiny_dataset),
             "--from-adapter",
@@ -225,7 +237,7 @@ def test_cli_server_run_progress_json(
     monkeypatch.setenv("MICROGENRE_MODEL_DTYPE", "float32")
     monkeypatch.setenv("MICROGENRE_MODEL_THREADS", "1")
     out = tmp_path / "out"
-    argv = ["train", "--dataset", str(tiny_dataset), "--from-adapter", str(start_adapter)]
+    argv = ["server-run", "--dataset", str(tiny_dataset), "--from-adapter", str(start_adapter)]
     argv += ["--votes", str(votes_file), "--max-steps", "2", "--replay", "8"]
     code = entry([*argv, "--max-minutes", "2", "--output", str(out), "--progress-json"])
     assert code == 0

@@ -1,4 +1,4 @@
-"""Stands in for `microgenre train --progress-json`: prints TrainEvent lines.
+"""Stands in for `microgenre server-run --progress-json`: prints TrainEvent lines.
 
 Usage: fake_train.py MODE [STEP_DELAY_S] --progress-json --output DIR [--extra-genres FILE]
                     [--votes FILE] [--from-adapter DIR]

@@ -1,4 +1,4 @@
-"""The browsing cog (see the package docstring)."""
+"""Browsing: `/genre top`, `/genre favorites`, `/genre stats`, `/genre check`, `/genre map`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs._leaderboard_map import WordIndex, place_all, render_png
 from bot.cogs.common import EMBED_COLOUR, defer_public, guild_id_of, subcommand
-from bot.cogs.leaderboard._map import WordIndex, place_all, render_png
 from bot.errors import MicrogenreError
 from bot.store.generations import lookup_genre
 from bot.store.leaderboard import (
@@ -326,3 +326,7 @@ class LeaderboardCog(commands.Cog):
             file=discord.File(io.BytesIO(png), filename="genre-map.png"),
             allowed_mentions=NO_MENTIONS,
         )
+
+
+async def setup(bot: MicrogenreBot) -> None:
+    await bot.add_cog(LeaderboardCog(bot))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from bot.cli.common import echo_json, open_store, state
+from bot.cli.common import echo_json, open_store, state, store_configured
 from bot.store import versions as versions_store
 from bot.store.versions import VersionError, VersionInfo
 from model.protocol import AdapterRef
@@ -112,8 +112,6 @@ def rollback_command(ctx: click.Context, guild: str) -> None:
 async def guild_adapters(config: Config) -> list[AdapterRef]:
     """Every server's own active model, as the adapters a server process registers at start
     (each is then served under its name). Without a store: none."""
-    from bot.cli.model import store_configured
-
     if not store_configured(config):
         return []
     async with open_store(config) as sessions:
@@ -124,8 +122,6 @@ async def guild_adapters(config: Config) -> list[AdapterRef]:
 async def default_model_config(config: Config) -> tuple[Config, VersionInfo | None]:
     """``config`` with ``[model] adapter`` set to the database's default version, if one is
     active (the worker then starts on it), and that version. Without a store: unchanged."""
-    from bot.cli.model import store_configured
-
     if not store_configured(config):
         return config, None
     async with open_store(config) as sessions:

@@ -1,4 +1,4 @@
-"""The body of `microgenre generate`: genres from the pipeline to stdout and the store.
+"""`microgenre generate`: genres from the pipeline to stdout and the store.
 
 Each genre is printed as soon as the pipeline accepts it (one per line, or one JSON object per
 line), so stdout stays a clean list; a progress bar goes to stderr when it is a terminal and
@@ -9,17 +9,28 @@ and the new ones are recorded every :data:`RECORD_EVERY` genres and once more at
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
-from bot.cli.common import open_store
+from bot.cli.common import (
+    adapter_path,
+    load_fingerprint,
+    load_sampler,
+    open_store,
+    state,
+    store_configured,
+)
 from bot.config import Config
 from bot.store.engine import SessionMaker
+from model.errors import GenerationError
 from model.pipeline import GenerationOutcome, GenrePipeline, GenreStream
 from model.protocol import CompletionBackend
 
@@ -67,6 +78,87 @@ class GenerateOptions:
             "seed": self.seed,
             "cli": True,
         }
+
+
+def _local_backend(config: Config, adapter: Path) -> Any:
+    """The in-process model behind `generate` (tests replace this module's :func:`load_sampler`)."""
+    from model.sampler import LocalBackend
+
+    return LocalBackend(load_sampler(config, adapter))
+
+
+@click.command()
+@click.option("-n", "--count", type=click.IntRange(1, 100_000), default=10, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
+@click.option("--like", default=None, help="Steer towards a genre or a word.")
+@click.option("--temperature", type=click.FloatRange(0.1, 2.0), default=None)
+@click.option(
+    "--weirdness",
+    type=click.IntRange(1, 5),
+    default=None,
+    help="1 = the most plausible novel genres … 5 = the least plausible that still pass the "
+    "filters (samples 3x more to choose from); default: unranked.",
+)
+@click.option(
+    "--adapter", default=None, help="LoRA adapter folder (default: config, else shipped)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--no-record", is_flag=True, help="Do not store the genres (store only).")
+@click.option("--stats", "show_stats", is_flag=True, help="Print rejection statistics to stderr.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: for 50 genres or more when stderr is a terminal).",
+)
+@click.pass_context
+def generate(
+    ctx: click.Context,
+    count: int,
+    seed: int | None,
+    like: str | None,
+    temperature: float | None,
+    weirdness: int | None,
+    adapter: str | None,
+    as_json: bool,
+    no_record: bool,
+    show_stats: bool,
+    progress: bool | None,
+) -> None:
+    """Print COUNT distinct genres that do not exist yet, one per line, as they come.
+
+    Gives up (exit status 1, after printing and recording what it has) only when the model's
+    acceptance rate collapses.
+    """
+    config = state(ctx).config
+    path = adapter_path(config, adapter)
+    started = time.perf_counter()
+    backend = _local_backend(config, path)
+    options = GenerateOptions(
+        count=count,
+        seed=seed,
+        like=like,
+        temperature=temperature,
+        weirdness=weirdness,
+        record=not no_record,
+        as_json=as_json,
+        progress=progress,
+    )
+    job = run_generate(
+        config, backend, load_fingerprint(path), options, use_store=store_configured(config)
+    )
+    try:
+        outcome = asyncio.run(job)
+    except GenerationError as exc:
+        if show_stats and exc.partial is not None:
+            _print_generate_stats(exc.partial.stats, started)
+        raise
+    if show_stats:
+        _print_generate_stats(outcome.stats, started)
+
+
+def _print_generate_stats(stats: dict[str, int], started: float) -> None:
+    data = {**stats, "seconds": round(time.perf_counter() - started, 2)}
+    click.echo(json.dumps(data, sort_keys=True), err=True)
 
 
 async def run_generate(
