@@ -97,9 +97,7 @@ class ScriptedBackend:
         self.requests.append(request.n)
         await asyncio.sleep(0.05)
         texts = tuple(" " + self._candidate() for _ in range(request.n))
-        return GenerationResult(
-            texts=texts, model="scripted", extra={"finished": [True] * len(texts)}
-        )
+        return GenerationResult(texts=texts, model="scripted", finished=tuple([True] * len(texts)))
 
     def health(self) -> dict[str, Any]:
         return {"state": "ready", "restarts": 0, "queue_length": 0}

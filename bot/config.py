@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import ConfigError
-from model.base import DEFAULT_BASE_MODEL
+from model.base import DEFAULT_BASE_MODEL, ModelSpec
 from model.worker.settings import ServeSettings, WorkerSettings
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -89,6 +89,14 @@ class ModelConfig:
     dtype: str = "auto"
     # CPU threads for torch; 0 = half the logical cores (the physical ones), at least one.
     threads: int = 0
+
+    def spec(self) -> ModelSpec:
+        """The base model and how to load it, as every loader takes it.
+
+        >>> ModelConfig(device="cpu", threads=2).spec().device
+        'cpu'
+        """
+        return ModelSpec(self.base_model, self.device, self.dtype, self.threads)
 
 
 @dataclass(frozen=True)

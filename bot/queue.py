@@ -30,13 +30,13 @@ from typing import TypeVar
 from bot.config import BotConfig
 from bot.errors import GuildQueueFullError, UserQueueFullError, WaitTooLongError
 
+# The same callback as the worker's: here it hears the place in the bot's line (1 = next).
+from model.protocol import PositionCallback
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Called with the caller's place in the bot's line (1 = next to generate); may return an
-# awaitable, which is scheduled as a task.
-QueuePositionCallback = Callable[[int], object]
 
 # Below this measured rate (genres/s) the estimate treats the generator as stalled.
 MIN_RATE = 1e-3
@@ -162,7 +162,7 @@ class Ticket:
     guild_id: Hashable
     user_id: int | None
     count: int
-    on_position: QueuePositionCallback | None = None
+    on_position: PositionCallback | None = None
     granted: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -221,7 +221,7 @@ class FairQueue:
         guild_id: Hashable,
         user_id: int | None,
         count: int,
-        on_position: QueuePositionCallback | None = None,
+        on_position: PositionCallback | None = None,
     ) -> Ticket:
         """Wait for a slot; raises a :class:`~bot.errors.QueueRefusedError` when refused.
 

@@ -68,9 +68,7 @@ class MarkovBackend:
         self, request: GenerationRequest, *, on_position: PositionCallback | None = None
     ) -> GenerationResult:
         texts = tuple(" " + t + END_MARKER for t in self.sample(request.n))
-        return GenerationResult(
-            texts=texts, model=self.name, extra={"finished": [True] * len(texts)}
-        )
+        return GenerationResult(texts=texts, model=self.name, finished=tuple([True] * len(texts)))
 
 
 async def raw_sample(backend: CompletionBackend, prompt: str, n: int, **kw: Any) -> list[str]:
@@ -83,7 +81,7 @@ async def raw_sample(backend: CompletionBackend, prompt: str, n: int, **kw: Any)
         result = await backend.complete(
             GenerationRequest(prompt=prompt, n=size, stop=(END_MARKER,), seed=chunk_seed, **kw)
         )
-        finished = result.extra.get("finished") or [True] * len(result.texts)
+        finished = result.finished or (True,) * len(result.texts)
         out.extend(
             t + END_MARKER if done and not t.endswith(END_MARKER) else t
             for t, done in zip(result.texts, finished, strict=True)
@@ -498,7 +496,7 @@ class ReplayBackend:
         if missing > 0:
             seed = None if request.seed is None else request.seed + len(self._texts)
             fresh = await self.backend.complete(replace(request, n=missing, seed=seed))
-            finished = fresh.extra.get("finished") or [True] * len(fresh.texts)
+            finished = fresh.finished or (True,) * len(fresh.texts)
             self._texts.extend(fresh.texts)
             self._finished.extend(bool(f) for f in finished)
             self._scored = self._scored and len(fresh.scores) == len(fresh.texts)
@@ -509,7 +507,7 @@ class ReplayBackend:
         return GenerationResult(
             texts=tuple(self._texts[part]),
             model=self.model,
-            extra={"finished": self._finished[part]},
+            finished=tuple(self._finished[part]),
             scores=tuple(self._scores[part]) if self._scored else (),
         )
 

@@ -511,7 +511,7 @@ class GenrePipeline:
             result = await self.backend.complete(request, on_position=_fan_out(listeners))
         else:
             result = await self.backend.complete(request)
-        finished = result.extra.get("finished") if result.extra else None
+        finished = result.finished or None
         taken = {key for c in callers for key in c.taken}
         # Moderation and the fingerprint over up to max_request candidates: in a thread, so
         # the event loop (the bot's, in production) keeps answering meanwhile.

@@ -125,7 +125,7 @@ class GenerationResult:
     completion's sampled tokens (its end token included) under the model's untempered
     distribution (see :mod:`model.sampler`). Backends that do not score leave it empty.
 
-    >>> r = GenerationResult(("dub", "x"), "m", scores=(-1.5, -4.0))
+    >>> r = GenerationResult(("dub", "x"), "m", finished=(True, False), scores=(-1.5, -4.0))
     >>> GenerationResult.from_dict(r.to_dict()) == r, GenerationResult(("dub",), "m").scores
     (True, ())
     """
@@ -137,12 +137,17 @@ class GenerationResult:
     # Seconds spent waiting in the queue and generating (the whole batch it was part of).
     queue_s: float = 0.0
     generate_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Per text: whether it ended at the end marker (True) or was cut at max_tokens (False);
+    # empty when the backend does not tell.
+    finished: tuple[bool, ...] = ()
     scores: tuple[float, ...] = ()
+    # Diagnostics a backend may add (batch sizes, adapter loads); nothing reads it to decide.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["texts"] = list(self.texts)
+        data["finished"] = list(self.finished)
         data["scores"] = list(self.scores)
         return data
 
@@ -150,6 +155,7 @@ class GenerationResult:
     def from_dict(cls, data: dict[str, Any]) -> GenerationResult:
         values = dict(data)
         values["texts"] = tuple(values["texts"])
+        values["finished"] = tuple(bool(f) for f in values.get("finished") or ())
         values["scores"] = tuple(float(s) for s in values.get("scores") or ())
         return cls(**values)
 

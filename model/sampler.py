@@ -97,29 +97,15 @@ class Sampler:
     @classmethod
     def load(
         cls,
-        spec: ModelSpec | str,
+        spec: ModelSpec,
         adapter: str | Path | None = None,
         *,
         data_dir: str | Path | None = None,
         progress: Callable[[str], None] | None = None,
         max_batch: int = 256,
-        device: str | None = None,
-        dtype: str | None = None,
-        threads: int | None = None,
     ) -> Sampler:
         """Load the base model ``spec`` names and, when given, ``adapter`` (a PEFT folder) as
-        the default.
-
-        ``spec`` may still be a bare base model name with ``device``, ``dtype`` and ``threads``
-        beside it (how ``bot/cli/model.py`` calls it); with a :class:`ModelSpec` they must be
-        left out.
-        """
-        legacy = {"device": device, "dtype": dtype, "threads": threads}
-        given: dict[str, Any] = {k: v for k, v in legacy.items() if v is not None}
-        if isinstance(spec, str):
-            spec = ModelSpec(spec, **given)
-        elif given:
-            raise TypeError(f"give {', '.join(given)} in the ModelSpec, not beside it")
+        the default."""
         kwargs: dict[str, Any] = {} if progress is None else {"progress": progress}
         model, tokenizer, dev, _ = load_model(spec, data_dir=data_dir, **kwargs)
         base = spec.base_model
@@ -452,7 +438,7 @@ class Sampler:
                 prompt_tokens=prompt_tokens[i],
                 completion_tokens=completion_tokens[i],
                 generate_s=elapsed,
-                extra={"finished": finished[i]},
+                finished=tuple(finished[i]),
                 scores=tuple(scores[i]),
             )
             for i in range(len(requests))
@@ -527,6 +513,7 @@ class LocalBackend:
             completion_tokens=result.completion_tokens,
             queue_s=queue_s,
             generate_s=result.generate_s,
+            finished=result.finished,
             extra=result.extra,
             scores=result.scores,
         )

@@ -125,15 +125,7 @@ def load_sampler(config: Config, adapter: Path) -> Any:
     quiet_transformers()
     from model.sampler import Sampler
 
-    return Sampler.load(
-        config.model.base_model,
-        adapter,
-        device=config.model.device,
-        dtype=config.model.dtype,
-        threads=config.model.threads,
-        data_dir=config.data_dir,
-        progress=_say,
-    )
+    return Sampler.load(config.model.spec(), adapter, data_dir=config.data_dir, progress=_say)
 
 
 def load_fingerprint(adapter: Path) -> Any:

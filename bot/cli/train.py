@@ -9,6 +9,7 @@ torch is imported only inside the commands.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -229,10 +230,7 @@ def train(
             seed=seed,
         )
         cfg = TrainConfig(
-            base_model=config.model.base_model,
-            device=config.model.device,
-            dtype=config.model.dtype,
-            threads=config.model.threads,
+            **dataclasses.asdict(config.model.spec()),
             seed=seed,
             **{k: v for k, v in overrides.items() if v is not None},
         )
@@ -340,10 +338,7 @@ def server_run(
             seed=seed,
         )
         cfg = ServerRunConfig(
-            base_model=config.model.base_model,
-            device=config.model.device,
-            dtype=config.model.dtype,
-            threads=config.model.threads,
+            **dataclasses.asdict(config.model.spec()),
             seed=seed,
             **{k: v for k, v in options.items() if v is not None},
         )

@@ -336,7 +336,7 @@ class Trainer:
         finally:
             self.model.train()
             self.tokenizer.padding_side = padding_side
-        finished = result.extra.get("finished") or [True] * len(result.texts)
+        finished = result.finished or (True,) * len(result.texts)
         names = [
             parse_completion(text, require_end=False)
             for text, done in zip(result.texts, finished, strict=True)

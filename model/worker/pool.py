@@ -62,17 +62,16 @@ def split_request(request: GenerationRequest, max_n: int) -> list[GenerationRequ
 def join_results(results: Sequence[GenerationResult]) -> GenerationResult:
     """One result from the results of the parts, in order.
 
-    >>> a = GenerationResult(("x",), "m", 3, 1, extra={"finished": [True]})
-    >>> b = GenerationResult(("y", "z"), "m", 3, 2, extra={"finished": [False, True]})
+    >>> a = GenerationResult(("x",), "m", 3, 1, finished=(True,))
+    >>> b = GenerationResult(("y", "z"), "m", 3, 2, finished=(False, True))
     >>> joined = join_results([a, b])
-    >>> joined.texts, joined.prompt_tokens, joined.completion_tokens, joined.extra
-    (('x', 'y', 'z'), 6, 3, {'finished': [True, False, True]})
+    >>> joined.texts, joined.prompt_tokens, joined.completion_tokens, joined.finished
+    (('x', 'y', 'z'), 6, 3, (True, False, True))
     """
     if len(results) == 1:
         return results[0]
-    extra: dict[str, Any] = {}
-    if all("finished" in r.extra for r in results):
-        extra["finished"] = [f for r in results for f in r.extra["finished"]]
+    told = all(len(r.finished) == len(r.texts) for r in results)
+    finished = tuple(f for r in results for f in r.finished) if told else ()
     return GenerationResult(
         texts=tuple(t for r in results for t in r.texts),
         model=results[0].model,
@@ -80,7 +79,7 @@ def join_results(results: Sequence[GenerationResult]) -> GenerationResult:
         completion_tokens=sum(r.completion_tokens for r in results),
         queue_s=max(r.queue_s for r in results),
         generate_s=max(r.generate_s for r in results),
-        extra=extra,
+        finished=finished,
         # Scores only when every part scored every text (else they would not align).
         scores=tuple(s for r in results for s in r.scores)
         if all(len(r.scores) == len(r.texts) for r in results)

@@ -80,15 +80,14 @@ def parse_response(data: Any, request: GenerationRequest) -> GenerationResult:
         raise WorkerError(
             f"The generation server sent {len(texts)} completions where {request.n} were asked."
         )
-    extra: dict[str, Any] = {}
-    if all(r in ("stop", "length") for r in reasons):
-        extra["finished"] = [r == "stop" for r in reasons]
+    told = all(r in ("stop", "length") for r in reasons)
+    finished = tuple(r == "stop" for r in reasons) if told else ()
     return GenerationResult(
         texts=texts,
         model=model,
         prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
         completion_tokens=int(usage.get("completion_tokens", 0) or 0),
-        extra=extra,
+        finished=finished,
         scores=choice_scores(choices),
     )
 

@@ -302,10 +302,10 @@ def completion_body(
     """The OpenAI ``text_completion`` object for the results of one request's prompts."""
     choices: list[dict[str, Any]] = []
     for result in results:
-        finished = result.extra.get("finished") if result.extra else None
+        finished = result.finished
         for j, text in enumerate(result.texts):
             reason: str | None = None
-            if isinstance(finished, list) and j < len(finished):
+            if j < len(finished):
                 reason = "stop" if finished[j] else "length"
             choice = {
                 "text": text,

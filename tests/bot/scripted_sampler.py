@@ -37,7 +37,7 @@ class ScriptedSampler:
                 GenerationResult(
                     texts=texts,
                     model=self.name,
-                    extra={"finished": [True] * request.n},
+                    finished=tuple([True] * request.n),
                 )
             )
         return results

@@ -197,7 +197,7 @@ async def test_pipeline_generator_routes_positions_per_call() -> None:
             for _ in range(request.n):
                 self.count += 1
                 texts.append(f" brand{'x' * (self.count % 7)} new wave {self.count}")
-            return GenerationResult(tuple(texts), "double", extra={"finished": [True] * request.n})
+            return GenerationResult(tuple(texts), "double", finished=tuple([True] * request.n))
 
         def health(self) -> dict[str, Any]:
             return {"queue_length": 0}

@@ -45,7 +45,7 @@ class GenreSampler:
                 GenerationResult(
                     tuple(texts),
                     self.name,
-                    extra={"finished": [True] * request.n},
+                    finished=tuple([True] * request.n),
                     scores=tuple(scores),
                 )
             )

@@ -63,7 +63,7 @@ class CountingBackend:
             texts.append(f" {name}")
             scores.append(score)
         return GenerationResult(
-            tuple(texts), "counting", extra={"finished": [True] * request.n}, scores=tuple(scores)
+            tuple(texts), "counting", finished=tuple([True] * request.n), scores=tuple(scores)
         )
 
 
@@ -130,7 +130,7 @@ class HeadsBackend:
             f"{self._rng.randrange(10**6)}"
             for _ in range(request.n)
         )
-        return GenerationResult(texts, "heads", extra={"finished": [True] * request.n})
+        return GenerationResult(texts, "heads", finished=tuple([True] * request.n))
 
 
 async def test_the_lead_ratio_is_against_the_adapters_own_training_shares() -> None:

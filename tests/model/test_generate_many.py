@@ -44,7 +44,7 @@ class PatternSampler:
                 texts.append(f" w{self.index} jazz" if self.good(self.index) else " post rock")
                 self.index += 1
             results.append(
-                GenerationResult(tuple(texts), self.name, extra={"finished": [True] * request.n})
+                GenerationResult(tuple(texts), self.name, finished=tuple([True] * request.n))
             )
         return results
 
@@ -188,7 +188,5 @@ class SeededSampler:
                 f" s{rng.randrange(10**7)} jazz" if rng.random() < 0.6 else " post rock"
                 for _ in range(request.n)
             )
-            results.append(
-                GenerationResult(texts, self.name, extra={"finished": [True] * len(texts)})
-            )
+            results.append(GenerationResult(texts, self.name, finished=tuple([True] * len(texts))))
         return results

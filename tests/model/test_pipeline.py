@@ -32,7 +32,7 @@ class ScriptedBackend:
         out = [self.queue.popleft() if self.queue else " \n" for _ in range(request.n)]
         finished = [t.endswith("\n") for t in out]
         texts = tuple(t[:-1] if t.endswith("\n") else t for t in out)
-        return GenerationResult(texts=texts, model="scripted", extra={"finished": finished})
+        return GenerationResult(texts=texts, model="scripted", finished=tuple(finished))
 
 
 KNOWN = Fingerprint.from_names(
@@ -194,7 +194,7 @@ class TaggingBackend:
         tag = "like" if "like:" in request.prompt else "free"
         temp = f"t{int(request.temperature * 100)}"
         texts = tuple(f" r{number}x{i} {tag} {temp} jazz" for i in range(request.n))
-        return GenerationResult(texts, "tagging", extra={"finished": [True] * request.n})
+        return GenerationResult(texts, "tagging", finished=tuple([True] * request.n))
 
 
 async def test_concurrent_calls_share_one_oversampled_request() -> None:
@@ -371,7 +371,7 @@ class PatternBackend:
         for _ in range(request.n):
             texts.append(f" w{self.index} jazz" if self.good(self.index) else " post rock")
             self.index += 1
-        return GenerationResult(tuple(texts), "pattern", extra={"finished": [True] * request.n})
+        return GenerationResult(tuple(texts), "pattern", finished=tuple([True] * request.n))
 
 
 class SeededBackend:
@@ -398,7 +398,7 @@ class SeededBackend:
                 texts.append(f" zq{rng.randrange(10**6)}")
             else:
                 texts.append(f" k{rng.randrange(10**6)} {rng.choice(['jazz', 'techno', 'gaze'])}")
-        return GenerationResult(tuple(texts), "seeded", extra={"finished": [True] * request.n})
+        return GenerationResult(tuple(texts), "seeded", finished=tuple([True] * request.n))
 
 
 async def test_large_calls_are_many_bounded_requests() -> None:
@@ -546,7 +546,7 @@ class AdapterTaggingBackend:
         tag = request.adapter.name if request.adapter is not None else "default"
         number = len(self.requests)
         texts = tuple(f" {tag} r{number}x{i} jazz" for i in range(request.n))
-        return GenerationResult(texts, "tagging", extra={"finished": [True] * request.n})
+        return GenerationResult(texts, "tagging", finished=tuple([True] * request.n))
 
 
 ADAPTERS = [None, AdapterRef("guild-1-run-0001", "/a/1"), AdapterRef("guild-2-run-0002", "/a/2")]

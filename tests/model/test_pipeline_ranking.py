@@ -30,7 +30,7 @@ class ScoredBackend:
         return GenerationResult(
             texts=tuple(f" {text}" for text, _ in drawn),
             model="scored",
-            extra={"finished": [True] * request.n},
+            finished=tuple([True] * request.n),
             scores=tuple(score for _, score in drawn) if self.scored else (),
         )
 

@@ -33,7 +33,7 @@ class ScoredSampler:
                 GenerationResult(
                     tuple(f" w{k} jazz" for k in numbers),
                     self.name,
-                    extra={"finished": [True] * request.n},
+                    finished=tuple([True] * request.n),
                     scores=tuple(-k / 1000 for k in numbers),
                 )
             )

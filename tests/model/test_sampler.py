@@ -43,7 +43,7 @@ def test_requests_sharing_a_key_share_one_batch(
     assert [len(r.texts) for r in results] == [3, 2, 4]
     assert calls == [5, 4]  # two sampling keys -> two decoding passes
     assert all(r.model == "model" for r in results)
-    assert all(len(r.extra["finished"]) == len(r.texts) for r in results)
+    assert all(len(r.finished) == len(r.texts) for r in results)
     assert all(r.completion_tokens <= 5 * len(r.texts) for r in results)
 
 
@@ -144,7 +144,7 @@ def test_stop_string_is_cut_and_marks_finished(
         [GenerationRequest(prompt="genre:", n=2, max_tokens=3 * len(word) + 1, stop=("\n",))]
     )
     assert result.texts[0] == " rock"
-    assert result.extra["finished"] == [True, False]
+    assert list(result.finished) == [True, False]
 
 
 async def test_local_backend_runs_in_a_thread_and_feeds_the_pipeline(sampler: Sampler) -> None:
@@ -164,16 +164,6 @@ async def test_local_backend_runs_in_a_thread_and_feeds_the_pipeline(sampler: Sa
 def test_missing_adapter_is_a_load_error(tiny_spec: ModelSpec, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="not a LoRA adapter"):
         Sampler.load(tiny_spec, tmp_path)
-
-
-def test_a_base_model_name_with_its_settings_beside_it_still_loads(
-    tiny_model_path: Path, tiny_spec: ModelSpec
-) -> None:
-    # How bot/cli/model.py calls it.
-    legacy = Sampler.load(str(tiny_model_path), None, device="cpu", dtype="float32", threads=1)
-    assert legacy.device == "cpu" and legacy.name == Sampler.load(tiny_spec).name
-    with pytest.raises(TypeError, match="device"):
-        Sampler.load(tiny_spec, None, device="cpu")
 
 
 def test_trained_adapter_loads_as_the_default(

@@ -61,7 +61,7 @@ class ScriptedSampler:
             GenerationResult(
                 texts=tuple(f" p{next(self.counter)} pop" for _ in range(r.n)),
                 model=self.name,
-                extra={"finished": [True] * r.n},
+                finished=tuple([True] * r.n),
             )
             for r in requests
         ]

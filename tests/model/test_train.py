@@ -206,7 +206,7 @@ def test_reinvention_counts_validation_genres_the_model_samples(
     assert 0 <= trainer.reinvention(seed=1) <= len(valid_ex) and trainer.model.training
     held, seen = valid_ex[0].genre, train_ex[0].genre
     texts = (f" {held}", f" {held.upper()}", f" {seen}", " ", f" {held} unfinished")
-    sampled = GenerationResult(texts=texts, model="m", extra={"finished": [1, 1, 1, 1, 0]})
+    sampled = GenerationResult(texts=texts, model="m", finished=tuple([1, 1, 1, 1, 0]))
     monkeypatch.setattr(Sampler, "complete_batch", lambda self, requests: [sampled])
     # One validation genre, sampled twice (once in capitals); the unfinished row does not count.
     assert trainer.reinvention(seed=1) == 1

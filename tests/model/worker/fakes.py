@@ -100,8 +100,8 @@ class FakeSampler:
                     model=self.name,
                     prompt_tokens=len(request.prompt),
                     completion_tokens=request.n,
+                    finished=(True,) * request.n,
                     extra={
-                        "finished": [True] * request.n,
                         "batch_rows": rows,
                         "batch_requests": len(requests),
                         "pid": os.getpid(),

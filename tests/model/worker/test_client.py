@@ -35,7 +35,7 @@ async def test_round_trip(make_harness: MakeHarness) -> None:
     result = await h.client.complete(request)
     assert result.texts == tuple(f"{expected_prefix(request)}|{i}|base" for i in range(3))
     assert result.model == "fake+base"
-    assert result.extra["finished"] == [True, True, True]
+    assert list(result.finished) == [True, True, True]
 
 
 async def test_each_request_gets_its_own_completions(make_harness: MakeHarness) -> None:

@@ -10,7 +10,7 @@ from model.worker.server import completion_body
 
 def test_scores_survive_the_server_body_and_the_remote_parser() -> None:
     result = GenerationResult(
-        ("dub", "jazz"), "m", extra={"finished": [True, False]}, scores=(-1.25, -3.5)
+        ("dub", "jazz"), "m", finished=tuple([True, False]), scores=(-1.25, -3.5)
     )
     body = completion_body([result], "m", created=0)
     assert [c["mgg_score"] for c in body["choices"]] == [-1.25, -3.5]

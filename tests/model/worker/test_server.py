@@ -49,7 +49,7 @@ class ScriptedBackend:
             model="fake+base",
             prompt_tokens=2,
             completion_tokens=3 * request.n,
-            extra={"finished": [i % 2 == 0 for i in range(request.n)]},
+            finished=tuple([i % 2 == 0 for i in range(request.n)]),
         )
 
     async def reload(self, adapter: str | None) -> None:
