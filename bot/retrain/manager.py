@@ -280,9 +280,11 @@ class RetrainManager:
         if self._poller is not None:
             self._poller.cancel()
         task = self.control.task
-        if task is not None and not task.done():
-            self.control.request_stop(StopReason.SHUT_DOWN, "the bot shut down during the run")
+        try:
+            if task is not None and not task.done():
+                self.control.request_stop(StopReason.SHUT_DOWN, "the bot shut down during the run")
+                # asyncio.wait neither raises what the task raised nor its cancellation.
+                await asyncio.wait({task}, timeout=SHUTDOWN_WAIT_S)
+        finally:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(task), SHUTDOWN_WAIT_S)
-        with contextlib.suppress(Exception):
-            await self.queue.release()
+                await self.queue.release()

@@ -293,3 +293,40 @@ def test_gate_reads_the_models_raw_rates_of_an_eval_result() -> None:
 def test_train_output_lines_are_events_or_ignored(line: bytes, kind: EventKind | None) -> None:
     event = train_event(line)
     assert (event.event if event is not None else None) == kind
+
+
+async def test_shutdown_right_after_a_cancel_returns_and_releases_the_lease(
+    sessions: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot stopped (SIGTERM) just after an admin's cancel: the run's task may end
+    cancelled, which ``contextlib.suppress(Exception)`` does not catch; shutdown must still
+    return, and the training slot must be free."""
+    from bot.retrain.progress import RunRecord
+
+    service = GenreService(ScriptedGenerator(), sessions)
+    manager = RetrainManager(make_config(tmp_path), sessions, service, **commands("ok", 1.0))
+    training, finishing = asyncio.Event(), asyncio.Event()
+    finish = RunRecord.finish
+
+    async def slow_finish(self: RunRecord, outcome: Any) -> None:
+        finishing.set()
+        await asyncio.sleep(0.5)
+        await finish(self, outcome)
+
+    monkeypatch.setattr(RunRecord, "finish", slow_finish)
+
+    async def on_progress(progress: Progress) -> None:
+        if progress.phase == "training":
+            training.set()
+
+    await manager.start(requested_by=1, guild_id=1, channel_id=1, on_progress=on_progress)
+    await training.wait()
+    await manager.cancel(1, "not now")
+    await finishing.wait()
+    task = manager.control.task
+    assert task is not None
+    task.cancel()  # the bot's loop cancels what is still running as it stops
+    await manager.shutdown()
+    assert task.cancelled()
+    holder, _ = await runs_store.lease_holder(sessions)
+    assert holder is None

@@ -45,7 +45,9 @@ pytestmark = pytest.mark.timeout(120)
 
 A, B = 111, 222
 PHASES = ["queued", "training", "evaluating", "activating", "done"]
-STOPS = ["cancel", "shutdown", "crash"]
+# "cancel+shutdown": an admin's cancel, then SIGTERM at once (the shutdown must return cleanly
+# and free the training slot, whatever the run's task was doing).
+STOPS = ["cancel", "shutdown", "crash", "cancel+shutdown"]
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ async def play_step(
         if step.how == "cancel":
             await process.manager.cancel(guild, "stop")
             expected[other] = version_name(other_run, other)  # it trains on, and passes
+        elif step.how == "cancel+shutdown":
+            await process.manager.cancel(guild, "stop")  # the queued run goes; the other fails
         else:
             # The slot's holder stops too; the queued run survives and trains after restart.
             expected[guild] = version_name(run, guild)
@@ -222,13 +226,14 @@ async def play_step(
             return process
         await process.reached[step.phase].wait()
         await one_holder(sessions)
-        if step.how == "cancel":
+        if step.how in ("cancel", "cancel+shutdown"):
             await process.manager.cancel(guild, "stop")
-            return process
     if step.how == "cancel":
         return process
-    if step.how == "shutdown":
+    if step.how in ("shutdown", "cancel+shutdown"):
         await process.manager.shutdown()
+        holder, _ = await runs_store.lease_holder(sessions)
+        assert holder is None, "shutdown left the training slot held"
     else:
         await process.crash()
     restarted = Process(sessions, root)
