@@ -51,6 +51,22 @@ def escape(text: str) -> str:
     return _BRACKETS.sub(r"\\\1", escape_markdown(text))
 
 
+_SCHEME = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):/+")
+_INVITE_HOSTS = re.compile(r"(?i)\b(discord(?:app)?)\.(gg|com|io|me|li)\b")
+
+
+def defang_links(text: str) -> str:
+    """``text`` with no link Discord would make clickable: a zero-width space breaks every
+    ``scheme://`` and the invite hosts (``discord.gg/…``), and the text still reads the same.
+
+    >>> defang_links("see https://evil.example/x or discord.gg/abc") == (
+    ...     "see https:\u200b//evil.example/x or discord\u200b.gg/abc")
+    True
+    """
+    text = _SCHEME.sub(lambda m: f"{m.group(1)}:\u200b{m.group(0)[len(m.group(1)) + 1 :]}", text)
+    return _INVITE_HOSTS.sub(lambda m: f"{m.group(1)}\u200b.{m.group(2)}", text)
+
+
 def clip_lines(lines: list[str], limit: int) -> str:
     """Whole lines joined by newlines, as many as fit in ``limit``, then how many were left.
 

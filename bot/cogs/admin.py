@@ -67,11 +67,27 @@ def progress_text(progress: Progress) -> str:
     return clip("\n".join(lines), MESSAGE)
 
 
+# What a channel is told of a failed run: its reason may hold log lines, paths and URLs, which
+# go to the log and to the bot owner's `/retrain status` instead.
+FAILED_PUBLICLY = "The run failed. The bot's owner can see why with `/retrain status`."
+
+
+def public_reason(status: str, reason: str | None) -> str | None:
+    """The reason of a run as the channel sees it.
+
+    >>> public_reason("failed", "training failed: /srv/x.py line 3"), public_reason("rejected", "r")
+    ("The run failed. The bot's owner can see why with `/retrain status`.", 'r')
+    """
+    return FAILED_PUBLICLY if status == "failed" else reason
+
+
 def outcome_embed(outcome: RunOutcome) -> discord.Embed:
     icon = STATUS_ICONS.get(outcome.status, "")
+    if outcome.status == "failed":
+        log.warning("retraining run %s failed: %s", outcome.run_id, outcome.reason)
     embed = discord.Embed(
         title=f"{icon} Retraining run #{outcome.run_id}: {outcome.status}",
-        description=outcome.reason or None,
+        description=public_reason(outcome.status, outcome.reason) or None,
         colour=EMBED_COLOUR,
     )
     for name, label in (("well_formed", "Well-formed"), ("novel", "Novel")):
@@ -211,7 +227,8 @@ class AdminCog(
         if progress is not None:
             text = progress_text(progress)
         else:
-            text = await run_text(self.bot.sessions, guild_id)
+            owner = await self._is_owner(interaction.user)
+            text = await run_text(self.bot.sessions, guild_id, details=owner)
         await interaction.response.send_message(clip(f"{text}\n{model}", MESSAGE), ephemeral=True)
 
     @app_commands.command(name="cancel")
@@ -278,8 +295,9 @@ async def model_line(sessions: Any, guild_id: int | None) -> str:
     return f"Model: **{version.name}** ({own})."
 
 
-async def run_text(sessions: Any, guild_id: int | None) -> str:
-    """This server's queued, running (in another process) or last run."""
+async def run_text(sessions: Any, guild_id: int | None, *, details: bool = False) -> str:
+    """This server's queued, running (in another process) or last run; a failed run's reason
+    only with ``details`` (the bot's owner)."""
     run = await runs_store.active_run(sessions, guild_id)
     if run is not None and run.status == "pending":
         position = await runs_store.queue_position(sessions, run.id)
@@ -295,6 +313,8 @@ async def run_text(sessions: Any, guild_id: int | None) -> str:
         f"({when:%Y-%m-%d %H:%M} UTC)"
     )
     reason = run.error or run.result.get("reason")
+    if not details:
+        reason = public_reason(run.status, reason)
     return f"{text}\n{reason}" if reason else text
 
 

@@ -32,6 +32,7 @@ from bot.text import (
     MESSAGE,
     clip,
     clip_lines,
+    defang_links,
     escape,
     fit_embed,
     jump_url,
@@ -290,7 +291,13 @@ class LeaderboardCog(commands.Cog):
                 f"✨ **{shown}** is an invented genre, but not from this server"
                 f" (issued in {found.elsewhere} other server(s))."
             )
-        await interaction.response.send_message(clip(text, MESSAGE), allowed_mentions=NO_MENTIONS)
+        # The name is user text: only the asker sees the answer, with no live link or preview.
+        await interaction.response.send_message(
+            clip(defang_links(text), MESSAGE),
+            allowed_mentions=NO_MENTIONS,
+            ephemeral=True,
+            suppress_embeds=True,
+        )
 
     async def _word_index(self) -> WordIndex:
         """The real genres' positions, indexed in a thread; kept once there are any."""

@@ -50,6 +50,25 @@ async def test_a_fresh_bot_knows_shoegaze_and_escapes_names(
         assert callback.json["data"]["allowed_mentions"] == {"parse": []}
 
 
+async def test_check_answers_privately_and_defangs_links(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    """A name is user text: the answer is ephemeral, with no clickable link, invite or preview."""
+    gen = ScriptedGenerator()
+    gen.fingerprint = load_fingerprint(default_adapter())
+    async with running_bot(make_config(tmp_path), sessions, gen):
+        ann = fake_discord.member("ann")
+        name = "join https://evil.example/x or discord.gg/abc123"
+        inter, reply = await answer(fake_discord, ann, "check", {"name": name})
+        [callback] = fake_discord.calls_matching("POST", f"/interactions/{inter.id}/")
+        flags = callback.json["data"].get("flags", 0)
+        assert flags & 64, "not ephemeral"  # EPHEMERAL
+        assert flags & 4, "link previews not suppressed"  # SUPPRESS_EMBEDS
+        content = reply["content"]
+        assert "https://" not in content and "discord.gg/" not in content
+        assert "evil" in content and "abc123" in content  # still readable
+
+
 async def test_map_without_positions_and_its_cooldown(
     fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
 ) -> None:

@@ -36,6 +36,12 @@ SCRIPTS = Path(__file__).parent / "scripts"
 ADMIN = MEMBER_PERMISSIONS | MANAGE_GUILD
 
 
+async def next_outcome(fake: FakeDiscord, manager: RetrainManager, before: Any) -> Any:
+    """The outcome of the run started after the run task ``before`` (None: the first)."""
+    await fake.wait_for(lambda: manager.control.task not in (None, before))
+    return await manager.wait()
+
+
 def commands(
     mode: str = "ok", delay: float = 0.0, well: float = 0.9, novel: float = 0.7
 ) -> dict[str, Any]:
@@ -133,17 +139,16 @@ async def test_gate_rejection_failure_busy_and_cancel(
     ) as running:
         admin = fake_discord.member("admin")
         await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
-        await asyncio.sleep(0.2)
-        outcome = await running.retrainer.wait()
+        outcome = await next_outcome(fake_discord, running.retrainer, None)
         assert outcome.status == "rejected"
         assert "well-formed rate 0.50 is below the minimum 0.80" in outcome.reason
         assert gen.prepared == []
 
         # A failing trainer: the reason is reported, the active model keeps serving.
         running.retrainer.train_command = commands("fail")["train_command"]
+        before = running.retrainer.control.task
         await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
-        await asyncio.sleep(0.2)
-        outcome = await running.retrainer.wait()
+        outcome = await next_outcome(fake_discord, running.retrainer, before)
         assert outcome.status == "failed" and "CUDA out of memory" in outcome.reason
 
         # A slow run: a second request is told the progress; cancel stops it.
@@ -330,3 +335,32 @@ async def test_shutdown_right_after_a_cancel_returns_and_releases_the_lease(
     assert task.cancelled()
     holder, _ = await runs_store.lease_holder(sessions)
     assert holder is None
+
+
+async def test_run_errors_stay_out_of_public_messages(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    """A failed run's details (log lines, paths, URLs) go to the log and to the bot owner's
+    `/retrain status`; the channel and the server's other admins see a generic failure."""
+    owner = fake_discord.member("owner")
+    config = make_config(tmp_path, owner_ids=(owner.id,))
+    async with running_bot(config, sessions, retrainer_options=commands("fail")) as running:
+        admin = fake_discord.member("admin")
+        await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+        await fake_discord.wait_for(lambda: running.retrainer.control.task is not None)
+        outcome = await running.retrainer.wait()
+        assert outcome is not None and "CUDA out of memory" in outcome.reason
+        posted = await fake_discord.wait_for(
+            lambda: [m for m in fake_discord.messages.values() if m.get("embeds")]
+        )
+        public = json.dumps([m["embeds"] for m in posted])
+        assert "failed" in public and "CUDA" not in public
+
+        async def status_as(user: Any) -> str:
+            inter = await fake_discord.invoke(user, "retrain", "status", permissions=ADMIN)
+            reply = await fake_discord.wait_for(lambda: fake_discord.original(inter))
+            assert reply["_ephemeral"]
+            return str(reply["content"])
+
+        assert "CUDA" not in await status_as(admin)
+        assert "CUDA out of memory" in await status_as(owner)
