@@ -61,9 +61,11 @@ WEIRDNESS_LEVELS = range(1, 6)
 DELIVERY_ROUNDS = 3
 # Seconds a guild's resolved model is reused (activations by other processes show up after it).
 MODEL_CACHE_S = 30.0
-# Guilds whose issued names stay in memory; beyond it the least recently used idle guild is
-# dropped (dropping is only a cache miss: its names load from the store on its next request).
+# Guilds whose issued names and resolved model stay in memory; beyond it the least recently
+# used idle guild is dropped (only a cache miss: its names load from the store again).
 MAX_CACHED_GUILDS = 10_000
+# Seconds after its last request that a guild's issued names are dropped from memory.
+ISSUED_IDLE_S = 3600.0
 
 
 def weirdness_level(weirdness: int) -> int:
@@ -149,7 +151,8 @@ class GenreService:
         # The adapter folder the worker was started with: requests for it name no adapter.
         self.start_adapter = start_adapter
         self.model_cache_s = model_cache_s
-        self._models: dict[int | None, tuple[float, VersionInfo | None]] = {}
+        # Resolved when, and to what; least recently resolved first.
+        self._models: OrderedDict[int | None, tuple[float, VersionInfo | None]] = OrderedDict()
         self.sessions = sessions
         self.queue = queue or FairQueue()
         # Counts refusals here; the cogs and the retraining manager record through it too.
@@ -158,6 +161,7 @@ class GenreService:
         self.max_cached_guilds = max_cached_guilds
         # Least recently used first; a guild is evicted only when no request of it runs.
         self._issued: OrderedDict[int | None, set[str]] = OrderedDict()
+        self._issued_used: dict[int | None, float] = {}
         self._issued_locks: dict[int | None, asyncio.Lock] = {}
         self._requests: Counter[int | None] = Counter()  # requests running, per guild
         self._started = False
@@ -196,6 +200,14 @@ class GenreService:
             return cached[1]
         version = await serving_version(self.sessions, guild_id)
         self._models[guild_id] = (now, version)
+        self._models.move_to_end(guild_id)
+        # Expired entries are only ever resolved again: drop them, and keep the size bounded.
+        while self._models:
+            oldest, (when, _) = next(iter(self._models.items()))
+            expired = now - when >= self.model_cache_s
+            if not expired and len(self._models) <= self.max_cached_guilds:
+                break
+            del self._models[oldest]
         return version
 
     def adapter_for(self, version: VersionInfo | None) -> AdapterRef | None:
@@ -238,21 +250,29 @@ class GenreService:
                 names = await issued_names(self.sessions, guild_id)
                 self._issued[guild_id] = {genre_key(n) for n in names}
             self._issued.move_to_end(guild_id)
+            self._issued_used[guild_id] = time.monotonic()
             issued = self._issued[guild_id]
         self._evict()
         return issued
 
     def _evict(self) -> None:
-        """Drop the least recently used guilds beyond ``max_cached_guilds`` that are idle (no
-        request running, lock free); a busy guild stays, even past the bound."""
+        """Drop the guilds unused for ``ISSUED_IDLE_S`` and the least recently used beyond
+        ``max_cached_guilds``, when idle (no request running, lock free); a busy guild stays,
+        even past the bound."""
 
         def idle(guild: int | None) -> bool:
             lock = self._issued_locks.get(guild)
             return not self._requests[guild] and not (lock is not None and lock.locked())
 
+        stale = time.monotonic() - ISSUED_IDLE_S
+        for guild in [g for g in self._issued if self._issued_used.get(g, 0.0) < stale]:
+            if idle(guild):
+                del self._issued[guild]
         excess = len(self._issued) - self.max_cached_guilds
         for guild in [g for g in self._issued if idle(g)][: max(0, excess)]:
             del self._issued[guild]
+        for guild in [g for g in self._issued_used if g not in self._issued]:
+            del self._issued_used[guild]
         for guild in [g for g in self._issued_locks if g not in self._issued and idle(g)]:
             del self._issued_locks[guild]
 

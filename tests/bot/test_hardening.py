@@ -4,8 +4,10 @@ stats` without internals, nothing heavy on the event loop, bounded per-guild cac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from unittest.mock import MagicMock
@@ -18,7 +20,7 @@ from bot.cogs import leaderboard
 from bot.cogs.generation import GenerationCog
 from bot.cogs.leaderboard import LeaderboardCog, generator_state
 from bot.errors import MicrogenreError
-from bot.service import GenreRequest, GenreService
+from bot.service import ISSUED_IDLE_S, GenreRequest, GenreService
 from bot.store.generations import reserve_generations
 from bot.store.votes import add_favorite
 from model.artifacts import default_adapter, load_fingerprint
@@ -215,6 +217,9 @@ async def test_retrain_status_fits_a_message(sessions: Any, tmp_path: Path) -> N
     bot.retrainer = retrainer  # type: ignore[attr-defined]
     cog = AdminCog(bot)  # type: ignore[arg-type]
     interaction = fake_interaction()
+    # The bot's owner sees a failed run's whole reason: clipped to fit.
+    owner = dataclasses.replace(bot.config.bot, owner_ids=(interaction.user.id,))
+    bot.config = dataclasses.replace(bot.config, bot=owner)
     await cog.status.callback(cog, interaction)  # type: ignore[arg-type, call-arg]
     content, _ = sent_text(interaction)
     assert len(content) <= text.MESSAGE and content.endswith("…")
@@ -268,3 +273,33 @@ async def test_a_guild_with_a_request_in_flight_is_never_evicted(
     gen.enqueue(["slow dub", "late dub"])
     third = await service.deliver(GenreRequest(1, guild_id=1, user_id=2))
     assert third.genres == ["late dub"]
+
+
+async def test_resolved_models_are_bounded_by_size_and_age(
+    sessions: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = GenreService(ScriptedGenerator(), sessions, max_cached_guilds=3, model_cache_s=30.0)
+    for guild in range(10):
+        await service.model_for(guild)
+    assert len(service._models) <= 3
+    # Entries past their cache time are dropped, not just ignored.
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + 31.0)
+    await service.model_for(99)
+    assert list(service._models) == [99]
+
+
+async def test_issued_names_of_idle_guilds_expire(
+    sessions: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = ScriptedGenerator()
+    service = GenreService(gen, sessions, max_cached_guilds=100)
+    for guild in (1, 2, 3):
+        gen.enqueue([f"genre of {guild}"])
+        await service.deliver(GenreRequest(1, guild_id=guild, user_id=1))
+    assert service.cached_guilds == 3
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + ISSUED_IDLE_S + 1)
+    gen.enqueue(["genre of four"])
+    await service.deliver(GenreRequest(1, guild_id=4, user_id=1))
+    assert service.cached_guilds == 1
