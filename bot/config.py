@@ -414,4 +414,9 @@ def load_config(
         except ValueError as exc:
             raise ConfigError(source, section, str(exc)) from None
         sections[section] = instance
+    # Up to generation_slots requests, each for its server's adapter, generate at once: fewer
+    # resident adapters than that and every batch evicts what the next one needs.
+    slots = sections["bot"].generation_slots
+    if sections["worker"].max_adapters < slots:
+        sections["worker"] = dataclasses.replace(sections["worker"], max_adapters=slots)
     return Config(**sections, base_dir=base_dir, source=source)

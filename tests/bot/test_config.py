@@ -132,3 +132,14 @@ def test_secrets_of_worker_and_serve_are_never_shown() -> None:
     cfg = load_config(None, environ=environ)
     assert (cfg.worker.api_token, cfg.serve.api_token) == ("s3cret-w", "s3cret-s")
     assert "s3cret" not in repr(cfg)
+
+
+def test_resident_adapters_cover_every_generation_slot(tmp_path: Path) -> None:
+    """Requests of up to generation_slots servers generate at once; with fewer resident
+    adapters than that, each batch evicted what the next one needed (reloaded from disk)."""
+    path = tmp_path / "config.toml"
+    path.write_text("[bot]\ngeneration_slots = 16\n[worker]\nmax_adapters = 8\n")
+    config = load_config(str(path), environ={})
+    assert config.worker.max_adapters == 16
+    path.write_text("[bot]\ngeneration_slots = 4\n[worker]\nmax_adapters = 8\n")
+    assert load_config(str(path), environ={}).worker.max_adapters == 8
