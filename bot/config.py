@@ -150,6 +150,9 @@ class BotConfig:
     retrain_cooldown_h: float = 24.0
     # ...and only with at least this many votes on its genres since its last run.
     retrain_min_votes: int = 20
+    # After each run, a server keeps its active model and this many earlier ones on disk; the
+    # folders of older, rejected and failed runs are deleted (`microgenre model prune`).
+    keep_previous_versions: int = 2
     # Discord user ids of the deployment's owners (besides the application's owner): they
     # may cancel any server's retraining run.
     owner_ids: tuple[int, ...] = ()
@@ -186,6 +189,8 @@ class BotConfig:
             raise ValueError("max_like_chars must be >= 1")
         if self.retrain_cooldown_h < 0 or self.retrain_min_votes < 0:
             raise ValueError("retrain_cooldown_h and retrain_min_votes must be >= 0")
+        if self.keep_previous_versions < 0:
+            raise ValueError("keep_previous_versions must be >= 0")
         for name in ("gate_min_well_formed", "gate_min_novel", "gate_max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -107,6 +108,36 @@ def rollback_command(ctx: click.Context, guild: str) -> None:
 
     v = asyncio.run(run())
     click.echo(f"server {guild_id} now uses {v.name if v is not None else 'the default model'}")
+
+
+@model.command("prune")
+@click.option(
+    "--keep",
+    type=click.IntRange(0),
+    default=None,
+    help="Earlier versions kept per server besides the active one (default: [bot] "
+    "keep_previous_versions).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.pass_context
+def prune_command(ctx: click.Context, keep: int | None, dry_run: bool) -> None:
+    """Delete the folders of old, rejected and failed server runs (see docs/operations.md)."""
+    from bot.retrain.retention import prune
+
+    config = state(ctx).config
+    keep_previous = config.bot.keep_previous_versions if keep is None else keep
+
+    async def run() -> list[Path]:
+        async with open_store(config) as sessions:
+            return await prune(
+                sessions, config.data_dir, keep_previous=keep_previous, dry_run=dry_run
+            )
+
+    folders = asyncio.run(run())
+    verb = "would delete" if dry_run else "deleted"
+    for folder in folders:
+        click.echo(f"{verb} {folder}")
+    click.echo(f"{verb} {len(folders)} folder(s); kept the active and {keep_previous} earlier.")
 
 
 async def guild_adapters(config: Config) -> list[AdapterRef]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import bot.retrain.retention as retention
 import bot.retrain.run as run_
 from bot.errors import MicrogenreError
 from bot.retrain.progress import (
@@ -206,6 +207,15 @@ class RetrainManager:
         with contextlib.suppress(Exception):
             await self.queue.release()
         log.info("retraining run %s %s: %s", info.id, outcome.status, outcome.reason)
+        try:
+            await retention.prune(
+                self.sessions,
+                self.config.data_dir,
+                keep_previous=self.config.bot.keep_previous_versions,
+                also_keep=[self.plan.adapter_dir(info.id).name],
+            )
+        except Exception:
+            log.warning("deleting old run folders failed", exc_info=True)
         self.service.metrics.retrain_runs.labels(outcome.status).inc()
         if on_finish is not None:
             await call_safely(on_finish, outcome)

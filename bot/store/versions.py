@@ -9,6 +9,9 @@ replaced in ``previous_id`` so that a rollback returns to it.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.errors import MicrogenreError
 from bot.store.engine import SessionMaker
 from bot.store.models import ModelVersion, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class VersionError(MicrogenreError):
@@ -204,8 +209,8 @@ async def rollback(sessions: SessionMaker, guild_id: int | None) -> VersionInfo 
     """
     async with sessions.begin() as session:
         current = await _active_in(session, guild_id)
+        scope = "the default" if guild_id is None else f"server {guild_id}"
         if current is None:
-            scope = "the default" if guild_id is None else f"server {guild_id}"
             raise VersionError(f"{scope} has no model of its own to roll back")
         current.active = False
         await session.flush()
@@ -215,6 +220,10 @@ async def rollback(sessions: SessionMaker, guild_id: int | None) -> VersionInfo 
             else None
         )
         if previous is None or previous.guild_id != guild_id:
+            return None
+        if not await asyncio.to_thread(os.path.isdir, previous.path):
+            # Its files were pruned (bot.retrain.retention): the scope falls back to the default.
+            log.warning("rollback: %s's folder is gone; %s uses the default", previous.name, scope)
             return None
         await activate_in(session, previous, keep_previous=True)
         return _info(previous)

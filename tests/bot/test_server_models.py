@@ -335,6 +335,7 @@ async def test_model_cli_lists_activates_rolls_back_and_refuses_bad_input(
     sessions: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], store_url: str
 ) -> None:
     for name, guild in (("default-v1", None), ("a-1", A), ("a-2", A)):
+        (tmp_path / name).mkdir()  # a rollback returns only to a version whose folder exists
         await versions_store.add_version(
             sessions,
             name=name,
