@@ -7,6 +7,7 @@ import importlib
 import ipaddress
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,6 +30,24 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def adapter_roots(config: Config) -> list[Path]:
+    """The folders `serve` loads adapters from: ``[serve] adapter_dirs``, else the defaults.
+
+    >>> from bot.config import load_config
+    >>> roots = adapter_roots(load_config(None, environ={"MICROGENRE_PATHS_DATA_DIR": "/d"}))
+    >>> roots[0], roots[1].name
+    (PosixPath('/d/adapters'), 'default_adapter')
+    """
+    from model.artifacts import DEFAULT_ADAPTER_DIR
+
+    if config.serve.adapter_dirs:
+        return [config.resolve_path(d) for d in config.serve.adapter_dirs]
+    roots = [config.data_dir / "adapters", DEFAULT_ADAPTER_DIR]
+    if config.model.adapter:
+        roots.append(config.resolve_path(config.model.adapter))
+    return roots
 
 
 def _load_factory(spec: str) -> Any:
@@ -98,7 +117,13 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
             starting.cancel()
             return
         starting.result()
-        app = create_app(client, config.serve, api_token=config.serve.api_token, adapters=adapters)
+        app = create_app(
+            client,
+            config.serve,
+            api_token=config.serve.api_token,
+            adapters=adapters,
+            adapter_roots=adapter_roots(config),
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)

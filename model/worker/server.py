@@ -8,7 +8,9 @@ The subset served::
     POST /v1/load_lora_adapter   {"lora_name", "lora_path"} (vLLM's endpoint): the configured
                                  name hot-reloads the default; any other name registers (or
                                  swaps) an adapter that requests name in "model"; only on a
-                                 server with an API token
+                                 server with an API token, and only an adapter folder inside
+                                 the server's adapter folders (one refusal text for every
+                                 reason, so the answer never tells whether a path exists)
     POST /v1/unload_lora_adapter {"lora_name"}: stop serving that adapter
     GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
                                  is down); the worker's details (pid, resident ``adapters``, last
@@ -31,9 +33,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -65,6 +69,12 @@ log = logging.getLogger(__name__)
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 64
 MAX_LORA_NAME_CHARS = 200
+# The one answer to every load that is refused for its folder: outside the adapter folders,
+# missing, not a folder, not an adapter, or one the worker cannot load or generate with.
+ADAPTER_REFUSED = (
+    "This server cannot load that 'lora_path': it must be a LoRA adapter folder inside the "
+    "server's adapter folders ([serve] adapter_dirs) that loads and generates."
+)
 
 
 class ServedBackend(Protocol):
@@ -208,6 +218,35 @@ def _lora_name(value: Any) -> str:
             "lora_name",
         )
     return value
+
+
+def confined_adapter(path: str, roots: Iterable[str | os.PathLike[str]]) -> str | None:
+    """The resolved ``path`` when it is a LoRA adapter folder inside one of ``roots``, else None.
+
+    Links are resolved before the check (``a/../b``, a link inside a root that points out), and
+    the resolved folder is what the worker loads. Touches the filesystem: call it in a thread.
+
+    >>> confined_adapter("/srv/adapters/../../etc", ["/srv/adapters"]) is None
+    True
+    """
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        log.info("refused adapter %r: not an absolute path", path)
+        return None
+    try:
+        resolved = candidate.resolve()
+        inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+        found = inside and is_adapter(resolved)
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a name too long, ...
+        log.info("refused adapter %r: %s", path, exc)
+        return None
+    if not inside:
+        log.info("refused adapter %r: %s is outside the adapter folders", path, resolved)
+        return None
+    if not found:
+        log.info("refused adapter %r: %s is not a LoRA adapter folder", path, resolved)
+        return None
+    return str(resolved)
 
 
 def request_tokens(prompts: Sequence[str], n: int, max_tokens: int) -> int:
@@ -365,16 +404,18 @@ def create_app(
     api_token: str | None = None,
     registry: CollectorRegistry | None = None,
     adapters: Iterable[AdapterRef] = (),
+    adapter_roots: Iterable[str | os.PathLike[str]] = (),
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``.
 
     Without ``api_token`` every route is open, so the server refuses hot reloads and shows
     ``/health`` details to nobody. ``/metrics`` serves ``registry`` (a new one by default)
     with the backend's metrics added. ``adapters`` are served from the start (e.g. each
-    server's active model), each under its name.
+    server's active model), each under its name. ``POST /v1/load_lora_adapter`` loads only
+    adapter folders inside ``adapter_roots`` (none: every load is refused).
     """
     token = api_token.encode() if api_token else None
-    routes = _Routes(backend, limits or ServeSettings(), token, adapters)
+    routes = _Routes(backend, limits or ServeSettings(), token, adapters, adapter_roots)
     app = web.Application(middlewares=[_guard(token)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_get("/v1/models", routes.models)
@@ -467,10 +508,12 @@ class _Routes:
         limits: ServeSettings,
         token: bytes | None,
         adapters: Iterable[AdapterRef] = (),
+        adapter_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.backend = backend
         self.limits = limits
         self.token = token
+        self.adapter_roots = tuple(adapter_roots)
         # The adapters served besides the default, by name. A load replaces an entry only
         # once the new folder has served a smoke request, so a name never points nowhere.
         self.adapters: dict[str, AdapterRef] = {ref.name: ref for ref in adapters}
@@ -542,24 +585,26 @@ class _Routes:
         if not isinstance(path, str) or not path or text_problem(path) is not None:
             raise _BadRequest("'lora_path' (a folder on the server) is required.", "lora_path")
         name = _lora_name(body.get("lora_name", limits.model_name))
+        folder = await asyncio.to_thread(confined_adapter, path, self.adapter_roots)
+        if folder is None:
+            raise _BadRequest(ADAPTER_REFUSED, "lora_path")
         try:
             if name in self.served():
-                await self.backend.reload(path)
+                await self.backend.reload(folder)
             else:
-                await self._register(AdapterRef(name, path))
+                await self._register(AdapterRef(name, folder))
+        except AdapterRejectedError as exc:
+            log.warning("refused adapter %s from %s: %s", name, folder, exc)
+            raise _BadRequest(ADAPTER_REFUSED, "lora_path") from None
         except WorkerError as exc:
             return worker_error_response(exc)
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
     async def _register(self, ref: AdapterRef) -> None:
-        """Serve ``ref`` under its name once it is an adapter that generates; else keep the old.
+        """Serve ``ref`` under its name once it generates; else keep the old.
 
         Raises :class:`AdapterRejectedError` (or the worker's error) and changes nothing.
         """
-        if not await asyncio.to_thread(is_adapter, ref.path):
-            raise AdapterRejectedError(
-                f"{ref.path} is not a LoRA adapter folder (no adapter_config.json)."
-            )
         # One short completion loads it in the worker, so a broken adapter is refused here
         # and the first real request does not pay for the load.
         smoke = GenerationRequest(DEFAULT_SMOKE_PROMPT, n=1, max_tokens=1, adapter=ref)

@@ -162,6 +162,10 @@ class ServeSettings:
     # Whether POST /v1/load_lora_adapter may switch the adapter. Only with an api_token: a
     # server without one refuses every hot reload, whatever this says.
     allow_reload: bool = True
+    # The folders POST /v1/load_lora_adapter may load adapters from (links resolved first);
+    # empty: <data_dir>/adapters (where training writes), the shipped default adapter's folder
+    # and [model] adapter. Relative paths are resolved against the config file's folder.
+    adapter_dirs: tuple[str, ...] = ()
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:

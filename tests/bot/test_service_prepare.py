@@ -73,12 +73,14 @@ Serve = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """``await serve(backend)`` → the URL of a `microgenre serve` app over ``backend``."""
+async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
+    """``await serve(backend)`` → the URL of a `microgenre serve` app over ``backend`` that
+    loads adapters from ``tmp_path``."""
     runners: list[web.AppRunner] = []
 
     async def start(backend: AdapterBackend) -> str:
-        runner, url = await serve_app(create_app(backend, ServeSettings(), api_token=TOKEN))
+        app = create_app(backend, ServeSettings(), api_token=TOKEN, adapter_roots=[tmp_path])
+        runner, url = await serve_app(app)
         runners.append(runner)
         return url
 

@@ -143,7 +143,9 @@ def expected_prefix(request: GenerationRequest) -> str:
 
 
 def write_adapter(path: Path, **options: Any) -> Path:
-    """A fake adapter folder whose ``fake.json`` holds ``options``."""
+    """A fake adapter folder whose ``fake.json`` holds ``options``, with the
+    ``adapter_config.json`` that marks a LoRA adapter folder (``model.artifacts.is_adapter``)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "fake.json").write_text(json.dumps(options))
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     return path

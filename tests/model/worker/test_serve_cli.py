@@ -134,8 +134,12 @@ async def test_with_the_token_reload_works_and_health_has_details(
     assert await _health(url, None) == {"status": "ok", "ready": True}
     details = await _health(url)
     assert isinstance(details["pid"], int) and "last_error" in details
-    adapter = write_adapter(tmp_path / "other", tag="swapped")
+    adapter = write_adapter(tmp_path / "data" / "adapters" / "other", tag="swapped")
     assert (await _reload(url, adapter, None))[0] == 401
+    # Only from the adapter folders: <data_dir>/adapters by default.
+    outside = write_adapter(tmp_path / "outside", tag="outside")
+    status, text = await _reload(url, outside, TOKEN)
+    assert status == 400 and "adapter folders" in text
     status, text = await _reload(url, adapter, TOKEN)
     assert status == 200, text
     async with RemoteClient(url, TOKEN) as client:

@@ -1,0 +1,143 @@
+"""`microgenre serve` in front of a token holder: adapters load only from the adapter folders and
+every refusal reads the same."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model.protocol import GenerationRequest
+from model.worker.errors import AdapterRejectedError
+from model.worker.server import create_app
+from model.worker.settings import ServeSettings
+from tests.model.worker.conftest import serve_app
+from tests.model.worker.fakes import write_adapter
+from tests.model.worker.test_server import ScriptedBackend, _post
+
+TOKEN = "s3cret"
+
+
+def _adapter(path: Path) -> Path:
+    write_adapter(path)
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    return path
+
+
+class BrokenWeightsBackend(ScriptedBackend):
+    """Fails every request naming an adapter whose folder is called "broken"."""
+
+    async def complete(self, request: GenerationRequest) -> Any:
+        if request.adapter is not None and Path(request.adapter.path).name == "broken":
+            raise AdapterRejectedError(f"{request.adapter.path}: bad weights.")
+        return await super().complete(request)
+
+    async def reload(self, adapter: str | None) -> None:
+        if adapter is not None and Path(adapter).name == "broken":
+            raise AdapterRejectedError(f"The adapter {adapter} was rejected (bad weights).")
+        await super().reload(adapter)
+
+
+@dataclass
+class Served:
+    url: str
+    backend: BrokenWeightsBackend
+    root: Path  # the adapter folder
+    outside: Path  # a folder beside it
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    root, outside = tmp_path / "adapters", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    backend = BrokenWeightsBackend()
+    app = create_app(backend, ServeSettings(), api_token=TOKEN, adapter_roots=[root])
+    runner, url = await serve_app(app)
+    yield Served(url, backend, root, outside)
+    await runner.cleanup()
+
+
+async def _load(url: str, name: str, path: str | Path) -> tuple[int, Any]:
+    body = {"lora_name": name, "lora_path": str(path)}
+    status, data, _ = await _post(url, "/v1/load_lora_adapter", body, token=TOKEN)
+    return status, data
+
+
+async def test_an_adapter_inside_the_folder_loads(served: Served) -> None:
+    path = _adapter(served.root / "run-0001")
+    assert (await _load(served.url, "guild-1", path))[0] == 200
+    assert (await _load(served.url, "genre", path))[0] == 200  # a hot reload of the default
+    assert served.backend.reloaded == [str(path)]
+
+
+def _refusals(served: Served) -> dict[str, Path | str]:
+    """Every way a load is refused: the answers must not tell them apart."""
+    root, outside = served.root, served.outside
+    evil = _adapter(outside / "evil")
+    link = root / "link"
+    link.symlink_to(evil, target_is_directory=True)
+    plain = root / "plain"
+    plain.mkdir()
+    (root / "file").write_text("x")
+    _adapter(root / "broken")
+    return {
+        "outside": evil,
+        "outside by ..": f"{root}/../elsewhere/evil",  # resolves outside
+        "inside, through a link": link,  # the link points outside
+        "system folder": "/etc",
+        "missing": root / "missing",
+        "missing outside": "/nonexistent/adapter",
+        "not a folder": root / "file",
+        "not an adapter": plain,
+        "unloadable": root / "broken",
+        "relative": "adapters/run-0001",
+    }
+
+
+@pytest.mark.parametrize("lora_name", ["guild-1", "genre"])
+async def test_every_refusal_is_the_same_answer(served: Served, lora_name: str) -> None:
+    answers = {}
+    for why, path in _refusals(served).items():
+        status, data = await _load(served.url, lora_name, path)
+        answers[why] = (status, json.dumps(data, sort_keys=True))
+    assert len(set(answers.values())) == 1, answers
+    status, body = next(iter(answers.values()))
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["param"] == "lora_path" and "adapter folder" in error["message"]
+    assert str(served.root) not in body and "/etc" not in body
+    assert served.backend.reloaded == []  # nothing outside reached the worker
+    assert all(
+        r.adapter is None or Path(r.adapter.path).name == "broken" for r in served.backend.requests
+    )
+
+
+async def test_a_server_without_adapter_folders_refuses_every_load(tmp_path: Path) -> None:
+    app = create_app(ScriptedBackend(), ServeSettings(), api_token=TOKEN)
+    runner, url = await serve_app(app)
+    try:
+        status, data = await _load(url, "guild-1", _adapter(tmp_path / "a"))
+        assert status == 400 and "adapter folder" in data["error"]["message"]
+    finally:
+        await runner.cleanup()
+
+
+def test_a_link_swapped_after_the_check_is_loaded_by_its_resolved_path(
+    tmp_path: Path,
+) -> None:
+    """The folder handed to the worker is the resolved one, not the link the client named."""
+    from model.worker.server import confined_adapter
+
+    root = tmp_path / "adapters"
+    real = _adapter(root / "real")
+    link = root / "current"
+    link.symlink_to(real, target_is_directory=True)
+    assert confined_adapter(str(link), [root]) == str(real)
+    assert confined_adapter(str(link), [tmp_path / "other"]) is None
+    assert os.path.isabs(confined_adapter(str(real), [root]) or "")
