@@ -10,7 +10,9 @@ The subset served::
                                  swaps) an adapter that requests name in "model"; only on a
                                  server with an API token, and only an adapter folder inside
                                  the server's adapter folders (one refusal text for every
-                                 reason, so the answer never tells whether a path exists)
+                                 reason, so the answer never tells whether a path exists);
+                                 beyond ``max_served_adapters`` names the least recently used
+                                 one is dropped (a client loads it again on its 404)
     POST /v1/unload_lora_adapter {"lora_name"}: stop serving that adapter
     GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
                                  is down); the worker's details (pid, resident ``adapters``, last
@@ -36,6 +38,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -514,9 +517,20 @@ class _Routes:
         self.limits = limits
         self.token = token
         self.adapter_roots = tuple(adapter_roots)
-        # The adapters served besides the default, by name. A load replaces an entry only
-        # once the new folder has served a smoke request, so a name never points nowhere.
-        self.adapters: dict[str, AdapterRef] = {ref.name: ref for ref in adapters}
+        # The adapters served besides the default, by name, least recently used first; at most
+        # limits.max_served_adapters. A load replaces an entry only once the new folder has
+        # served a smoke request, so a name never points nowhere.
+        self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()
+        for ref in adapters:
+            self.adapters[ref.name] = ref
+            self.adapters.move_to_end(ref.name)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the least recently used names beyond ``max_served_adapters``."""
+        while len(self.adapters) > self.limits.max_served_adapters:
+            name, ref = self.adapters.popitem(last=False)
+            log.info("stopped serving adapter %s (%s): least recently used", name, ref.path)
 
     def served(self) -> list[str]:
         names = [self.limits.model_name]
@@ -527,6 +541,8 @@ class _Routes:
     async def completions(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         requests = parse_completion_body(body, self.limits, self.served(), self.adapters)
+        if requests[0].adapter is not None and requests[0].adapter.name in self.adapters:
+            self.adapters.move_to_end(requests[0].adapter.name)
         tasks = [asyncio.ensure_future(self.backend.complete(r)) for r in requests]
         try:
             results = await asyncio.gather(*tasks)
@@ -610,7 +626,9 @@ class _Routes:
         smoke = GenerationRequest(DEFAULT_SMOKE_PROMPT, n=1, max_tokens=1, adapter=ref)
         await self.backend.complete(smoke)
         self.adapters[ref.name] = ref
+        self.adapters.move_to_end(ref.name)
         log.info("serving adapter %s from %s", ref.name, ref.path)
+        self._trim()
 
     async def unload_adapter(self, request: web.Request) -> web.Response:
         self._check_reload_allowed()

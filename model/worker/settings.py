@@ -166,11 +166,22 @@ class ServeSettings:
     # empty: <data_dir>/adapters (where training writes), the shipped default adapter's folder
     # and [model] adapter. Relative paths are resolved against the config file's folder.
     adapter_dirs: tuple[str, ...] = ()
+    # Most adapter names served besides the default (loaded with /v1/load_lora_adapter or at
+    # start); loading one more drops the least recently used name, which a client loads again
+    # on its 404 (the bot's remote client does). Names cost no memory here: [worker]
+    # max_adapters bounds the adapters the worker keeps loaded.
+    max_served_adapters: int = 64
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
-        for name in ("max_n", "max_tokens", "max_prompt_chars", "max_request_tokens"):
+        for name in (
+            "max_n",
+            "max_tokens",
+            "max_prompt_chars",
+            "max_request_tokens",
+            "max_served_adapters",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not self.model_name.strip():

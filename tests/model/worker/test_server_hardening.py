@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
-from model.protocol import GenerationRequest
+from model.protocol import AdapterRef, GenerationRequest
 from model.worker.errors import AdapterRejectedError
+from model.worker.remote import RemoteClient
 from model.worker.server import create_app
 from model.worker.settings import ServeSettings
 from tests.model.worker.conftest import serve_app
@@ -141,3 +143,74 @@ def test_a_link_swapped_after_the_check_is_loaded_by_its_resolved_path(
     assert confined_adapter(str(link), [root]) == str(real)
     assert confined_adapter(str(link), [tmp_path / "other"]) is None
     assert os.path.isabs(confined_adapter(str(real), [root]) or "")
+
+
+async def _models(url: str) -> list[str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url + "/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}) as r,
+    ):
+        return [m["id"] for m in (await r.json())["data"]]
+
+
+async def _complete(url: str, model: str) -> int:
+    status, _, _ = await _post(url, "/v1/completions", {"model": model, "prompt": "genre:"})
+    return status
+
+
+async def test_loaded_names_are_capped_and_the_least_recently_used_goes(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    limits = ServeSettings(max_served_adapters=2)
+    runner, url = await serve_app(
+        create_app(backend, limits, api_token=TOKEN, adapter_roots=[tmp_path])
+    )
+    try:
+        for name in ("a", "b"):
+            assert (await _load(url, name, _adapter(tmp_path / name)))[0] == 200
+        assert await _complete(url, "a") == 200  # a is now used more recently than b
+        assert (await _load(url, "c", _adapter(tmp_path / "c")))[0] == 200
+        assert await _models(url) == ["genre", "a", "c"]
+        assert await _complete(url, "b") == 404  # evicted: a client loads it again
+        # Thousands of loads never grow the list past the cap.
+        for k in range(60):
+            assert (await _load(url, f"n{k}", _adapter(tmp_path / f"n{k}")))[0] == 200
+        assert await _models(url) == ["genre", "n58", "n59"]
+        assert await _complete(url, "genre") == 200  # the default is never evicted
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_evicted_adapter_comes_back_through_the_remote_client(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    limits = ServeSettings(max_served_adapters=1)
+    app = create_app(backend, limits, api_token=TOKEN, adapter_roots=[tmp_path])
+    runner, url = await serve_app(app)
+    first = AdapterRef("guild-1", str(_adapter(tmp_path / "g1")))
+    second = AdapterRef("guild-2", str(_adapter(tmp_path / "g2")))
+    try:
+        async with RemoteClient(url, TOKEN) as client:
+            await client.complete(GenerationRequest("genre:", adapter=first))
+            await client.complete(GenerationRequest("genre:", adapter=second))
+            assert await _models(url) == ["genre", "guild-2"]
+            await client.complete(GenerationRequest("genre:", adapter=first))  # 404, load, retry
+            assert await _models(url) == ["genre", "guild-1"]
+            assert backend.requests[-1].adapter == first
+    finally:
+        await runner.cleanup()
+
+
+async def test_adapters_given_at_start_are_capped_too(tmp_path: Path) -> None:
+    refs = [AdapterRef(f"guild-{k}", str(tmp_path / f"g{k}")) for k in range(5)]
+    app = create_app(
+        ScriptedBackend(), ServeSettings(max_served_adapters=3), api_token=TOKEN, adapters=refs
+    )
+    runner, url = await serve_app(app)
+    try:
+        assert await _models(url) == ["genre", "guild-2", "guild-3", "guild-4"]
+    finally:
+        await runner.cleanup()
+
+
+def test_max_served_adapters_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_served_adapters"):
+        ServeSettings(max_served_adapters=0).validate()
