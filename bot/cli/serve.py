@@ -123,6 +123,9 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
             api_token=config.serve.api_token,
             adapters=adapters,
             adapter_roots=adapter_roots(config),
+            metrics_token=config.serve.metrics_token,
+            # Without a scrape token, this machine may scrape a server only it can reach.
+            open_metrics=not config.serve.metrics_token and _is_loopback(host),
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

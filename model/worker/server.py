@@ -18,7 +18,8 @@ The subset served::
                                  is down); the worker's details (pid, resident ``adapters``, last
                                  error) and the ``served`` adapters only with the token
     GET  /metrics                Prometheus metrics (:mod:`model.worker.metrics`): queue, batches,
-                                 restarts; behind the token like every route but /health
+                                 restarts; with the scrape token (``metrics_token``) or the API
+                                 token, or open where the caller says so (a loopback bind)
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
 request or one over the limits, 401 for a missing or wrong bearer token, 403 for a hot reload
@@ -408,6 +409,8 @@ def create_app(
     registry: CollectorRegistry | None = None,
     adapters: Iterable[AdapterRef] = (),
     adapter_roots: Iterable[str | os.PathLike[str]] = (),
+    metrics_token: str | None = None,
+    open_metrics: bool = False,
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``.
 
@@ -416,10 +419,15 @@ def create_app(
     with the backend's metrics added. ``adapters`` are served from the start (e.g. each
     server's active model), each under its name. ``POST /v1/load_lora_adapter`` loads only
     adapter folders inside ``adapter_roots`` (none: every load is refused).
+
+    ``/metrics`` takes ``metrics_token`` (a scraper's, which opens nothing else) or
+    ``api_token``; ``open_metrics`` (the CLI's choice for a loopback bind without a
+    ``metrics_token``) serves it to anyone.
     """
     token = api_token.encode() if api_token else None
+    scrape = metrics_token.encode() if metrics_token else None
     routes = _Routes(backend, limits or ServeSettings(), token, adapters, adapter_roots)
-    app = web.Application(middlewares=[_guard(token)])
+    app = web.Application(middlewares=[_guard(token, scrape, open_metrics=open_metrics)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_post("/v1/load_lora_adapter", routes.load_adapter)
@@ -446,12 +454,33 @@ def _has_token(request: web.Request, token: bytes | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
 
 
-def _guard(token: bytes | None) -> Middleware:
-    """Middleware: check the bearer token (not for /health); errors become OpenAI bodies."""
+def _accepted(
+    path: str, token: bytes | None, scrape: bytes | None, *, open_metrics: bool
+) -> list[bytes]:
+    """The tokens that open ``path`` (empty: open to anyone).
+
+    >>> _accepted("/v1/models", b"api", b"scrape", open_metrics=True)
+    [b'api']
+    >>> _accepted("/metrics", b"api", b"scrape", open_metrics=False)
+    [b'scrape', b'api']
+    >>> _accepted("/metrics", b"api", None, open_metrics=True)
+    []
+    """
+    if path == "/health":
+        return []
+    if path == "/metrics":
+        return [] if open_metrics else [t for t in (scrape, token) if t is not None]
+    return [token] if token is not None else []
+
+
+def _guard(token: bytes | None, scrape: bytes | None, *, open_metrics: bool) -> Middleware:
+    """Middleware: check the bearer token (not for /health; /metrics: the scrape token too);
+    errors become OpenAI bodies."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None and request.path != "/health" and not _has_token(request, token):
+        accepted = _accepted(request.path, token, scrape, open_metrics=open_metrics)
+        if accepted and not any(_has_token(request, t) for t in accepted):
             return error_response(
                 401,
                 "Invalid or missing API key (send 'Authorization: Bearer <token>').",

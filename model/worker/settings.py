@@ -147,6 +147,10 @@ class ServeSettings:
     port: int = 8700
     # Bearer token clients must send. Secret: no default, never logged; empty = no check.
     api_token: str | None = field(default=None, repr=False)
+    # Bearer token of GET /metrics alone (a scraper's; the api_token opens it too). Secret: no
+    # default, never logged. Unset: /metrics is open when the server binds a loopback address,
+    # else it needs the api_token like every route but /health.
+    metrics_token: str | None = field(default=None, repr=False)
     # Name clients put in "model" (vLLM: the name given to --lora-modules).
     model_name: str = "genre"
     # Most completions in one request (number of prompts × n).

@@ -49,10 +49,10 @@ class Started:
     banner: str
 
 
-def _start(tmp_path: Path, token: str | None) -> Started:
-    env = dict(os.environ)
+def _start(tmp_path: Path, token: str | None, **variables: str) -> Started:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_SERVE_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
-    env.pop("MICROGENRE_SERVE_API_TOKEN", None)
+    env.update(variables)
     if token is not None:
         env["MICROGENRE_SERVE_API_TOKEN"] = token
     env["MICROGENRE_PATHS_DATA_DIR"] = str(tmp_path / "data")
@@ -209,3 +209,26 @@ def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
         "The base model 'broken' does not exist."
     )
     assert "Traceback" not in done.stderr
+
+
+async def _get_status(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+async def test_metrics_are_open_on_loopback_unless_a_scrape_token_is_set(tmp_path: Path) -> None:
+    started = _start(tmp_path, TOKEN)  # binds 127.0.0.1
+    try:
+        assert await _get_status(started.url + "/metrics", None) == 200
+        assert await _get_status(started.url + "/v1/models", None) == 401
+    finally:
+        _stop(started.proc)
+    started = _start(tmp_path, TOKEN, MICROGENRE_SERVE_METRICS_TOKEN="scrape-me")
+    try:
+        assert await _get_status(started.url + "/metrics", None) == 401
+        assert await _get_status(started.url + "/metrics", "scrape-me") == 200
+        assert await _get_status(started.url + "/v1/models", "scrape-me") == 401
+    finally:
+        _stop(started.proc)

@@ -214,3 +214,43 @@ async def test_adapters_given_at_start_are_capped_too(tmp_path: Path) -> None:
 def test_max_served_adapters_is_validated() -> None:
     with pytest.raises(ValueError, match="max_served_adapters"):
         ServeSettings(max_served_adapters=0).validate()
+
+
+async def _status(url: str, path: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, session.get(url + path, headers=headers) as r:
+        await r.read()
+        return r.status
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        # A scrape token of its own: it opens /metrics (as does the API token) and nothing else.
+        (
+            {"metrics_token": "scrape"},
+            {(None, "/metrics"): 401, ("scrape", "/metrics"): 200, (TOKEN, "/metrics"): 200},
+        ),
+        # No scrape token on a loopback bind: /metrics is open to this machine.
+        ({"open_metrics": True}, {(None, "/metrics"): 200, ("scrape", "/metrics"): 200}),
+        # No scrape token on another address: the API token, as every route but /health.
+        ({}, {(None, "/metrics"): 401, ("scrape", "/metrics"): 401, (TOKEN, "/metrics"): 200}),
+    ],
+    ids=["metrics token", "loopback", "public"],
+)
+async def test_metrics_take_their_own_token(
+    options: dict[str, Any], expected: dict[tuple[str | None, str], int]
+) -> None:
+    app = create_app(ScriptedBackend(), ServeSettings(), api_token=TOKEN, **options)
+    runner, url = await serve_app(app)
+    try:
+        for (token, path), status in expected.items():
+            assert await _status(url, path, token) == status, (token, path)
+        for token in (None, "scrape"):  # the scrape token is no key to the API
+            assert await _status(url, "/v1/models", token) == 401
+    finally:
+        await runner.cleanup()
+
+
+def test_the_metrics_token_is_never_shown() -> None:
+    assert "scrape-secret" not in repr(ServeSettings(metrics_token="scrape-secret"))
