@@ -22,9 +22,9 @@ The subset served::
                                  token, or open where the caller says so (a loopback bind)
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
-request or one over the limits, 401 for a missing or wrong bearer token, 403 for a hot reload
-this server does not allow, 404 for an unknown model, 413 for a body over 1 MiB or a request
-over ``max_request_tokens``, 415 for a POST body that is not ``application/json``, 429 (with
+request or one over the limits, 401 for a missing, wrong or undecodable bearer token, 403 for a
+hot reload this server does not allow, 404 for an unknown model, 413 for a body over 1 MiB or a
+request over ``max_request_tokens``, 415 for a POST body that is not ``application/json``, 429 (with
 ``Retry-After``) when the queue is full, 503 while the worker is down, 504 on timeouts. Every
 request is checked here, at the edge (:func:`model.protocol.check_request`), so a bad body is
 refused alone and never reaches a batch. The API token is compared in constant time and never
@@ -451,7 +451,11 @@ def _has_token(request: web.Request, token: bytes | None) -> bool:
     if token is None:
         return False
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
+    try:
+        presented = given.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as surrogate escapes
+        return False
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented, token)
 
 
 def _accepted(

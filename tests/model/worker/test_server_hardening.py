@@ -3,6 +3,7 @@ every refusal reads the same."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -254,3 +255,45 @@ async def test_metrics_take_their_own_token(
 
 def test_the_metrics_token_is_never_shown() -> None:
     assert "scrape-secret" not in repr(ServeSettings(metrics_token="scrape-secret"))
+
+
+async def _raw_get(url: str, path: str, authorization: bytes) -> tuple[int, bytes]:
+    """GET ``path`` with these exact header bytes (no client library re-encodes them)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"GET "
+            + path.encode()
+            + b" HTTP/1.1\r\nHost: test\r\nAuthorization: "
+            + authorization
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Bearer \xff\xfe\xfd", b"Bearer s3cr\xe9t", "Bearer s3crét".encode(), b"\xff\xfe s3cret"],
+    ids=["invalid utf-8", "latin-1", "utf-8 non-ascii", "bad scheme"],
+)
+async def test_an_undecodable_authorization_header_is_401_not_500(
+    authorization: bytes,
+) -> None:
+    app = create_app(ScriptedBackend(), ServeSettings(), api_token=TOKEN, metrics_token="m")
+    runner, url = await serve_app(app)
+    try:
+        for path in ("/v1/models", "/metrics"):
+            status, body = await _raw_get(url, path, authorization)
+            assert status == 401, (path, body)
+            assert json.loads(body)["error"]["code"] == "invalid_api_key"
+        status, body = await _raw_get(url, "/health", authorization)  # liveness, no details
+        assert status == 200 and json.loads(body) == {"status": "ok", "ready": True}
+        assert (await _raw_get(url, "/v1/models", f"Bearer {TOKEN}".encode()))[0] == 200
+    finally:
+        await runner.cleanup()
