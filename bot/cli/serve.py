@@ -66,6 +66,12 @@ def _load_factory(spec: str) -> Any:
     "--port", type=click.IntRange(0, 65535), default=None, help="Port (default: [serve] port)."
 )
 @click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve on a non-loopback address without an API token (anyone who can reach it may "
+    "use the model).",
+)
+@click.option(
     "--sampler-factory",
     default=None,
     hidden=True,
@@ -73,21 +79,31 @@ def _load_factory(spec: str) -> Any:
 )
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str | None, port: int | None, sampler_factory: str | None
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    insecure: bool,
+    sampler_factory: str | None,
 ) -> None:
     """Serve the model over an OpenAI-compatible API (POST /v1/completions, GET /v1/models,
-    GET /health) for the bot's remote transport. Hot reloads need [serve] api_token. SIGTERM or
-    Ctrl-C stops it cleanly."""
+    GET /health) for the bot's remote transport. Hot reloads need [serve] api_token; so does an
+    address other than loopback, unless --insecure. SIGTERM or Ctrl-C stops it cleanly."""
     config = state(ctx).config
-    factory = _load_factory(sampler_factory) if sampler_factory else None
     host = host or config.serve.host
     port = config.serve.port if port is None else port
     if not _is_loopback(host) and not config.serve.api_token:
+        if not insecure:
+            raise InputError(
+                f"Refusing to serve on {host} without an API token: anyone who can reach this "
+                "machine could use the model. Set MICROGENRE_SERVE_API_TOKEN (or [serve] "
+                "api_token), bind 127.0.0.1, or pass --insecure."
+            )
         click.echo(
-            f"Warning: serving on {host} without an API token; anyone who can reach this "
-            "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
+            f"Warning (--insecure): serving on {host} without an API token; anyone who can "
+            "reach this machine can use the model.",
             err=True,
         )
+    factory = _load_factory(sampler_factory) if sampler_factory else None
     asyncio.run(_serve(config, host, port, factory))
 
 

@@ -49,7 +49,7 @@ class Started:
     banner: str
 
 
-def _start(tmp_path: Path, token: str | None, **variables: str) -> Started:
+def _start(tmp_path: Path, token: str | None, *args: str, **variables: str) -> Started:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_SERVE_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.update(variables)
@@ -58,7 +58,7 @@ def _start(tmp_path: Path, token: str | None, **variables: str) -> Started:
     env["MICROGENRE_PATHS_DATA_DIR"] = str(tmp_path / "data")
     env["MICROGENRE_MODEL_ADAPTER"] = str(write_adapter(tmp_path / "adapter"))
     command = [sys.executable, "-m", "bot", "serve", "--port", "0"]
-    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
+    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory", *args]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     url = None
     lines = []
@@ -230,5 +230,37 @@ async def test_metrics_are_open_on_loopback_unless_a_scrape_token_is_set(tmp_pat
         assert await _get_status(started.url + "/metrics", None) == 401
         assert await _get_status(started.url + "/metrics", "scrape-me") == 200
         assert await _get_status(started.url + "/v1/models", "scrape-me") == 401
+    finally:
+        _stop(started.proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "variables"),
+    [(["--host", "0.0.0.0"], {}), ([], {"MICROGENRE_SERVE_HOST": "::"})],
+    ids=["--host", "[serve] host"],
+)
+def test_a_public_bind_without_a_token_is_refused(
+    tmp_path: Path, args: list[str], variables: dict[str, str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_SERVE_")}
+    env.update(variables, PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-m", "bot", "serve", "--port", "0", *args]
+    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: ") and "without an API token" in line
+    assert "MICROGENRE_SERVE_API_TOKEN" in line and "--insecure" in line
+    assert "Traceback" not in done.stderr and "Loading" not in done.stderr  # refused first
+
+
+async def test_insecure_serves_a_public_bind_without_a_token(tmp_path: Path) -> None:
+    started = _start(tmp_path, None, "--host", "0.0.0.0", "--insecure")
+    try:
+        assert "--insecure" in started.banner and "anyone" in started.banner
+        host_port = started.url.rsplit(":", 1)[1]
+        assert await _get_status(f"http://127.0.0.1:{host_port}/v1/models", None) == 200
     finally:
         _stop(started.proc)
