@@ -29,7 +29,6 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.metrics import BotMetrics
@@ -435,13 +434,40 @@ class PipelineGenerator:
         return await self.pipeline.generate(count, **options.keywords(), on_position=on_position)
 
     async def prepare(self, adapter: AdapterRef) -> None:
-        """Load ``adapter`` into the worker when the client can; else check its folder."""
-        load = getattr(self.client, "load_adapter", None)
-        if load is not None:
-            await load(adapter)
-            return
-        if not await asyncio.to_thread(Path(adapter.path).is_dir):
-            raise FileNotFoundError(f"the adapter folder {adapter.path} does not exist")
+        """Check that ``adapter`` serves before it is activated, through the client that will
+        serve it: load it (into the local worker, or on every configured remote server), then
+        generate one genre with it, which must come back as non-empty text.
+
+        Raises :class:`~model.worker.errors.AdapterRejectedError` with a short sentence that
+        names the adapter but no folder or server address (those go to the log).
+        """
+        from model.pipeline import DEFAULT_TEMPERATURE
+        from model.protocol import GenerationRequest
+        from model.textformat import END_MARKER, build_prompt
+        from model.worker.errors import AdapterRejectedError
+
+        smoke = GenerationRequest(
+            build_prompt(),
+            n=1,
+            temperature=DEFAULT_TEMPERATURE,
+            max_tokens=self.pipeline.max_tokens,
+            stop=(END_MARKER,),
+            seed=0,
+            adapter=adapter,
+        )
+        try:
+            await self.client.load_adapter(adapter)
+            result = await self.client.complete(smoke)
+        except Exception as exc:
+            log.warning("the model %s (%s) failed its check: %s", adapter.name, adapter.path, exc)
+            raise AdapterRejectedError(
+                f"The model {adapter.name} failed its check: {_prepare_failure(exc)}."
+            ) from None
+        if not any(text.strip() for text in result.texts):
+            log.warning("the model %s (%s) generated only empty text", adapter.name, adapter.path)
+            raise AdapterRejectedError(
+                f"The model {adapter.name} failed its check: it generated nothing."
+            )
 
     def health(self) -> dict[str, Any]:
         return dict(self.client.health())
@@ -458,6 +484,35 @@ class PipelineGenerator:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _prepare_failure(exc: Exception) -> str:
+    """Why an adapter failed its check, in words that hold no path or address.
+
+    >>> from model.worker.errors import WorkerBusyError
+    >>> _prepare_failure(WorkerBusyError(3)), _prepare_failure(ValueError("/srv/x"))
+    ('the generator is busy', 'the generator is unavailable')
+    """
+    from model.worker.errors import (
+        AdapterRejectedError,
+        InvalidRequestError,
+        RemoteAuthError,
+        WorkerBusyError,
+        WorkerCrashedError,
+        WorkerTimeoutError,
+    )
+
+    if isinstance(exc, AdapterRejectedError | InvalidRequestError):
+        return "it did not load"
+    if isinstance(exc, WorkerCrashedError):
+        return "the generator crashed while generating with it"
+    if isinstance(exc, RemoteAuthError):
+        return "a generation server refused the bot's API token"
+    if isinstance(exc, WorkerBusyError):
+        return "the generator is busy"
+    if isinstance(exc, WorkerTimeoutError | TimeoutError):
+        return "the generator did not answer in time"
+    return "the generator is unavailable"
 
 
 async def create_generator(

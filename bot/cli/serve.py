@@ -7,6 +7,7 @@ import importlib
 import ipaddress
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,6 +32,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def adapter_roots(config: Config) -> list[Path]:
+    """The folders `serve` loads adapters from: ``[serve] adapter_dirs``, else the defaults.
+
+    >>> from bot.config import load_config
+    >>> roots = adapter_roots(load_config(None, environ={"MICROGENRE_PATHS_DATA_DIR": "/d"}))
+    >>> roots[0], roots[1].name
+    (PosixPath('/d/adapters'), 'default_adapter')
+    """
+    from model.artifacts import DEFAULT_ADAPTER_DIR
+
+    if config.serve.adapter_dirs:
+        return [config.resolve_path(d) for d in config.serve.adapter_dirs]
+    roots = [config.data_dir / "adapters", DEFAULT_ADAPTER_DIR]
+    if config.model.adapter:
+        roots.append(config.resolve_path(config.model.adapter))
+    return roots
+
+
 def _load_factory(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     try:
@@ -47,6 +66,12 @@ def _load_factory(spec: str) -> Any:
     "--port", type=click.IntRange(0, 65535), default=None, help="Port (default: [serve] port)."
 )
 @click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve on a non-loopback address without an API token (anyone who can reach it may "
+    "use the model).",
+)
+@click.option(
     "--sampler-factory",
     default=None,
     hidden=True,
@@ -54,21 +79,31 @@ def _load_factory(spec: str) -> Any:
 )
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str | None, port: int | None, sampler_factory: str | None
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    insecure: bool,
+    sampler_factory: str | None,
 ) -> None:
     """Serve the model over an OpenAI-compatible API (POST /v1/completions, GET /v1/models,
-    GET /health) for the bot's remote transport. Hot reloads need [serve] api_token. SIGTERM or
-    Ctrl-C stops it cleanly."""
+    GET /health) for the bot's remote transport. Hot reloads need [serve] api_token; so does an
+    address other than loopback, unless --insecure. SIGTERM or Ctrl-C stops it cleanly."""
     config = state(ctx).config
-    factory = _load_factory(sampler_factory) if sampler_factory else None
     host = host or config.serve.host
     port = config.serve.port if port is None else port
     if not _is_loopback(host) and not config.serve.api_token:
+        if not insecure:
+            raise InputError(
+                f"Refusing to serve on {host} without an API token: anyone who can reach this "
+                "machine could use the model. Set MICROGENRE_SERVE_API_TOKEN (or [serve] "
+                "api_token), bind 127.0.0.1, or pass --insecure."
+            )
         click.echo(
-            f"Warning: serving on {host} without an API token; anyone who can reach this "
-            "machine can use the model (set MICROGENRE_SERVE_API_TOKEN).",
+            f"Warning (--insecure): serving on {host} without an API token; anyone who can "
+            "reach this machine can use the model.",
             err=True,
         )
+    factory = _load_factory(sampler_factory) if sampler_factory else None
     asyncio.run(_serve(config, host, port, factory))
 
 
@@ -98,7 +133,16 @@ async def _serve(config: Config, host: str, port: int, factory: Any) -> None:
             starting.cancel()
             return
         starting.result()
-        app = create_app(client, config.serve, api_token=config.serve.api_token, adapters=adapters)
+        app = create_app(
+            client,
+            config.serve,
+            api_token=config.serve.api_token,
+            adapters=adapters,
+            adapter_roots=adapter_roots(config),
+            metrics_token=config.serve.metrics_token,
+            # Without a scrape token, this machine may scrape a server only it can reach.
+            open_metrics=not config.serve.metrics_token and _is_loopback(host),
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)

@@ -20,7 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model.protocol import GenerationRequest, GenerationResult, PositionCallback, check_request
+from model.protocol import (
+    AdapterRef,
+    GenerationRequest,
+    GenerationResult,
+    PositionCallback,
+    check_request,
+)
 from model.worker.errors import (
     AdapterRejectedError,
     InvalidRequestError,
@@ -33,6 +39,7 @@ from model.worker.lifecycle import BackgroundTasks, ClientLifecycle
 from model.worker.messages import WorkerState
 from model.worker.scheduler import Scheduler
 from model.worker.settings import (
+    DEFAULT_SMOKE_PROMPT,
     SamplerFactory,
     SamplerSpec,
     WorkerSettings,
@@ -165,6 +172,19 @@ class WorkerClient(ClientLifecycle):
             path = str(resolved)
         await self._scheduler.reload(self.spec.with_adapter(path))
 
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Make ``adapter`` resident in the worker (next to the default) under its name.
+
+        The worker loads the adapters a batch names, so this sends one one-token request that
+        names it. Raises :class:`AdapterRejectedError` when its folder is missing or the worker
+        cannot load it, and the worker's errors (busy, crashed, timeout) as :meth:`complete`.
+        """
+        if not await asyncio.to_thread(_is_dir, adapter.path):
+            raise AdapterRejectedError(
+                f"The adapter {adapter.name} has no folder on the worker's machine."
+            )
+        await self.complete(GenerationRequest(DEFAULT_SMOKE_PROMPT, max_tokens=1, adapter=adapter))
+
     def health(self) -> dict[str, Any]:
         """A snapshot for ``/health``, ``microgenre stats --json`` and the bot's status."""
         now = time.monotonic()
@@ -196,6 +216,10 @@ class WorkerClient(ClientLifecycle):
     def observe_batches(self, observer: BatchObserver) -> None:
         """Call ``observer`` with a :class:`BatchRecord` for every batch answered (metrics)."""
         self._stats.observers.append(observer)
+
+
+def _is_dir(path: str) -> bool:
+    return Path(path).expanduser().is_dir()
 
 
 def _resolve(path: str | os.PathLike[str]) -> tuple[Path, bool]:

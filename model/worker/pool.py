@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from model.protocol import GenerationRequest, GenerationResult, PositionCallback
+from model.protocol import AdapterRef, GenerationRequest, GenerationResult, PositionCallback
 from model.worker.errors import (
     WorkerBusyError,
     WorkerCrashedError,
@@ -262,6 +262,22 @@ class RemotePool(ClientLifecycle):
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+
+    async def load_adapter(self, adapter: AdapterRef) -> None:
+        """Load ``adapter`` on every server, whether or not it is marked down.
+
+        When one server cannot, the servers that loaded it for this call drop it again and the
+        first error is raised: a name is served everywhere or nowhere new.
+        """
+        outcomes = await asyncio.gather(
+            *(c.load_adapter(adapter) for c in self.clients), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not errors:
+            return
+        loaded = [c for c, o in zip(self.clients, outcomes, strict=True) if o is True]
+        await asyncio.gather(*(c.unload_adapter(adapter.name) for c in loaded))
+        raise errors[0]
 
     def health(self) -> dict[str, Any]:
         """The first server's view, with every server under ``servers``."""

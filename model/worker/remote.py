@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from model.protocol import GenerationRequest, GenerationResult, PositionCallback
+from model.protocol import AdapterRef, GenerationRequest, GenerationResult, PositionCallback
 from model.worker.errors import (
     AdapterRejectedError,
     InvalidRequestError,
@@ -333,6 +333,20 @@ class RemoteClient(ClientLifecycle):
             f"The generation server rejected the adapter {name} at {path} "
             f"(HTTP {status}): {message}"
         )
+
+    async def load_adapter(self, adapter: AdapterRef) -> bool:
+        """Have the server load ``adapter`` under its name (``POST /v1/load_lora_adapter``;
+        ``microgenre serve`` generates with it before it answers 200).
+
+        False when the server already held the name (vLLM refuses to load a name twice).
+        Raises :class:`AdapterRejectedError` when the server cannot load it,
+        :class:`RemoteAuthError`, or :class:`WorkerUnavailableError` when it is unreachable.
+        """
+        return await self._load_lora(adapter.name, adapter.path)
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving ``name`` (``POST /v1/unload_lora_adapter``); a failure is only logged."""
+        await self._retire(name)
 
     async def _report_position(self, on_position: PositionCallback) -> None:
         try:

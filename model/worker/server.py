@@ -8,18 +8,23 @@ The subset served::
     POST /v1/load_lora_adapter   {"lora_name", "lora_path"} (vLLM's endpoint): the configured
                                  name hot-reloads the default; any other name registers (or
                                  swaps) an adapter that requests name in "model"; only on a
-                                 server with an API token
+                                 server with an API token, and only an adapter folder inside
+                                 the server's adapter folders (one refusal text for every
+                                 reason, so the answer never tells whether a path exists);
+                                 beyond ``max_served_adapters`` names the least recently used
+                                 one is dropped (a client loads it again on its 404)
     POST /v1/unload_lora_adapter {"lora_name"}: stop serving that adapter
     GET  /health                 liveness for anyone ({"status", "ready"}; 503 while the worker
                                  is down); the worker's details (pid, resident ``adapters``, last
                                  error) and the ``served`` adapters only with the token
     GET  /metrics                Prometheus metrics (:mod:`model.worker.metrics`): queue, batches,
-                                 restarts; behind the token like every route but /health
+                                 restarts; with the scrape token (``metrics_token``) or the API
+                                 token, or open where the caller says so (a loopback bind)
 
 Errors use OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
-request or one over the limits, 401 for a missing or wrong bearer token, 403 for a hot reload
-this server does not allow, 404 for an unknown model, 413 for a body over 1 MiB or a request
-over ``max_request_tokens``, 415 for a POST body that is not ``application/json``, 429 (with
+request or one over the limits, 401 for a missing, wrong or undecodable bearer token, 403 for a
+hot reload this server does not allow, 404 for an unknown model, 413 for a body over 1 MiB or a
+request over ``max_request_tokens``, 415 for a POST body that is not ``application/json``, 429 (with
 ``Retry-After``) when the queue is full, 503 while the worker is down, 504 on timeouts. Every
 request is checked here, at the edge (:func:`model.protocol.check_request`), so a bad body is
 refused alone and never reaches a batch. The API token is compared in constant time and never
@@ -31,9 +36,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -65,6 +73,12 @@ log = logging.getLogger(__name__)
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 64
 MAX_LORA_NAME_CHARS = 200
+# The one answer to every load that is refused for its folder: outside the adapter folders,
+# missing, not a folder, not an adapter, or one the worker cannot load or generate with.
+ADAPTER_REFUSED = (
+    "This server cannot load that 'lora_path': it must be a LoRA adapter folder inside the "
+    "server's adapter folders ([serve] adapter_dirs) that loads and generates."
+)
 
 
 class ServedBackend(Protocol):
@@ -208,6 +222,35 @@ def _lora_name(value: Any) -> str:
             "lora_name",
         )
     return value
+
+
+def confined_adapter(path: str, roots: Iterable[str | os.PathLike[str]]) -> str | None:
+    """The resolved ``path`` when it is a LoRA adapter folder inside one of ``roots``, else None.
+
+    Links are resolved before the check (``a/../b``, a link inside a root that points out), and
+    the resolved folder is what the worker loads. Touches the filesystem: call it in a thread.
+
+    >>> confined_adapter("/srv/adapters/../../etc", ["/srv/adapters"]) is None
+    True
+    """
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        log.info("refused adapter %r: not an absolute path", path)
+        return None
+    try:
+        resolved = candidate.resolve()
+        inside = any(resolved.is_relative_to(Path(root).resolve()) for root in roots)
+        found = inside and is_adapter(resolved)
+    except (OSError, RuntimeError, ValueError) as exc:  # a link loop, a name too long, ...
+        log.info("refused adapter %r: %s", path, exc)
+        return None
+    if not inside:
+        log.info("refused adapter %r: %s is outside the adapter folders", path, resolved)
+        return None
+    if not found:
+        log.info("refused adapter %r: %s is not a LoRA adapter folder", path, resolved)
+        return None
+    return str(resolved)
 
 
 def request_tokens(prompts: Sequence[str], n: int, max_tokens: int) -> int:
@@ -365,17 +408,26 @@ def create_app(
     api_token: str | None = None,
     registry: CollectorRegistry | None = None,
     adapters: Iterable[AdapterRef] = (),
+    adapter_roots: Iterable[str | os.PathLike[str]] = (),
+    metrics_token: str | None = None,
+    open_metrics: bool = False,
 ) -> web.Application:
     """The aiohttp application; the caller starts and closes ``backend``.
 
     Without ``api_token`` every route is open, so the server refuses hot reloads and shows
     ``/health`` details to nobody. ``/metrics`` serves ``registry`` (a new one by default)
     with the backend's metrics added. ``adapters`` are served from the start (e.g. each
-    server's active model), each under its name.
+    server's active model), each under its name. ``POST /v1/load_lora_adapter`` loads only
+    adapter folders inside ``adapter_roots`` (none: every load is refused).
+
+    ``/metrics`` takes ``metrics_token`` (a scraper's, which opens nothing else) or
+    ``api_token``; ``open_metrics`` (the CLI's choice for a loopback bind without a
+    ``metrics_token``) serves it to anyone.
     """
     token = api_token.encode() if api_token else None
-    routes = _Routes(backend, limits or ServeSettings(), token, adapters)
-    app = web.Application(middlewares=[_guard(token)])
+    scrape = metrics_token.encode() if metrics_token else None
+    routes = _Routes(backend, limits or ServeSettings(), token, adapters, adapter_roots)
+    app = web.Application(middlewares=[_guard(token, scrape, open_metrics=open_metrics)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_get("/v1/models", routes.models)
     app.router.add_post("/v1/load_lora_adapter", routes.load_adapter)
@@ -399,15 +451,40 @@ def _has_token(request: web.Request, token: bytes | None) -> bool:
     if token is None:
         return False
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token)
+    try:
+        presented = given.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as surrogate escapes
+        return False
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented, token)
 
 
-def _guard(token: bytes | None) -> Middleware:
-    """Middleware: check the bearer token (not for /health); errors become OpenAI bodies."""
+def _accepted(
+    path: str, token: bytes | None, scrape: bytes | None, *, open_metrics: bool
+) -> list[bytes]:
+    """The tokens that open ``path`` (empty: open to anyone).
+
+    >>> _accepted("/v1/models", b"api", b"scrape", open_metrics=True)
+    [b'api']
+    >>> _accepted("/metrics", b"api", b"scrape", open_metrics=False)
+    [b'scrape', b'api']
+    >>> _accepted("/metrics", b"api", None, open_metrics=True)
+    []
+    """
+    if path == "/health":
+        return []
+    if path == "/metrics":
+        return [] if open_metrics else [t for t in (scrape, token) if t is not None]
+    return [token] if token is not None else []
+
+
+def _guard(token: bytes | None, scrape: bytes | None, *, open_metrics: bool) -> Middleware:
+    """Middleware: check the bearer token (not for /health; /metrics: the scrape token too);
+    errors become OpenAI bodies."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None and request.path != "/health" and not _has_token(request, token):
+        accepted = _accepted(request.path, token, scrape, open_metrics=open_metrics)
+        if accepted and not any(_has_token(request, t) for t in accepted):
             return error_response(
                 401,
                 "Invalid or missing API key (send 'Authorization: Bearer <token>').",
@@ -467,13 +544,26 @@ class _Routes:
         limits: ServeSettings,
         token: bytes | None,
         adapters: Iterable[AdapterRef] = (),
+        adapter_roots: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.backend = backend
         self.limits = limits
         self.token = token
-        # The adapters served besides the default, by name. A load replaces an entry only
-        # once the new folder has served a smoke request, so a name never points nowhere.
-        self.adapters: dict[str, AdapterRef] = {ref.name: ref for ref in adapters}
+        self.adapter_roots = tuple(adapter_roots)
+        # The adapters served besides the default, by name, least recently used first; at most
+        # limits.max_served_adapters. A load replaces an entry only once the new folder has
+        # served a smoke request, so a name never points nowhere.
+        self.adapters: OrderedDict[str, AdapterRef] = OrderedDict()
+        for ref in adapters:
+            self.adapters[ref.name] = ref
+            self.adapters.move_to_end(ref.name)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Drop the least recently used names beyond ``max_served_adapters``."""
+        while len(self.adapters) > self.limits.max_served_adapters:
+            name, ref = self.adapters.popitem(last=False)
+            log.info("stopped serving adapter %s (%s): least recently used", name, ref.path)
 
     def served(self) -> list[str]:
         names = [self.limits.model_name]
@@ -484,6 +574,8 @@ class _Routes:
     async def completions(self, request: web.Request) -> web.Response:
         body = await _json_body(request)
         requests = parse_completion_body(body, self.limits, self.served(), self.adapters)
+        if requests[0].adapter is not None and requests[0].adapter.name in self.adapters:
+            self.adapters.move_to_end(requests[0].adapter.name)
         tasks = [asyncio.ensure_future(self.backend.complete(r)) for r in requests]
         try:
             results = await asyncio.gather(*tasks)
@@ -542,30 +634,34 @@ class _Routes:
         if not isinstance(path, str) or not path or text_problem(path) is not None:
             raise _BadRequest("'lora_path' (a folder on the server) is required.", "lora_path")
         name = _lora_name(body.get("lora_name", limits.model_name))
+        folder = await asyncio.to_thread(confined_adapter, path, self.adapter_roots)
+        if folder is None:
+            raise _BadRequest(ADAPTER_REFUSED, "lora_path")
         try:
             if name in self.served():
-                await self.backend.reload(path)
+                await self.backend.reload(folder)
             else:
-                await self._register(AdapterRef(name, path))
+                await self._register(AdapterRef(name, folder))
+        except AdapterRejectedError as exc:
+            log.warning("refused adapter %s from %s: %s", name, folder, exc)
+            raise _BadRequest(ADAPTER_REFUSED, "lora_path") from None
         except WorkerError as exc:
             return worker_error_response(exc)
         return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
 
     async def _register(self, ref: AdapterRef) -> None:
-        """Serve ``ref`` under its name once it is an adapter that generates; else keep the old.
+        """Serve ``ref`` under its name once it generates; else keep the old.
 
         Raises :class:`AdapterRejectedError` (or the worker's error) and changes nothing.
         """
-        if not await asyncio.to_thread(is_adapter, ref.path):
-            raise AdapterRejectedError(
-                f"{ref.path} is not a LoRA adapter folder (no adapter_config.json)."
-            )
         # One short completion loads it in the worker, so a broken adapter is refused here
         # and the first real request does not pay for the load.
         smoke = GenerationRequest(DEFAULT_SMOKE_PROMPT, n=1, max_tokens=1, adapter=ref)
         await self.backend.complete(smoke)
         self.adapters[ref.name] = ref
+        self.adapters.move_to_end(ref.name)
         log.info("serving adapter %s from %s", ref.name, ref.path)
+        self._trim()
 
     async def unload_adapter(self, request: web.Request) -> web.Response:
         self._check_reload_allowed()

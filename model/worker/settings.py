@@ -147,6 +147,10 @@ class ServeSettings:
     port: int = 8700
     # Bearer token clients must send. Secret: no default, never logged; empty = no check.
     api_token: str | None = field(default=None, repr=False)
+    # Bearer token of GET /metrics alone (a scraper's; the api_token opens it too). Secret: no
+    # default, never logged. Unset: /metrics is open when the server binds a loopback address,
+    # else it needs the api_token like every route but /health.
+    metrics_token: str | None = field(default=None, repr=False)
     # Name clients put in "model" (vLLM: the name given to --lora-modules).
     model_name: str = "genre"
     # Most completions in one request (number of prompts × n).
@@ -162,11 +166,26 @@ class ServeSettings:
     # Whether POST /v1/load_lora_adapter may switch the adapter. Only with an api_token: a
     # server without one refuses every hot reload, whatever this says.
     allow_reload: bool = True
+    # The folders POST /v1/load_lora_adapter may load adapters from (links resolved first);
+    # empty: <data_dir>/adapters (where training writes), the shipped default adapter's folder
+    # and [model] adapter. Relative paths are resolved against the config file's folder.
+    adapter_dirs: tuple[str, ...] = ()
+    # Most adapter names served besides the default (loaded with /v1/load_lora_adapter or at
+    # start); loading one more drops the least recently used name, which a client loads again
+    # on its 404 (the bot's remote client does). Names cost no memory here: [worker]
+    # max_adapters bounds the adapters the worker keeps loaded.
+    max_served_adapters: int = 64
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
-        for name in ("max_n", "max_tokens", "max_prompt_chars", "max_request_tokens"):
+        for name in (
+            "max_n",
+            "max_tokens",
+            "max_prompt_chars",
+            "max_request_tokens",
+            "max_served_adapters",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if not self.model_name.strip():

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,8 +65,10 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def make_harness(transport: str) -> AsyncIterator[MakeHarness]:
-    """``await make_harness(**settings)`` → a started :class:`Harness` of the transport."""
+async def make_harness(transport: str, tmp_path: Path) -> AsyncIterator[MakeHarness]:
+    """``await make_harness(**settings)`` → a started :class:`Harness` of the transport.
+
+    The remote server loads adapters from the test's ``tmp_path``."""
     cleanups: list[Callable[[], Awaitable[Any]]] = []
 
     # The remote server has a token by default: without one it refuses hot reloads.
@@ -79,7 +82,8 @@ async def make_harness(transport: str) -> AsyncIterator[MakeHarness]:
         cleanups.append(worker.close)
         if transport == "local":
             return Harness(worker, worker)
-        runner, url = await serve_app(create_app(worker, ServeSettings(), api_token=token))
+        app = create_app(worker, ServeSettings(), api_token=token, adapter_roots=[tmp_path])
+        runner, url = await serve_app(app)
         cleanups.append(runner.cleanup)
         remote = RemoteClient(url, token, request_timeout_s=overrides.get("request_timeout_s", 20))
         await remote.start()

@@ -6,7 +6,8 @@ Texts encode the request they answer, so a test can tell whether each caller got
 Prompts steer the fake: ``sleep:<s>`` sleeps ``s`` seconds before the batch is answered,
 ``crash`` kills the process with SIGKILL, ``hang`` sleeps for an hour, ``raise`` raises. The
 adapter folder may hold ``fake.json`` with ``tag`` (appears in texts and the model name),
-``load_error`` (loading raises it) or ``empty`` (every completion is empty text).
+``load_error`` (loading raises it) or ``empty`` (every completion is empty text, for the default
+adapter and for one loaded by name alike).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class FakeSampler:
         self.empty = bool(options.get("empty", False))
         self.name = f"fake+{self.tag}"
         self.extra_tags: dict[str, str] = {}  # adapters loaded besides the default: name → tag
+        self.extra_empty: set[str] = set()  # those of them that answer only empty text
         self.loads = 0
 
     def load_adapter(self, name: str, path: str) -> None:
@@ -49,10 +51,15 @@ class FakeSampler:
         if "load_error" in options:
             raise ValueError(options["load_error"])
         self.extra_tags[name] = str(options.get("tag", name))
+        if options.get("empty", False):
+            self.extra_empty.add(name)
+        else:
+            self.extra_empty.discard(name)
         self.loads += 1
 
     def unload_adapter(self, name: str) -> None:
         self.extra_tags.pop(name, None)
+        self.extra_empty.discard(name)
 
     def tag_of(self, request: GenerationRequest) -> str:
         if request.adapter is None:
@@ -75,7 +82,11 @@ class FakeSampler:
         rows = sum(r.n for r in requests)
         results = []
         for request in requests:
-            if self.empty:
+            if request.adapter is None:
+                empty = self.empty
+            else:
+                empty = request.adapter.name in self.extra_empty
+            if empty:
                 texts = tuple("" for _ in range(request.n))
             else:
                 texts = tuple(
@@ -132,7 +143,9 @@ def expected_prefix(request: GenerationRequest) -> str:
 
 
 def write_adapter(path: Path, **options: Any) -> Path:
-    """A fake adapter folder whose ``fake.json`` holds ``options``."""
+    """A fake adapter folder whose ``fake.json`` holds ``options``, with the
+    ``adapter_config.json`` that marks a LoRA adapter folder (``model.artifacts.is_adapter``)."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "fake.json").write_text(json.dumps(options))
+    (path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     return path

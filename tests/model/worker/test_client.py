@@ -17,6 +17,7 @@ from model.worker.errors import (
     WorkerError,
     WorkerTimeoutError,
 )
+from model.worker.server import ADAPTER_REFUSED
 from tests.model.worker.conftest import MakeHarness, wait_until
 from tests.model.worker.fakes import expected_prefix, write_adapter
 
@@ -138,12 +139,18 @@ async def test_hot_reload_good_adapter(make_harness: MakeHarness, tmp_path: Path
     [({"load_error": "corrupt weights"}, "corrupt weights"), ({"empty": True}, "empty text")],
 )
 async def test_hot_reload_broken_adapter_keeps_the_old_one(
-    make_harness: MakeHarness, tmp_path: Path, options: dict[str, object], reason: str
+    make_harness: MakeHarness,
+    tmp_path: Path,
+    transport: str,
+    options: dict[str, object],
+    reason: str,
 ) -> None:
     h = await make_harness()
     good = write_adapter(tmp_path / "good", tag="good")
     await h.client.reload(str(good))
     broken = write_adapter(tmp_path / "broken", **options)
+    if transport == "remote":  # serve tells no client why (its log does): one refusal text
+        reason = ADAPTER_REFUSED.split(":", 1)[0]
     with pytest.raises(AdapterRejectedError, match=reason):
         await h.client.reload(str(broken))
     result = await h.client.complete(GenerationRequest("genre:"))

@@ -49,16 +49,16 @@ class Started:
     banner: str
 
 
-def _start(tmp_path: Path, token: str | None) -> Started:
-    env = dict(os.environ)
+def _start(tmp_path: Path, token: str | None, *args: str, **variables: str) -> Started:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_SERVE_")}
     env["PYTHONPATH"] = str(REPO_ROOT)
-    env.pop("MICROGENRE_SERVE_API_TOKEN", None)
+    env.update(variables)
     if token is not None:
         env["MICROGENRE_SERVE_API_TOKEN"] = token
     env["MICROGENRE_PATHS_DATA_DIR"] = str(tmp_path / "data")
     env["MICROGENRE_MODEL_ADAPTER"] = str(write_adapter(tmp_path / "adapter"))
     command = [sys.executable, "-m", "bot", "serve", "--port", "0"]
-    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
+    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory", *args]
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     url = None
     lines = []
@@ -134,8 +134,12 @@ async def test_with_the_token_reload_works_and_health_has_details(
     assert await _health(url, None) == {"status": "ok", "ready": True}
     details = await _health(url)
     assert isinstance(details["pid"], int) and "last_error" in details
-    adapter = write_adapter(tmp_path / "other", tag="swapped")
+    adapter = write_adapter(tmp_path / "data" / "adapters" / "other", tag="swapped")
     assert (await _reload(url, adapter, None))[0] == 401
+    # Only from the adapter folders: <data_dir>/adapters by default.
+    outside = write_adapter(tmp_path / "outside", tag="outside")
+    status, text = await _reload(url, outside, TOKEN)
+    assert status == 400 and "adapter folders" in text
     status, text = await _reload(url, adapter, TOKEN)
     assert status == 200, text
     async with RemoteClient(url, TOKEN) as client:
@@ -205,3 +209,58 @@ def test_a_model_that_cannot_load_is_one_line(tmp_path: Path) -> None:
         "The base model 'broken' does not exist."
     )
     assert "Traceback" not in done.stderr
+
+
+async def _get_status(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+async def test_metrics_are_open_on_loopback_unless_a_scrape_token_is_set(tmp_path: Path) -> None:
+    started = _start(tmp_path, TOKEN)  # binds 127.0.0.1
+    try:
+        assert await _get_status(started.url + "/metrics", None) == 200
+        assert await _get_status(started.url + "/v1/models", None) == 401
+    finally:
+        _stop(started.proc)
+    started = _start(tmp_path, TOKEN, MICROGENRE_SERVE_METRICS_TOKEN="scrape-me")
+    try:
+        assert await _get_status(started.url + "/metrics", None) == 401
+        assert await _get_status(started.url + "/metrics", "scrape-me") == 200
+        assert await _get_status(started.url + "/v1/models", "scrape-me") == 401
+    finally:
+        _stop(started.proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "variables"),
+    [(["--host", "0.0.0.0"], {}), ([], {"MICROGENRE_SERVE_HOST": "::"})],
+    ids=["--host", "[serve] host"],
+)
+def test_a_public_bind_without_a_token_is_refused(
+    tmp_path: Path, args: list[str], variables: dict[str, str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_SERVE_")}
+    env.update(variables, PYTHONPATH=str(REPO_ROOT))
+    command = [sys.executable, "-m", "bot", "serve", "--port", "0", *args]
+    command += ["--sampler-factory", "tests.model.worker.fakes:fake_factory"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: ") and "without an API token" in line
+    assert "MICROGENRE_SERVE_API_TOKEN" in line and "--insecure" in line
+    assert "Traceback" not in done.stderr and "Loading" not in done.stderr  # refused first
+
+
+async def test_insecure_serves_a_public_bind_without_a_token(tmp_path: Path) -> None:
+    started = _start(tmp_path, None, "--host", "0.0.0.0", "--insecure")
+    try:
+        assert "--insecure" in started.banner and "anyone" in started.banner
+        host_port = started.url.rsplit(":", 1)[1]
+        assert await _get_status(f"http://127.0.0.1:{host_port}/v1/models", None) == 200
+    finally:
+        _stop(started.proc)

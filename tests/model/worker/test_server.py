@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,9 +19,10 @@ from model.worker.errors import (
     WorkerTimeoutError,
     WorkerUnavailableError,
 )
-from model.worker.server import create_app
+from model.worker.server import ADAPTER_REFUSED, create_app
 from model.worker.settings import ServeSettings
 from tests.model.worker.conftest import serve_app
+from tests.model.worker.fakes import write_adapter
 
 
 class ScriptedBackend:
@@ -53,8 +55,8 @@ class ScriptedBackend:
         )
 
     async def reload(self, adapter: str | None) -> None:
-        if adapter == "/bad":
-            raise AdapterRejectedError("The adapter /bad was rejected (broken).")
+        if adapter is not None and Path(adapter).name == "bad":
+            raise AdapterRejectedError(f"The adapter {adapter} was rejected (broken).")
         self.reloaded.append(adapter)
 
     def health(self) -> dict[str, Any]:
@@ -65,9 +67,14 @@ LIMITS = ServeSettings(max_n=8, max_tokens=32, max_prompt_chars=50)
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[str, ScriptedBackend]]:
+async def server(tmp_path: Path) -> AsyncIterator[tuple[str, ScriptedBackend]]:
+    """The server over a scripted backend; ``tmp_path`` is its adapter folder, holding the
+    adapters "good" and "bad" (which the backend rejects)."""
     backend = ScriptedBackend()
-    runner, url = await serve_app(create_app(backend, LIMITS, api_token="s3cret"))
+    for name in ("good", "bad"):
+        write_adapter(tmp_path / name)
+    app = create_app(backend, LIMITS, api_token="s3cret", adapter_roots=[tmp_path])
+    runner, url = await serve_app(app)
     yield url, backend
     await runner.cleanup()
 
@@ -244,20 +251,21 @@ async def test_worker_errors_map_to_statuses(
         assert headers["Retry-After"] == "3"
 
 
-async def test_load_lora_adapter(server: tuple[str, ScriptedBackend]) -> None:
+async def test_load_lora_adapter(server: tuple[str, ScriptedBackend], tmp_path: Path) -> None:
     url, backend = server
+    good, bad = str(tmp_path / "good"), str(tmp_path / "bad")  # tmp_path is resolved
     status, data, _ = await _post(
-        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": "/good"}
+        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": good}
     )
-    assert status == 200 and backend.reloaded == ["/good"]
+    assert status == 200 and backend.reloaded == [good]
     status, data, _ = await _post(
-        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": "/bad"}
+        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": bad}
     )
-    assert status == 400 and "rejected" in data["error"]["message"]
+    assert status == 400 and data["error"]["message"] == ADAPTER_REFUSED
     status, data, _ = await _post(url, "/v1/load_lora_adapter", {"lora_name": "genre"})
     assert status == 400
     status, data, _ = await _post(
-        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": "/good"}, token=None
+        url, "/v1/load_lora_adapter", {"lora_name": "genre", "lora_path": good}, token=None
     )
     assert status == 401
 
@@ -364,10 +372,14 @@ async def test_a_body_over_the_size_limit_is_413(server: tuple[str, ScriptedBack
 )
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/load_lora_adapter"])
 async def test_post_bodies_must_be_json(
-    server: tuple[str, ScriptedBackend], content_type: str | None, status: int, path: str
+    server: tuple[str, ScriptedBackend],
+    tmp_path: Path,
+    content_type: str | None,
+    status: int,
+    path: str,
 ) -> None:
     url, backend = server
-    body = {"prompt": "x", "lora_name": "genre", "lora_path": "/good"}
+    body = {"prompt": "x", "lora_name": "genre", "lora_path": str(tmp_path / "good")}
     got, data, _ = await _post(url, path, body, content_type=content_type)
     assert got == status, data
     if status == 415:

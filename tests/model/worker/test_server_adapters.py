@@ -41,9 +41,10 @@ class RefusingBackend(ScriptedBackend):
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[tuple[str, RefusingBackend]]:
+async def server(tmp_path: Path) -> AsyncIterator[tuple[str, RefusingBackend]]:
     backend = RefusingBackend()
-    runner, url = await serve_app(create_app(backend, LIMITS, api_token=TOKEN))
+    app = create_app(backend, LIMITS, api_token=TOKEN, adapter_roots=[tmp_path])
+    runner, url = await serve_app(app)
     yield url, backend
     await runner.cleanup()
 
@@ -178,7 +179,8 @@ async def test_remote_client_loads_on_demand_through_a_real_worker(tmp_path: Pat
     """RemoteClient → serve → worker process: an unknown adapter is loaded, then served."""
     worker = WorkerClient(SamplerSpec(), FAST, sampler_factory=fake_factory)
     await worker.start()
-    runner, url = await serve_app(create_app(worker, ServeSettings(), api_token=TOKEN))
+    app = create_app(worker, ServeSettings(), api_token=TOKEN, adapter_roots=[tmp_path])
+    runner, url = await serve_app(app)
     remote = RemoteClient(url, TOKEN, request_timeout_s=20)
     await remote.start()
     try:
