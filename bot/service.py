@@ -27,10 +27,11 @@ import dataclasses
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.issued import IssuedNames
 from bot.metrics import BotMetrics
 from bot.queue import FairQueue
 from bot.store.engine import SessionMaker
@@ -63,8 +64,6 @@ MODEL_CACHE_S = 30.0
 # Guilds whose issued names and resolved model stay in memory; beyond it the least recently
 # used idle guild is dropped (only a cache miss: its names load from the store again).
 MAX_CACHED_GUILDS = 10_000
-# Seconds after its last request that a guild's issued names are dropped from memory.
-ISSUED_IDLE_S = 3600.0
 
 
 def weirdness_level(weirdness: int) -> int:
@@ -111,6 +110,10 @@ class GenreRequest:
     # As the user chose it (1..5; the band is clamped); None: unranked.
     weirdness: int | None = None
     temperature: float | None = None
+
+    def band(self) -> int | None:
+        """The plausibility band the weirdness picks (None: unranked)."""
+        return None if self.weirdness is None else weirdness_level(self.weirdness)
 
     def stored_options(self) -> dict[str, Any]:
         """What the store keeps with each generation of the request."""
@@ -159,10 +162,7 @@ class GenreService:
         self.metrics.watch_queue(self.queue)
         self.max_cached_guilds = max_cached_guilds
         # Least recently used first; a guild is evicted only when no request of it runs.
-        self._issued: OrderedDict[int | None, set[str]] = OrderedDict()
-        self._issued_used: dict[int | None, float] = {}
-        self._issued_locks: dict[int | None, asyncio.Lock] = {}
-        self._requests: Counter[int | None] = Counter()  # requests running, per guild
+        self.issued = IssuedNames(self._issued_names, max_cached_guilds)
         self._started = False
         self._in_flight = 0
         self._closed = False
@@ -240,49 +240,17 @@ class GenreService:
 
     @property
     def cached_guilds(self) -> int:
-        return len(self._issued)
+        return len(self.issued)
 
-    async def _issued_in(self, guild_id: int | None) -> set[str]:
-        lock = self._issued_locks.setdefault(guild_id, asyncio.Lock())
-        async with lock:
-            if guild_id not in self._issued:
-                names = await issued_names(self.sessions, guild_id)
-                self._issued[guild_id] = {genre_key(n) for n in names}
-            self._issued.move_to_end(guild_id)
-            self._issued_used[guild_id] = time.monotonic()
-            issued = self._issued[guild_id]
-        self._evict()
-        return issued
-
-    def _evict(self) -> None:
-        """Drop the guilds unused for ``ISSUED_IDLE_S`` and the least recently used beyond
-        ``max_cached_guilds``, when idle (no request running, lock free); a busy guild stays,
-        even past the bound."""
-
-        def idle(guild: int | None) -> bool:
-            lock = self._issued_locks.get(guild)
-            return not self._requests[guild] and not (lock is not None and lock.locked())
-
-        stale = time.monotonic() - ISSUED_IDLE_S
-        for guild in [g for g in self._issued if self._issued_used.get(g, 0.0) < stale]:
-            if idle(guild):
-                del self._issued[guild]
-        excess = len(self._issued) - self.max_cached_guilds
-        for guild in [g for g in self._issued if idle(g)][: max(0, excess)]:
-            del self._issued[guild]
-        for guild in [g for g in self._issued_used if g not in self._issued]:
-            del self._issued_used[guild]
-        for guild in [g for g in self._issued_locks if g not in self._issued and idle(g)]:
-            del self._issued_locks[guild]
+    async def _issued_names(self, guild_id: int | None) -> Collection[str]:
+        return await issued_names(self.sessions, guild_id)
 
     async def release(self, guild_id: int | None, reserved: Iterable[Reserved]) -> None:
         """Genres delivered but never posted: their reservations go, they may be issued again."""
-        issued = self._issued.get(guild_id)
         for r in reserved:
             if r.generation_id is not None:
                 await release_generation(self.sessions, r.generation_id)
-            if issued is not None:
-                issued.discard(genre_key(r.name))
+            self.issued.discard(guild_id, r.name)
 
     async def deliver(
         self, request: GenreRequest, *, on_position: PositionCallback | None = None
@@ -333,49 +301,46 @@ class GenreService:
         if not self._started:
             await self.start()
         guild_id = request.guild_id
-        self._requests[guild_id] += 1
         self._in_flight += 1
         start = time.perf_counter()
         stats: Counter[str] = Counter()
         try:
-            issued = await self._issued_in(guild_id)
-            version = await self.model_for(guild_id)
-            options = GenerateOptions(
-                like=request.like,
-                temperature=request.temperature,
-                weirdness=None if request.weirdness is None else weirdness_level(request.weirdness),
-                adapter=self.adapter_for(version),
-            )
-            model_name = version.name if version is not None else ""
-            for _ in range(DELIVERY_ROUNDS):
-                missing = request.count - len(reserved)
-                options = dataclasses.replace(options, exclude=frozenset(issued))
-                out = await self.generator.generate(missing, options, on_position=on_position)
-                stats.update(out.stats)
-                model_name = model_name or out.model
-                rows = await reserve_generations(
-                    self.sessions,
-                    out.genres,
-                    guild_id=guild_id,
-                    channel_id=request.channel_id,
-                    user_id=request.user_id,
-                    model_name=model_name,
-                    model_version_id=version.id if version is not None else None,
-                    options=request.stored_options(),
+            with self.issued.request(guild_id):
+                issued = await self.issued.of(guild_id)
+                version = await self.model_for(guild_id)
+                options = GenerateOptions(
+                    like=request.like,
+                    temperature=request.temperature,
+                    weirdness=request.band(),
+                    adapter=self.adapter_for(version),
                 )
-                refused = [r for r in rows if r.generation_id is None]
-                reserved += [r for r in rows if r.generation_id is not None]
-                for r in rows:
-                    issued.add(genre_key(r.name))
-                stats.update(f"refused:{r.reason}" for r in refused)
-                taken_elsewhere = any(r.reason in ("issued", "real") for r in refused)
-                if len(reserved) >= request.count or not taken_elsewhere:
-                    break
+                model_name = version.name if version is not None else ""
+                for _ in range(DELIVERY_ROUNDS):
+                    missing = request.count - len(reserved)
+                    options = dataclasses.replace(options, exclude=frozenset(issued))
+                    out = await self.generator.generate(missing, options, on_position=on_position)
+                    stats.update(out.stats)
+                    model_name = model_name or out.model
+                    rows = await reserve_generations(
+                        self.sessions,
+                        out.genres,
+                        guild_id=guild_id,
+                        channel_id=request.channel_id,
+                        user_id=request.user_id,
+                        model_name=model_name,
+                        model_version_id=version.id if version is not None else None,
+                        options=request.stored_options(),
+                    )
+                    refused = [r for r in rows if r.generation_id is None]
+                    reserved += [r for r in rows if r.generation_id is not None]
+                    for r in rows:
+                        issued.add(genre_key(r.name))
+                    stats.update(f"refused:{r.reason}" for r in refused)
+                    taken_elsewhere = any(r.reason in ("issued", "real") for r in refused)
+                    if len(reserved) >= request.count or not taken_elsewhere:
+                        break
         finally:
             self._in_flight -= 1
-            self._requests[guild_id] -= 1
-            if not self._requests[guild_id]:
-                del self._requests[guild_id]
         log.debug("delivered %d genres for guild %s", len(reserved), guild_id)
         return Delivery(
             reserved=reserved,

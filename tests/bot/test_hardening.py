@@ -20,7 +20,8 @@ from bot.cogs import leaderboard
 from bot.cogs.generation import GenerationCog
 from bot.cogs.leaderboard import LeaderboardCog, generator_state
 from bot.errors import MicrogenreError
-from bot.service import ISSUED_IDLE_S, GenreRequest, GenreService
+from bot.issued import ISSUED_IDLE_S
+from bot.service import GenreRequest, GenreService
 from bot.store.generations import reserve_generations
 from bot.store.votes import add_favorite
 from model.artifacts import default_adapter, load_fingerprint

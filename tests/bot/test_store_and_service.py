@@ -157,7 +157,7 @@ async def test_a_failing_later_round_releases_what_earlier_rounds_reserved(sessi
     gen.generate = fail_second_round  # type: ignore[method-assign]
     # Round 1 hands out "taken thing" (not in the cache: another process issued it) and
     # "first thing"; the store refuses the first, round 2 crashes.
-    service._issued[1] = set()
+    service.issued.seed(1, set())
     with pytest.raises(RuntimeError):
         await service.deliver(GenreRequest(2, guild_id=1, user_id=1))
     gen.error = None
