@@ -41,6 +41,7 @@ from bot.store.generations import (
     release_generation,
     reserve_generations,
 )
+from bot.store.notify import ModelChangeListener, announce
 from bot.store.versions import VersionInfo, serving_version
 from model.artifacts import load_fingerprint
 from model.protocol import AdapterRef, GenerateOptions, PositionCallback
@@ -59,6 +60,8 @@ WEIRDNESS_LEVELS = range(1, 6)
 # Rounds of one delivery: the first, then replacements for genres the store refused because
 # another request (of this process, another shard, `microgenre generate`) issued them first.
 DELIVERY_ROUNDS = 3
+# Seconds the start waits for the model-change listener to be connected (PostgreSQL).
+LISTEN_WAIT_S = 5.0
 # Seconds a guild's resolved model is reused (activations by other processes show up after it).
 MODEL_CACHE_S = 30.0
 # Guilds whose issued names and resolved model stay in memory; beyond it the least recently
@@ -163,13 +166,18 @@ class GenreService:
         self.max_cached_guilds = max_cached_guilds
         # Least recently used first; a guild is evicted only when no request of it runs.
         self.issued = IssuedNames(self._issued_names, max_cached_guilds)
+        self._listener = ModelChangeListener(sessions, self.model_changed)
         self._started = False
         self._in_flight = 0
         self._closed = False
 
     async def start(self) -> None:
-        """Resolve the default model version from the store."""
+        """Resolve the default model version from the store; on PostgreSQL, listen for model
+        changes made by other processes."""
         self._started = True
+        if self._listener.start():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listener.listening.wait(), LISTEN_WAIT_S)
         await self.model_for(None)
 
     @property
@@ -214,6 +222,15 @@ class GenreService:
         if version is None or version.path == self.start_adapter:
             return None
         return AdapterRef(version.name, version.path)
+
+    async def announce_model_change(self, guild_id: int | None) -> None:
+        """An activation or rollback of ``guild_id`` was committed here: drop it from this
+        process's cache and tell the others (PostgreSQL ``NOTIFY``)."""
+        self.model_changed(guild_id)
+        try:
+            await announce(self.sessions, guild_id)
+        except Exception:
+            log.warning("telling other processes of a model change failed", exc_info=True)
 
     def model_changed(self, guild_id: int | None) -> None:
         """An activation or rollback for ``guild_id`` (None: the default, which every server
@@ -353,6 +370,7 @@ class GenreService:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            await self._listener.close()
             await self.generator.close()
 
 

@@ -16,6 +16,7 @@ import click
 
 from bot.cli.common import echo_json, open_store, state, store_configured
 from bot.store import versions as versions_store
+from bot.store.notify import announce
 from bot.store.versions import VersionError, VersionInfo
 from model.protocol import AdapterRef
 
@@ -80,8 +81,8 @@ def list_command(ctx: click.Context, guild: str | None, as_json: bool) -> None:
 def activate_command(ctx: click.Context, name: str, guild: str | None, as_default: bool) -> None:
     """Make version NAME active for its server (--guild ID) or as the default (--default).
 
-    A running bot picks the change up within half a minute; the default also becomes the
-    worker's start adapter at the next start.
+    Running bots pick the change up at once on PostgreSQL, within half a minute on SQLite; the
+    default also becomes the worker's start adapter at the next start.
     """
     if (guild is None) == (not as_default):
         raise VersionError("give exactly one of --guild ID or --default")
@@ -89,7 +90,9 @@ def activate_command(ctx: click.Context, name: str, guild: str | None, as_defaul
 
     async def run() -> VersionInfo:
         async with open_store(state(ctx).config) as sessions:
-            return await versions_store.activate(sessions, name, guild_id)
+            version = await versions_store.activate(sessions, name, guild_id)
+            await announce(sessions, guild_id)  # running bots on PostgreSQL switch at once
+            return version
 
     v = asyncio.run(run())
     click.echo(f"{v.scope()} now uses {v.name} ({v.path})")
@@ -104,7 +107,9 @@ def rollback_command(ctx: click.Context, guild: str) -> None:
 
     async def run() -> VersionInfo | None:
         async with open_store(state(ctx).config) as sessions:
-            return await versions_store.rollback(sessions, guild_id)
+            version = await versions_store.rollback(sessions, guild_id)
+            await announce(sessions, guild_id)
+            return version
 
     v = asyncio.run(run())
     click.echo(f"server {guild_id} now uses {v.name if v is not None else 'the default model'}")

@@ -264,7 +264,7 @@ class AdminCog(
                 "This server has a retraining run queued or in progress: cancel it first."
             )
         version = await versions_store.rollback(self.bot.sessions, guild_id)
-        manager.service.model_changed(guild_id)
+        await manager.service.announce_model_change(guild_id)
         name = f"**{version.name}**" if version is not None else "the default model"
         await interaction.response.send_message(f"↩️ This server now uses {name}.", ephemeral=True)
 

@@ -87,7 +87,7 @@ async def execute(
     if committed is not None and outcome.status != RUN_SUCCEEDED:
         outcome.status, outcome.reason = RUN_SUCCEEDED, f"activated as {committed.name}"
         outcome.adapter = committed.path
-        plan.service.model_changed(info.guild_id)
+        await plan.service.announce_model_change(info.guild_id)
     if outcome.status in (RUN_CANCELLED, RUN_FAILED) and outcome.adapter is None:
         # Nothing was evaluated or registered: the half-trained adapter, its checkpoints
         # and its dataset are of no use (the logs in the run folder stay).

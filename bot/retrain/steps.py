@@ -364,7 +364,7 @@ async def activate(
         result=activation.result,
     )
     control.committed = True
-    service.model_changed(activation.guild_id)
+    await service.announce_model_change(activation.guild_id)
     log.info("server %s now uses %s", activation.guild_id, version.name)
 
 
