@@ -9,6 +9,7 @@ torch is imported only inside the commands.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sys
 from collections.abc import Callable
@@ -18,7 +19,14 @@ from typing import Any, TypeVar
 
 import click
 
-from bot.cli.common import adapter_path, quiet_transformers, state
+from bot.cli.common import (
+    adapter_path,
+    load_sampler,
+    open_store,
+    quiet_transformers,
+    state,
+    store_configured,
+)
 from bot.cli.dataset import build_dataset_folder, genre_source_options
 from bot.config import Config
 from bot.errors import InputError, MicrogenreError
@@ -125,6 +133,43 @@ def _dataset_folder(
         seed=seed,
         valid_fraction=0.08,
     )
+    return folder
+
+
+def _store_has_genres(config: Config) -> bool:
+    """Whether the store holds real genres to build a server run's dataset from."""
+    if not store_configured(config):
+        return False
+    from bot.store.generations import real_genre_names
+
+    async def count() -> int:
+        async with open_store(config) as sessions:
+            return len(await real_genre_names(sessions))
+
+    return asyncio.run(count()) > 0
+
+
+def _self_replay_folder(config: Config, out: Path, start: Path, seed: int) -> Path:
+    """A dataset of genres the starting adapter writes itself (see model.train.replay), under
+    ``<data_dir>/datasets/``: for a deployment that never imported real genres."""
+    from model.artifacts import load_fingerprint
+    from model.filters import Fingerprint
+    from model.sampler import LocalBackend
+    from model.train.replay import SELF_REPLAY_GENRES, sample_own_genres, write_self_replay_dataset
+
+    click.echo(
+        f"The store has no real genres: replaying {SELF_REPLAY_GENRES} genres of the starting "
+        "adapter instead.",
+        err=True,
+    )
+    sampler = load_sampler(config, start)
+    fingerprint = load_fingerprint(start) or Fingerprint()
+    names = asyncio.run(
+        sample_own_genres(LocalBackend(sampler), fingerprint, SELF_REPLAY_GENRES, seed=seed)
+    )
+    del sampler  # the server run loads its own copy of the model
+    folder = config.data_dir / "datasets" / out.name
+    write_self_replay_dataset(names, folder, start, seed=seed)
     return folder
 
 
@@ -328,15 +373,18 @@ def server_run(
         from model.train import ServerRunConfig
         from model.train import server_run as run_server
 
-        folder = _dataset_folder(
-            config,
-            out,
-            dataset_dir=dataset_dir,
-            from_csv=from_csv,
-            extra_genres=extra_genres,
-            min_score=include_generated_min_score,
-            seed=seed,
-        )
+        if dataset_dir or from_csv or _store_has_genres(config):
+            folder = _dataset_folder(
+                config,
+                out,
+                dataset_dir=dataset_dir,
+                from_csv=from_csv,
+                extra_genres=extra_genres,
+                min_score=include_generated_min_score,
+                seed=seed,
+            )
+        else:
+            folder = _self_replay_folder(config, out, start, seed)
         cfg = ServerRunConfig(
             **dataclasses.asdict(config.model.spec()),
             seed=seed,

@@ -41,6 +41,7 @@ from model.train._common import (
     publish_adapter,
     write_adapter,
 )
+from model.train.replay import replay_source
 
 
 @dataclass(frozen=True)
@@ -399,6 +400,8 @@ def _server_card(
             "votes_down": len(trainer.desirable) - ups,
             "replay_examples": len(trainer.replay),
         },
+        # "self-replay": the deployment had no real genres (see model.train.replay).
+        "replay_source": replay_source(dataset),
         "hyperparameters": cfg.to_dict(),
         "trainable_params": trainer.n_trainable,
         "device": trainer.device,

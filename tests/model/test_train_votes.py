@@ -246,3 +246,46 @@ def test_cli_server_run_progress_json(
     assert events[-1]["stop_reason"] == "completed" and events[-1]["output"] == str(out)
     card = json.loads((out / MODEL_CARD).read_text())
     assert card["hyperparameters"]["replay"] == 8 and card["hyperparameters"]["max_steps"] == 2
+
+
+def test_a_fresh_store_server_run_replays_the_adapters_own_genres(
+    tiny_model_path: Path,
+    start_adapter: Path,
+    votes_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A deployment that never imported real genres (`db upgrade`, no scrape) can still run a
+    server run with the defaults: the replay and the evaluation split are genres the starting
+    adapter writes itself, and the new adapter keeps the starting adapter's fingerprint of the
+    real genres."""
+    from model.artifacts import FINGERPRINT
+    from model.train.replay import PROVENANCE_FILE, SELF_REPLAY_SOURCE
+    from tests.bot.scripted_sampler import ScriptedSampler
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("MICROGENRE_PATHS_DATA_DIR", str(data))
+    monkeypatch.setenv("MICROGENRE_MODEL_BASE_MODEL", str(tiny_model_path))
+    monkeypatch.setenv("MICROGENRE_MODEL_DTYPE", "float32")
+    monkeypatch.setenv("MICROGENRE_MODEL_THREADS", "1")
+    assert entry(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    # The tiny model writes noise; the replay is sampled through the same pipeline from a
+    # scripted sampler that writes genre-like names.
+    monkeypatch.setattr("bot.cli.train.load_sampler", lambda config, adapter: ScriptedSampler())
+    out = data / "adapters" / "run-0001"
+    argv = ["server-run", "--from-adapter", str(start_adapter), "--votes", str(votes_file)]
+    code = entry([*argv, "--max-steps", "2", "--output", str(out), "--progress-json"])
+    assert code == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["event"] == "done"
+    dataset = Path(events[-1]["dataset"])
+    provenance = json.loads((dataset / PROVENANCE_FILE).read_text())
+    # The scripted names start with 9 words, each capped at 5 per call, as `/genre new` caps.
+    assert provenance["source"] == SELF_REPLAY_SOURCE and provenance["genres"] == 45
+    train_names = [json.loads(line)["genre"] for line in (dataset / "train.jsonl").open()]
+    assert len(train_names) >= 35 and all(len(n.split()) == 3 for n in train_names)
+    assert (out / FINGERPRINT).read_bytes() == (start_adapter / FINGERPRINT).read_bytes()
+    card = json.loads((out / MODEL_CARD).read_text())
+    assert card["replay_source"] == SELF_REPLAY_SOURCE
