@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import MicrogenreError
@@ -145,6 +146,17 @@ async def votes_since(session: AsyncSession, guild_id: int | None, since: dateti
     return int(await session.scalar(stmt) or 0)
 
 
+def _busy_error(busy: TrainingRun | RunInfo | None) -> RetrainRefusedError:
+    if busy is None:  # it finished meanwhile
+        return RetrainRefusedError(
+            "This server's retraining run is already queued or in progress: see `/retrain status`."
+        )
+    state = "queued" if busy.status == RUN_PENDING else "in progress"
+    return RetrainRefusedError(
+        f"This server's retraining run #{busy.id} is already {state}: see `/retrain status`."
+    )
+
+
 async def _check_allowed(
     session: AsyncSession,
     guild_id: int | None,
@@ -153,14 +165,6 @@ async def _check_allowed(
     min_votes: int,
     now: datetime,
 ) -> None:
-    busy = await session.scalar(
-        select(TrainingRun).where(_scope(guild_id), TrainingRun.status.in_(RUN_ACTIVE_STATES))
-    )
-    if busy is not None:
-        state = "queued" if busy.status == RUN_PENDING else "in progress"
-        raise RetrainRefusedError(
-            f"This server's retraining run #{busy.id} is already {state}: see `/retrain status`."
-        )
     last = await _last_counted(session, guild_id)
     since = _aware(last.started_at) if last is not None else None
     if since is not None and cooldown_h > 0:
@@ -191,22 +195,31 @@ async def enqueue_run(
     min_votes: int = 0,
 ) -> RunInfo:
     """Queue a run for ``guild_id``, or raise :class:`RetrainRefusedError` saying why not
-    (a run of this server already queued or running, its cool-down, too few new votes)."""
-    async with sessions.begin() as session:
-        await _check_allowed(
-            session, guild_id, cooldown_h=cooldown_h, min_votes=min_votes, now=utcnow()
-        )
-        run = TrainingRun(
-            status=RUN_PENDING,
-            phase="queued",
-            requested_by=requested_by,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            options=options,
-        )
-        session.add(run)
-        await session.flush()
-        return _info(run)
+    (a run of this server already queued or running, its cool-down, too few new votes).
+
+    The run is inserted first: the unique index on open runs decides between racing requests
+    (on SQLite the insert also takes the write lock before anything is read), then the
+    cool-down and vote rules are checked in the same transaction, which a refusal rolls back.
+    """
+    try:
+        async with sessions.begin() as session:
+            run = TrainingRun(
+                status=RUN_PENDING,
+                phase="queued",
+                requested_by=requested_by,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                options=options,
+            )
+            session.add(run)
+            await session.flush()
+            await _check_allowed(
+                session, guild_id, cooldown_h=cooldown_h, min_votes=min_votes, now=utcnow()
+            )
+            return _info(run)
+    except IntegrityError:
+        pass
+    raise _busy_error(await active_run(sessions, guild_id))
 
 
 async def create_run(

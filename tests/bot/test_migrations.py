@@ -153,3 +153,57 @@ async def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url: str) -> Non
             assert (await conn.scalar(text("PRAGMA foreign_keys"))) == 1
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    if request.param == "sqlite":
+        return sqlite_url
+    return str(request.getfixturevalue("postgres_url"))
+
+
+async def test_the_upgrade_to_one_open_run_per_server_keeps_one_of_each(any_url: str) -> None:
+    """Runs a race queued before the index: the running one (else the oldest) stays open."""
+    from sqlalchemy import text
+
+    await asyncio.to_thread(schema.upgrade, any_url, "0002")
+    engine = create_engine(any_url)
+    try:
+        async with engine.begin() as conn:
+            for guild, status in (
+                (1, "pending"),
+                (1, "running"),
+                (1, "pending"),
+                (2, "pending"),
+                (2, "pending"),
+                (None, "pending"),
+                (None, "pending"),
+                (3, "failed"),
+                (3, "pending"),
+            ):
+                await conn.execute(
+                    text(
+                        "INSERT INTO training_runs (status, guild_id, progress, step, "
+                        "total_steps, options, result, created_at) VALUES "
+                        "(:s, :g, 0, 0, 0, '{}', '{}', CURRENT_TIMESTAMP)"
+                    ),
+                    {"s": status, "g": guild},
+                )
+        await asyncio.to_thread(schema.upgrade, any_url, "head")
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(text("SELECT id, status FROM training_runs ORDER BY id"))
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [status for _, status in rows] == [
+        "cancelled",
+        "running",
+        "cancelled",
+        "pending",
+        "cancelled",
+        "pending",
+        "cancelled",
+        "failed",
+        "pending",
+    ]
