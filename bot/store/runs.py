@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, DateTime, Interval, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -340,6 +340,25 @@ async def _lease_row(session: AsyncSession) -> RetrainLease:
     return lease
 
 
+def _db_time(session: AsyncSession, offset_s: float = 0.0) -> ColumnElement[datetime]:
+    """The database's clock, plus ``offset_s`` seconds, as SQL: lease times never come from
+    this host's clock, which may be minutes off another host's.
+
+    SQLite writes it in the format SQLAlchemy stores its datetimes in (so that comparisons
+    with stored values hold), PostgreSQL uses ``clock_timestamp()``.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime(
+            "%Y-%m-%d %H:%M:%f000", "now", f"{offset_s:+.3f} seconds", type_=DateTime()
+        )
+    clock = func.clock_timestamp(type_=DateTime(timezone=True))
+    return clock + literal(timedelta(seconds=offset_s), Interval()) if offset_s else clock
+
+
+def _lease_is_live(session: AsyncSession) -> ColumnElement[bool]:
+    return RetrainLease.lease_until >= _db_time(session)
+
+
 async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> RunInfo | None:
     """Take the training slot and the oldest queued run, marked running; None when the slot
     is held by a live holder or nothing is queued (the slot stays free then).
@@ -354,10 +373,10 @@ async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> Run
             .where(
                 RetrainLease.id == LEASE_ROW,
                 (RetrainLease.lease_until.is_(None))
-                | (RetrainLease.lease_until < now)
+                | ~_lease_is_live(session)
                 | (RetrainLease.holder == holder),
             )
-            .values(holder=holder, lease_until=now + timedelta(seconds=lease_s))
+            .values(holder=holder, lease_until=_db_time(session, lease_s))
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -389,7 +408,7 @@ async def renew_lease(
         renewed = await session.execute(
             update(RetrainLease)
             .where(RetrainLease.id == LEASE_ROW, RetrainLease.holder == holder)
-            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            .values(lease_until=_db_time(session, lease_s))
         )
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             return LEASE_LOST
@@ -412,7 +431,7 @@ async def expire_lease(sessions: SessionMaker, holder: str) -> None:
         await session.execute(
             update(RetrainLease)
             .where(RetrainLease.id == LEASE_ROW, RetrainLease.holder == holder)
-            .values(lease_until=utcnow() - timedelta(seconds=1))
+            .values(lease_until=_db_time(session, -1.0))
         )
 
 
@@ -442,11 +461,11 @@ async def fail_interrupted_runs(sessions: SessionMaker, reason: str) -> list[int
 
     Queued runs stay queued: the queue survives a restart.
     """
-    now = utcnow()
     async with sessions.begin() as session:
-        lease = await _lease_row(session)
-        until = _aware(lease.lease_until)
-        live = lease.run_id if until is not None and until > now else None
+        await _lease_row(session)
+        live = await session.scalar(
+            select(RetrainLease.run_id).where(RetrainLease.id == LEASE_ROW, _lease_is_live(session))
+        )
         return await _fail_orphans(session, keep=live, reason=reason)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -102,3 +103,51 @@ async def test_a_refused_start_leaves_nothing_behind(sessions: SessionMaker) -> 
     assert await open_runs(sessions, A) == 0
     async with sessions.begin() as session:
         assert await session.scalar(select(func.count()).select_from(TrainingRun)) == 0
+
+
+# ------------------------------------------------------------------ leases on the database's clock
+
+
+def clock_off_by(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None:
+    """This host's clock (the one the store's code reads) is ``offset`` off."""
+    real = runs_store.utcnow
+    monkeypatch.setattr(runs_store, "utcnow", lambda: real() + offset)
+
+
+async def test_a_host_whose_clock_is_fast_cannot_take_a_live_lease(
+    sessions: SessionMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await enqueue(sessions, A)
+    await enqueue(sessions, B)
+    first = await runs_store.claim_next(sessions, "on-time", lease_s=30)
+    assert first is not None and first.guild_id == A
+    clock_off_by(monkeypatch, timedelta(minutes=2))
+    assert await runs_store.claim_next(sessions, "fast", lease_s=30) is None
+    assert await runs_store.fail_interrupted_runs(sessions, "restarted") == []
+    holder, _ = await runs_store.lease_holder(sessions)
+    assert holder == "on-time"
+    run = await runs_store.get_run(sessions, first.id)
+    assert run is not None and run.status == "running"
+
+
+async def test_renewing_and_expiring_a_lease_follow_the_database_clock(
+    sessions: SessionMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await enqueue(sessions, A)
+    await enqueue(sessions, B)
+    fast = await runs_store.claim_next(sessions, "fast", lease_s=30)
+    assert fast is not None
+    clock_off_by(monkeypatch, timedelta(minutes=2))
+    # Renewed for one second: it ends one second from now, not two minutes later.
+    assert await runs_store.renew_lease(sessions, "fast", fast.id, lease_s=1.0) is None
+    monkeypatch.undo()
+    await asyncio.sleep(1.3)
+    second = await runs_store.claim_next(sessions, "other", lease_s=30)
+    assert second is not None and second.guild_id == B
+    # A host whose clock is fast expires a dead holder's lease now, not in two minutes.
+    clock_off_by(monkeypatch, timedelta(minutes=2))
+    await runs_store.expire_lease(sessions, "other")
+    monkeypatch.undo()
+    await enqueue(sessions, 333)
+    third = await runs_store.claim_next(sessions, "third", lease_s=30)
+    assert third is not None and third.guild_id == 333
