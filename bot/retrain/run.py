@@ -150,9 +150,16 @@ async def _walk(
         plan.config.model.base_model,
         {**decision.metrics, "evaluation": evaluation.new.to_dict()},
         outcome.result(),
+        info.holder or "",
     )
     try:
         await steps.activate(control, plan.sessions, plan.service, activation)
+    except runs_store.ActivationRefusedError as exc:
+        # Cancelled, or no longer this process's run: it ends like any stopped run, its
+        # adapter deleted (a process that found the run orphaned may have deleted it already).
+        outcome.status, outcome.reason, outcome.adapter = exc.status, str(exc), None
+        # The loss curve was in that folder: execute() draws it again in the run folder.
+        outcome.loss_curve = None
     except MicrogenreError as exc:
         # The adapter stays for inspection, like a rejected one.
         outcome.status, outcome.reason = RUN_FAILED, str(exc)

@@ -60,6 +60,16 @@ class RetrainRefusedError(MicrogenreError):
         super().__init__(message)
 
 
+class ActivationRefusedError(MicrogenreError):
+    """A run may not activate its adapter: someone cancelled it, or its process no longer
+    holds it (the lease was lost and the run may already be marked failed). Nothing was
+    registered; ``status`` is how the run ends (cancelled or failed)."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class RunInfo:
     id: int
@@ -81,9 +91,12 @@ class RunInfo:
     message_id: int | None = None
     phase: str = "queued"
     cancel_reason: str | None = None
+    # The lease holder that claimed the run (set by :func:`claim_next` only): the one process
+    # that may activate it.
+    holder: str | None = None
 
 
-def _info(run: TrainingRun) -> RunInfo:
+def _info(run: TrainingRun, holder: str | None = None) -> RunInfo:
     return RunInfo(
         id=run.id,
         status=run.status,
@@ -104,6 +117,7 @@ def _info(run: TrainingRun) -> RunInfo:
         message_id=run.message_id,
         phase=run.phase or "queued",
         cancel_reason=run.cancel_reason,
+        holder=holder,
     )
 
 
@@ -292,6 +306,10 @@ async def get_run(sessions: SessionMaker, run_id: int) -> RunInfo | None:
         return None if run is None else _info(run)
 
 
+# The columns that say how a run ended (see :func:`update_run`).
+_END_COLUMNS = frozenset({"status", "error", "phase", "started_at", "finished_at"})
+
+
 def _finishing(values: dict[str, Any]) -> dict[str, Any]:
     status = values.get("status")
     if status == RUN_RUNNING and "started_at" not in values:
@@ -303,11 +321,27 @@ def _finishing(values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update_run(sessions: SessionMaker, run_id: int, **values: Any) -> None:
-    """Set columns of a run (status, phase, progress, step, loss, message_id, result, ...)."""
+    """Set columns of a run (status, phase, progress, step, loss, message_id, result, ...).
+
+    How a run ended is written once: a run that another process already ended (a stalled
+    holder's run marked failed, say) keeps its status, error and phase; its other columns are
+    still written.
+    """
+    values = _finishing(values)
     async with sessions.begin() as session:
-        await session.execute(
-            update(TrainingRun).where(TrainingRun.id == run_id).values(**_finishing(values))
-        )
+        stmt = update(TrainingRun).where(TrainingRun.id == run_id)
+        status = values.get("status")
+        if status is not None:
+            written = await session.execute(
+                stmt.where(
+                    TrainingRun.status.in_(RUN_ACTIVE_STATES) | (TrainingRun.status == status)
+                ).values(**values)
+            )
+            if written.rowcount == 1:  # type: ignore[attr-defined]
+                return
+            values = {k: v for k, v in values.items() if k not in _END_COLUMNS}
+        if values:
+            await session.execute(stmt.values(**values))
 
 
 async def cancel_run(sessions: SessionMaker, run_id: int, reason: str) -> RunInfo | None:
@@ -396,7 +430,7 @@ async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> Run
         run.status, run.phase, run.started_at = RUN_RUNNING, "starting", now
         lease.run_id = run.id
         await session.flush()
-        return _info(run)
+        return _info(run, holder)
 
 
 async def renew_lease(
@@ -442,18 +476,20 @@ async def lease_holder(sessions: SessionMaker) -> tuple[str | None, datetime | N
 
 
 async def _fail_orphans(session: AsyncSession, *, keep: int | None, reason: str) -> list[int]:
-    """Mark failed every running run except ``keep``; their ids."""
-    stmt = select(TrainingRun.id).where(TrainingRun.status == RUN_RUNNING)
+    """Mark failed every running run except ``keep``; their ids.
+
+    One conditional ``UPDATE``: a run whose holder committed its activation meanwhile is no
+    longer running, and stays succeeded.
+    """
+    stmt = update(TrainingRun).where(TrainingRun.status == RUN_RUNNING)
     if keep is not None:
         stmt = stmt.where(TrainingRun.id != keep)
-    ids = list((await session.scalars(stmt)).all())
-    if ids:
-        await session.execute(
-            update(TrainingRun)
-            .where(TrainingRun.id.in_(ids))
-            .values(status=RUN_FAILED, phase="finished", error=reason, finished_at=utcnow())
-        )
-    return ids
+    failed = await session.scalars(
+        stmt.values(status=RUN_FAILED, phase="finished", error=reason, finished_at=utcnow())
+        .returning(TrainingRun.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(failed.all())
 
 
 async def fail_interrupted_runs(sessions: SessionMaker, reason: str) -> list[int]:
@@ -476,6 +512,7 @@ async def finish_activated(
     sessions: SessionMaker,
     run_id: int,
     *,
+    holder: str,
     name: str,
     path: str,
     base_model: str,
@@ -484,8 +521,36 @@ async def finish_activated(
     result: dict[str, Any],
 ) -> VersionInfo:
     """In one transaction: register the run's adapter as a version of ``guild_id``, make it
-    that server's active model, and mark the run succeeded."""
+    that server's active model, and mark the run succeeded.
+
+    Only while ``holder`` holds the training slot for this run, the run is running and nobody
+    asked to cancel it; otherwise nothing changes and :class:`ActivationRefusedError` says how
+    the run ends. The lease row is written first, so that on PostgreSQL a concurrent claim of
+    the slot waits for this transaction (or this one sees the slot taken).
+    """
     async with sessions.begin() as session:
+        held = await session.execute(
+            update(RetrainLease)
+            .where(
+                RetrainLease.id == LEASE_ROW,
+                RetrainLease.holder == holder,
+                RetrainLease.run_id == run_id,
+            )
+            .values(holder=holder)
+            .execution_options(synchronize_session=False)
+        )
+        succeeded = await session.execute(
+            update(TrainingRun)
+            .where(
+                TrainingRun.id == run_id,
+                TrainingRun.status == RUN_RUNNING,
+                TrainingRun.cancel_reason.is_(None),
+            )
+            .values(**_finishing({"status": RUN_SUCCEEDED, "error": None, "result": result}))
+            .execution_options(synchronize_session=False)
+        )
+        if held.rowcount != 1 or succeeded.rowcount != 1:  # type: ignore[attr-defined]
+            raise await _refusal(session, run_id)
         version = new_version(
             name=name, path=path, base_model=base_model, metrics=metrics, guild_id=guild_id
         )
@@ -495,15 +560,19 @@ async def finish_activated(
         await session.execute(
             update(TrainingRun)
             .where(TrainingRun.id == run_id)
-            .values(
-                **_finishing(
-                    {
-                        "status": RUN_SUCCEEDED,
-                        "model_version_id": version.id,
-                        "error": None,
-                        "result": result,
-                    }
-                )
-            )
+            .values(model_version_id=version.id)
+            .execution_options(synchronize_session=False)
         )
         return _version_info(version)
+
+
+async def _refusal(session: AsyncSession, run_id: int) -> ActivationRefusedError:
+    """Why a run may not activate (see :func:`finish_activated`); a cancel request wins."""
+    run = await session.get(TrainingRun, run_id, populate_existing=True)
+    if run is not None and run.cancel_reason:
+        return ActivationRefusedError(run.cancel_reason, status=RUN_CANCELLED)
+    if run is not None and run.status not in RUN_ACTIVE_STATES:
+        return ActivationRefusedError(
+            f"{LEASE_LOST}; the run was already marked {run.status}", status=RUN_FAILED
+        )
+    return ActivationRefusedError(LEASE_LOST, status=RUN_FAILED)

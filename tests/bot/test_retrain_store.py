@@ -151,3 +151,98 @@ async def test_renewing_and_expiring_a_lease_follow_the_database_clock(
     await enqueue(sessions, 333)
     third = await runs_store.claim_next(sessions, "third", lease_s=30)
     assert third is not None and third.guild_id == 333
+
+
+# ------------------------------------------------------------------ activation
+
+
+async def activate(sessions: SessionMaker, run_id: int, holder: str, name: str = "v") -> Any:
+    return await runs_store.finish_activated(
+        sessions,
+        run_id,
+        holder=holder,
+        name=name,
+        path=f"/adapters/{name}",
+        base_model="b",
+        metrics={},
+        guild_id=A,
+        result={},
+    )
+
+
+async def versions(sessions: SessionMaker) -> list[str]:
+    from bot.store import versions as versions_store
+
+    return [v.name for v in await versions_store.list_versions(sessions)]
+
+
+async def test_the_live_holder_activates(sessions: SessionMaker) -> None:
+    await enqueue(sessions, A)
+    run = await runs_store.claim_next(sessions, "me", lease_s=30)
+    assert run is not None and run.holder == "me"
+    version = await activate(sessions, run.id, "me")
+    assert version.active and version.guild_id == A
+    done = await runs_store.get_run(sessions, run.id)
+    assert done is not None and done.status == "succeeded"
+    assert done.model_version_id == version.id
+
+
+async def test_a_stale_holder_cannot_activate(sessions: SessionMaker) -> None:
+    await enqueue(sessions, A)
+    run = await runs_store.claim_next(sessions, "stalled", lease_s=0.05)
+    assert run is not None
+    await asyncio.sleep(0.2)  # its lease expires; the next claim marks its run failed
+    assert await runs_store.claim_next(sessions, "other", lease_s=30) is None
+    with pytest.raises(runs_store.ActivationRefusedError) as refused:
+        await activate(sessions, run.id, "stalled")
+    assert refused.value.status == "failed"
+    assert await versions(sessions) == []
+    after = await runs_store.get_run(sessions, run.id)
+    assert after is not None and after.status == "failed" and after.model_version_id is None
+
+
+async def test_a_holder_that_lost_the_slot_cannot_activate(sessions: SessionMaker) -> None:
+    await enqueue(sessions, A)
+    run = await runs_store.claim_next(sessions, "first", lease_s=30)
+    assert run is not None
+    # Another process holds the slot now (the run itself still reads running).
+    async with sessions.begin() as session:
+        from bot.store.models import RetrainLease
+
+        lease = await session.get(RetrainLease, runs_store.LEASE_ROW)
+        assert lease is not None
+        lease.holder = "second"
+    with pytest.raises(runs_store.ActivationRefusedError, match="training slot was lost"):
+        await activate(sessions, run.id, "first")
+    assert await versions(sessions) == []
+
+
+async def test_a_run_with_a_cancel_request_cannot_activate(sessions: SessionMaker) -> None:
+    await enqueue(sessions, A)
+    run = await runs_store.claim_next(sessions, "me", lease_s=30)
+    assert run is not None
+    await runs_store.cancel_run(sessions, run.id, "an admin said stop")
+    with pytest.raises(runs_store.ActivationRefusedError, match="an admin said stop") as refused:
+        await activate(sessions, run.id, "me")
+    assert refused.value.status == "cancelled"
+    assert await versions(sessions) == []
+    after = await runs_store.get_run(sessions, run.id)
+    assert after is not None and after.status == "running"  # its holder records the end
+
+
+async def test_a_stale_holder_cannot_rewrite_how_its_run_ended(sessions: SessionMaker) -> None:
+    """Once another process marked the run failed, the stalled holder's own end (its gate
+    rejected the adapter, say) changes nothing."""
+    await enqueue(sessions, A)
+    run = await runs_store.claim_next(sessions, "stalled", lease_s=0.05)
+    assert run is not None
+    await asyncio.sleep(0.2)
+    assert await runs_store.fail_interrupted_runs(sessions, "its process stopped") == [run.id]
+    await runs_store.update_run(sessions, run.id, status="rejected", error="the gate said no")
+    after = await runs_store.get_run(sessions, run.id)
+    assert after is not None and after.status == "failed"
+    assert after.error == "its process stopped"
+    # Its numbers may still be written, and a status may be written again as it is.
+    await runs_store.update_run(sessions, run.id, status="failed", progress=1.0, step=9)
+    after = await runs_store.get_run(sessions, run.id)
+    assert after is not None and after.status == "failed" and after.step == 9

@@ -449,3 +449,41 @@ async def test_racing_claims_give_the_slot_to_exactly_one_holder(sessions: Any) 
     holder, _ = await runs_store.lease_holder(sessions)
     assert holder == f"host:{claims.index(won[0])}:x"
     assert len(await runs_store.runs_by_status(sessions, "running")) == 1
+
+
+@pytest.mark.parametrize("elsewhere", ["cancel", "lease lost"])
+async def test_what_happens_elsewhere_while_activating_stops_the_activation(
+    sessions: Any, tmp_path: Path, elsewhere: str
+) -> None:
+    """A cancel from another process, or a lost lease (the holder stalled, another process's
+    claim failed the run), that arrives while the worker loads the adapter: the run does not
+    activate, and its adapter is deleted like that of any stopped run."""
+    gen = ScriptedGenerator()
+    service, manager = harness(sessions, tmp_path, gen)
+    prepare = gen.prepare
+
+    async def meanwhile_then_prepare(adapter: AdapterRef) -> None:
+        run = await runs_store.active_run(sessions, A)
+        assert run is not None
+        if elsewhere == "cancel":
+            assert await runs_store.cancel_run(sessions, run.id, "stopped elsewhere")
+        else:
+            await runs_store.expire_lease(sessions, manager.holder)
+            assert await runs_store.claim_next(sessions, "other process", lease_s=30) is None
+        await prepare(adapter)
+
+    gen.prepare = meanwhile_then_prepare  # type: ignore[method-assign]
+    await start(manager, A)
+    outcome = await manager.wait()
+    assert outcome is not None
+    expected = "cancelled" if elsewhere == "cancel" else "failed"
+    assert outcome.status == expected, outcome.reason
+    assert await versions_store.serving_version(sessions, A) is None
+    assert await versions_store.list_versions(sessions) == []
+    run = await runs_store.get_run(sessions, outcome.run_id)
+    assert run is not None and run.status == expected and run.model_version_id is None
+    adapter = tmp_path / "data" / "adapters" / f"run-{outcome.run_id:04d}"
+    assert not await asyncio.to_thread(adapter.exists)
+    ref, _ = await generate_for(service, gen, A)
+    assert ref is None
+    await manager.shutdown()
