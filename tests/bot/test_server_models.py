@@ -487,3 +487,40 @@ async def test_what_happens_elsewhere_while_activating_stops_the_activation(
     ref, _ = await generate_for(service, gen, A)
     assert ref is None
     await manager.shutdown()
+
+
+@pytest.mark.parametrize("spelling", ["trailing slash", "checkpoint in .work", "via a link"])
+async def test_recovery_never_deletes_a_folder_a_version_references(
+    sessions: Any, tmp_path: Path, spelling: str
+) -> None:
+    """An interrupted run's outputs go, except what a model version points to, however the
+    version spells the path (or when it points inside one of those folders)."""
+    info = await runs_store.create_run(
+        sessions, requested_by=1, guild_id=A, channel_id=1, options={}
+    )
+    assert info is not None
+    claimed = await runs_store.claim_next(sessions, "elsewhere:1:dead", lease_s=0.01)
+    assert claimed is not None
+    adapters = tmp_path / "data" / "adapters"
+    adapter = adapters / f"run-{info.id:04d}"
+    work = adapters / f"run-{info.id:04d}.work"
+    checkpoint = work / "checkpoint-50"
+    for folder in (adapter, checkpoint):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    if spelling == "trailing slash":
+        referenced, kept = f"{adapter}/", adapter
+    elif spelling == "checkpoint in .work":
+        referenced, kept = str(checkpoint), checkpoint
+    else:
+        link = tmp_path / "link-to-adapters"
+        link.symlink_to(adapters, target_is_directory=True)
+        referenced, kept = str(link / adapter.name), adapter
+    await versions_store.add_version(
+        sessions, name="kept", path=referenced, base_model="b", metrics={}, activate=True
+    )
+    await asyncio.sleep(0.05)  # the holder's lease expires
+    _, manager = harness(sessions, tmp_path)
+    assert await manager.recover() == [info.id]
+    assert await asyncio.to_thread((kept / "adapter_model.safetensors").is_file)
+    await manager.shutdown()
