@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -52,6 +53,22 @@ OPEN_RUN = "status IN ('pending', 'running')"
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def expression_indexes(table_name: str) -> list[Index]:
+    """Fresh copies of the indexes on expressions (not plain columns) declared for
+    ``table_name``.
+
+    SQLite cannot reflect them, so an Alembic batch operation that rebuilds the table would
+    drop them silently: a migration that rebuilds such a table passes these as
+    ``op.batch_alter_table(table_name, reflect_args=expression_indexes(table_name))``.
+    """
+    table = Base.metadata.tables[table_name]
+    return [
+        Index(index.name, *index.expressions, unique=index.unique, **index.kwargs)
+        for index in table.indexes
+        if not all(isinstance(e, Column) for e in index.expressions)
+    ]
 
 
 class Base(DeclarativeBase):

@@ -6,6 +6,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
@@ -140,6 +141,7 @@ async def test_every_migration_steps_down_and_up_one_at_a_time(sqlite_url: str) 
         await schema.ensure_schema_current(engine)
     finally:
         await engine.dispose()
+    assert declared_expression_indexes() <= await index_names(sqlite_url)
 
 
 async def test_sqlite_runs_in_wal_mode_with_busy_timeout(sqlite_url: str) -> None:
@@ -207,3 +209,66 @@ async def test_the_upgrade_to_one_open_run_per_server_keeps_one_of_each(any_url:
         "failed",
         "pending",
     ]
+
+
+# ------------------------------------------------------------------ expression indexes
+
+
+async def index_names(url: str) -> set[str]:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+            else:
+                sql = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            return {str(name) for name in (await conn.scalars(text(sql))).all()}
+    finally:
+        await engine.dispose()
+
+
+def declared_expression_indexes() -> set[str]:
+    from bot.store.models import expression_indexes
+
+    return {str(i.name) for t in Base.metadata.sorted_tables for i in expression_indexes(t.name)}
+
+
+def test_a_table_rebuild_keeps_the_expression_indexes_it_is_given(tmp_path: Path) -> None:
+    """SQLite cannot reflect an expression index, so a batch migration that rebuilds the table
+    drops it silently, unless it passes ``expression_indexes(table)`` as ``reflect_args``."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine as create_sync_engine
+    from sqlalchemy import text
+
+    from bot.store.models import expression_indexes
+
+    url = f"sqlite:///{tmp_path / 'rebuild.db'}"
+    schema.upgrade(f"sqlite+aiosqlite:///{tmp_path / 'rebuild.db'}", "head")
+    engine = create_sync_engine(url)
+    tables = {"model_versions", "training_runs"}
+    assert {t for t in tables if expression_indexes(t)} == tables
+
+    def names(conn: Connection) -> set[str]:
+        return set(conn.scalars(text("SELECT name FROM sqlite_master WHERE type = 'index'")))
+
+    try:
+        with engine.begin() as conn:
+            op = Operations(MigrationContext.configure(conn))
+            for table in sorted(tables):
+                wanted = {str(i.name) for i in expression_indexes(table)}
+                kept = op.batch_alter_table(
+                    table, recreate="always", reflect_args=expression_indexes(table)
+                )
+                with pytest.warns(match="expression-based index"), kept:
+                    pass
+                assert wanted <= names(conn)
+                # Without them, the rebuild loses them: why the migrations must pass them.
+                lost = op.batch_alter_table(table, recreate="always")
+                with pytest.warns(match="expression-based index"), lost:
+                    pass
+                assert not wanted & names(conn)
+    finally:
+        engine.dispose()
