@@ -211,7 +211,113 @@ async def test_the_upgrade_to_one_open_run_per_server_keeps_one_of_each(any_url:
     ]
 
 
-# ------------------------------------------------------------------ expression indexes
+# ------------------------------------------------------------------ round trips with data
+
+# What must survive a round trip, per table: the ids, the foreign keys and the guild ids.
+SNAPSHOT = {
+    "genres": "id, name, origin",
+    "genre_sources": "id, genre_id, source",
+    "model_versions": "id, name, active",
+    "generations": "id, genre_id, guild_id, message_id, model_version_id",
+    "votes": "id, generation_id, user_id, value",
+    "favorites": "id, generation_id, user_id",
+    "training_runs": "id, guild_id, status, model_version_id",
+}
+# ... and from revision 0002 on.
+SNAPSHOT_0002 = {
+    **SNAPSHOT,
+    "model_versions": "id, name, active, guild_id, previous_id",
+    "retrain_leases": "id, holder, run_id",
+}
+
+
+async def fill_every_table(url: str, *, per_server: bool) -> None:
+    """Rows in every table at head; model versions of servers only with ``per_server``."""
+    from bot.store.engine import create_sessionmaker
+    from bot.store.models import (
+        Favorite,
+        Generation,
+        Genre,
+        GenreSource,
+        ModelVersion,
+        RetrainLease,
+        TrainingRun,
+        Vote,
+    )
+
+    engine = create_engine(url)
+    try:
+        async with create_sessionmaker(engine).begin() as s:
+            genres = [
+                Genre(name=f"g{i}", display_name=f"G{i}", origin=o)
+                for i, o in enumerate(("training", "generated", "generated"))
+            ]
+            s.add_all(genres)
+            await s.flush()
+            s.add(GenreSource(genre_id=genres[0].id, source="everynoise", source_name="G0"))
+            default = ModelVersion(name="default", path="/d", base_model="b", active=True)
+            s.add(default)
+            await s.flush()
+            own = default
+            if per_server:
+                own = ModelVersion(
+                    name="a-1",
+                    path="/a1",
+                    base_model="b",
+                    active=True,
+                    guild_id=111,
+                    previous_id=None,
+                )
+                s.add(own)
+                await s.flush()
+                s.add(
+                    ModelVersion(
+                        name="a-0", path="/a0", base_model="b", guild_id=111, previous_id=own.id
+                    )
+                )
+            gens = [
+                Generation(
+                    genre_id=genres[1].id, guild_id=111, message_id=1, model_version_id=own.id
+                ),
+                Generation(
+                    genre_id=genres[2].id, guild_id=222, message_id=2, model_version_id=default.id
+                ),
+                Generation(genre_id=genres[2].id, guild_id=None, model_version_id=None),
+            ]
+            s.add_all(gens)
+            await s.flush()
+            s.add_all(
+                [
+                    Vote(generation_id=gens[0].id, user_id=7, value=1),
+                    Vote(generation_id=gens[1].id, user_id=7, value=-1),
+                    Favorite(generation_id=gens[0].id, user_id=7),
+                    TrainingRun(guild_id=111, status="succeeded", model_version_id=own.id),
+                    TrainingRun(guild_id=222, status="pending"),
+                ]
+            )
+            await s.flush()
+            lease = await s.get(RetrainLease, 1)
+            assert lease is not None
+            lease.holder, lease.run_id = "someone", None
+    finally:
+        await engine.dispose()
+
+
+async def snapshot(url: str, tables: dict[str, str]) -> dict[str, list[tuple[object, ...]]]:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return {
+                table: [
+                    tuple(row)
+                    for row in await conn.execute(text(f"SELECT {cols} FROM {table} ORDER BY id"))
+                ]
+                for table, cols in tables.items()
+            }
+    finally:
+        await engine.dispose()
 
 
 async def index_names(url: str) -> set[str]:
@@ -233,6 +339,65 @@ def declared_expression_indexes() -> set[str]:
     from bot.store.models import expression_indexes
 
     return {str(i.name) for t in Base.metadata.sorted_tables for i in expression_indexes(t.name)}
+
+
+@pytest.mark.parametrize(
+    ("target", "per_server"),
+    [("-1", True), ("0002", True), ("0001", False)],
+)
+async def test_a_round_trip_with_data_in_every_table_loses_nothing(
+    any_url: str, target: str, per_server: bool
+) -> None:
+    """head → rows in every table → down to ``target`` → head: the same rows, foreign keys
+    and guild ids (with SQLite's foreign keys on, rebuilding model_versions used to set
+    generations.model_version_id and training_runs.model_version_id to NULL)."""
+    await asyncio.to_thread(schema.upgrade, any_url, "head")
+    await fill_every_table(any_url, per_server=per_server)
+    tables = SNAPSHOT if target == "0001" else SNAPSHOT_0002
+    before = await snapshot(any_url, tables)
+    assert all(before.values())
+    await asyncio.to_thread(schema.downgrade, any_url, target)
+    await asyncio.to_thread(schema.upgrade, any_url, "head")
+    assert await snapshot(any_url, tables) == before
+    assert declared_expression_indexes() <= await index_names(any_url)
+
+
+async def test_a_downgrade_refuses_while_servers_have_their_own_models(any_url: str) -> None:
+    """Revision 0001 has no guild_id on model_versions: every server's model would become
+    everybody's default (or, with two servers, the upgrade back would fail). Nothing changes."""
+    from alembic.util import CommandError
+
+    await asyncio.to_thread(schema.upgrade, any_url, "head")
+    await fill_every_table(any_url, per_server=True)
+    before = await snapshot(any_url, SNAPSHOT_0002)
+    indexes = await index_names(any_url)
+    for target in ("0001", "base"):
+        with pytest.raises(CommandError, match="1 server has models of its own"):
+            await asyncio.to_thread(schema.downgrade, any_url, target)
+        engine = create_engine(any_url)
+        try:
+            assert await schema.current_revision(engine) == schema.head_revision()
+        finally:
+            await engine.dispose()
+        assert await snapshot(any_url, SNAPSHOT_0002) == before
+        assert await index_names(any_url) == indexes
+
+
+async def test_db_downgrade_prints_the_refusal_as_one_line(
+    any_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import entry
+
+    await asyncio.to_thread(schema.upgrade, any_url, "head")
+    await fill_every_table(any_url, per_server=True)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[database]\nurl = "{any_url}"\n')
+    capsys.readouterr()
+    code = await asyncio.to_thread(entry, ["--config", str(config), "db", "downgrade", "0001"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("Error: "), err
+    assert "models of its own" in err[0] and "microgenre model list" in err[0]
 
 
 def test_a_table_rebuild_keeps_the_expression_indexes_it_is_given(tmp_path: Path) -> None:
