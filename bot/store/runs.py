@@ -1,16 +1,18 @@
 """Training runs: a FIFO queue in the database, one training slot per machine, activation.
 
-Every ``/retrain start`` inserts a run with status ``pending`` (queued). A process runs the
-oldest queued run once it holds the machine's training slot, the single row of
+Every ``/retrain start`` inserts a run with status ``pending`` (queued); a partial unique index
+allows one open (queued or running) run per server, so racing requests queue one. A process
+runs the oldest queued run once it holds the machine's training slot, the single row of
 ``retrain_leases``: it takes the row with one conditional ``UPDATE`` (atomic on SQLite and on
 PostgreSQL, so several bot processes share one queue), renews ``lease_until`` while the run
 goes on (:func:`renew_lease`, which also tells it about a cancel from another process), and
-releases it at the end. A holder that dies lets its lease expire; the next claim marks its run
-failed.
+releases it at the end. Lease times are the database's clock, never a host's. A holder that
+dies lets its lease expire; the next claim marks its run failed.
 
 A run that passes the gate ends in one transaction that inserts its model version, makes it
 the server's active one and marks the run succeeded (:func:`finish_activated`), so the database
-never points a server at a half-registered model.
+never points a server at a half-registered model; it commits only for the slot's holder, while
+the run is running and nobody asked to cancel it.
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ async def votes_since(session: AsyncSession, guild_id: int | None, since: dateti
     return int(await session.scalar(stmt) or 0)
 
 
-def _busy_error(busy: TrainingRun | RunInfo | None) -> RetrainRefusedError:
+def _busy_error(busy: RunInfo | None) -> RetrainRefusedError:
     if busy is None:  # it finished meanwhile
         return RetrainRefusedError(
             "This server's retraining run is already queued or in progress: see `/retrain status`."
