@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import click
+from alembic.util import CommandError
 
 from bot.cli.common import open_store, state
+from bot.errors import MicrogenreError
 from bot.store import schema
 
 
@@ -45,9 +47,16 @@ def current(ctx: click.Context) -> None:
     click.echo(f"current: {rev or 'none'}  head: {head}  ({status})")
 
 
+class MigrationError(MicrogenreError):
+    """Alembic refused a migration (a migration's own refusal, an unknown revision...)."""
+
+
 async def _migrate(fn: object, url: str, revision: str) -> None:
     # Alembic's env.py runs its own event loop, so it goes to a thread.
-    await asyncio.to_thread(fn, url, revision)  # type: ignore[arg-type]
+    try:
+        await asyncio.to_thread(fn, url, revision)  # type: ignore[arg-type]
+    except CommandError as exc:
+        raise MigrationError(" ".join(str(exc).split())) from None
 
 
 async def _current(ctx: click.Context) -> str | None:

@@ -9,10 +9,11 @@ runs it queued: their callbacks, and the place in line each last heard.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import socket
 import uuid
+from pathlib import Path
 
 from bot.retrain.progress import Callbacks, Progress, call_safely
 from bot.store import runs as runs_store
@@ -21,30 +22,62 @@ from bot.store.engine import SessionMaker
 log = logging.getLogger(__name__)
 
 
-def holder_id() -> str:
-    """Who holds the training slot: ``host:pid:random`` (unique per process)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def pid_space() -> str | None:
+    """Which processes' pids this process can check: its kernel's boot and its pid namespace,
+    hashed (16 hex digits); None where ``/proc`` cannot tell (then no holder is judged).
+
+    Two containers that share a hostname have different pid namespaces, so different spaces.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text("ascii").strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:16]
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks after boot (``/proc/<pid>/stat``, field
+    22); None when it is gone or cannot be read. A pid reused later has another start."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii", "replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+    return fields[19] if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def holder_id(pid: int | None = None) -> str:
+    """The lease holder id of process ``pid`` (default: this one), unique per call:
+    ``<pid space>:<pid>:<start>:<random>`` (see :func:`holder_is_dead`)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid_space() or '-'}:{pid}:{process_start(pid) or '-'}:{uuid.uuid4().hex[:8]}"
 
 
 def holder_is_dead(holder: str) -> bool:
-    """Whether ``holder`` (see :func:`holder_id`) was a process of this machine that is gone.
+    """Whether ``holder`` (see :func:`holder_id`) was a process this one can see, that is
+    gone: same pid space, and its pid is free or belongs to a process started at another
+    time. A holder of another machine, container or format is never judged: its lease expires.
 
     >>> holder_is_dead(holder_id())
     False
     >>> holder_is_dead("elsewhere:1:abc")
     False
     """
-    host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    space, pid, started, _token = ([*holder.split(":"), "", "", ""])[:4]
+    here = pid_space()
+    if here is None or space != here or not pid.isdigit():
         return False
+    if int(pid) == os.getpid():
+        return started != process_start(os.getpid())
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
     except PermissionError:
-        return False
-    return False
+        pass  # someone else's process, alive
+    now = process_start(int(pid))
+    return started.isdigit() and now is not None and now != started
 
 
 class LeaseQueue:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -150,9 +151,16 @@ async def _walk(
         plan.config.model.base_model,
         {**decision.metrics, "evaluation": evaluation.new.to_dict()},
         outcome.result(),
+        info.holder or "",
     )
     try:
         await steps.activate(control, plan.sessions, plan.service, activation)
+    except runs_store.ActivationRefusedError as exc:
+        # Cancelled, or no longer this process's run: it ends like any stopped run, its
+        # adapter deleted (a process that found the run orphaned may have deleted it already).
+        outcome.status, outcome.reason, outcome.adapter = exc.status, str(exc), None
+        # The loss curve was in that folder: execute() draws it again in the run folder.
+        outcome.loss_curve = None
     except MicrogenreError as exc:
         # The adapter stays for inspection, like a rejected one.
         outcome.status, outcome.reason = RUN_FAILED, str(exc)
@@ -160,23 +168,37 @@ async def _walk(
 
 
 async def discard(plan: RunPlan, run_id: int, dataset: Path | None) -> None:
-    """Delete a run's half-made outputs (and the dataset its training reported), unless a
-    model version points to its adapter."""
-    adapter_dir = plan.adapter_dir(run_id)
-    if str(adapter_dir) in await versions_store.referenced_paths(plan.sessions):
-        return
-    await asyncio.to_thread(discard_outputs, adapter_dir, dataset)
+    """Delete a run's half-made outputs (and the dataset its training reported), except what
+    a model version points to (see :func:`discard_outputs`)."""
+    referenced = await versions_store.referenced_paths(plan.sessions)
+    await asyncio.to_thread(
+        discard_outputs, plan.adapter_dir(run_id), dataset, [Path(p) for p in referenced]
+    )
 
 
-def discard_outputs(adapter_dir: Path, dataset_dir: Path | None) -> None:
-    """Delete an unfinished run's adapter folder, its work/temporary siblings and dataset.
+def discard_outputs(
+    adapter_dir: Path, dataset_dir: Path | None, referenced: Sequence[Path] = ()
+) -> list[Path]:
+    """Delete an unfinished run's adapter folder, its work/temporary siblings and dataset;
+    the folders deleted.
 
+    A folder that is, contains or lies inside a ``referenced`` path (a model version's) stays,
+    whatever the spelling: paths are compared resolved (links, ``..``, trailing slashes).
     Blocking: call it in a thread.
     """
+    kept = [p.resolve() for p in referenced]
+    deleted: list[Path] = []
     for folder in (
         adapter_dir,
         adapter_dir.with_name(adapter_dir.name + ".work"),
         adapter_dir.with_name(adapter_dir.name + ".tmp"),
         *([dataset_dir] if dataset_dir is not None else []),
     ):
-        shutil.rmtree(folder, ignore_errors=True)
+        target = folder.resolve()
+        if any(k == target or target in k.parents or k in target.parents for k in kept):
+            log.warning("kept %s: a model version points to it", folder)
+            continue
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            deleted.append(folder)
+    return deleted

@@ -336,6 +336,8 @@ class Activation:
     base_model: str
     metrics: dict[str, Any]
     result: dict[str, Any]
+    # The lease holder running the run: only it may commit (see ``finish_activated``).
+    holder: str
 
 
 async def activate(
@@ -344,7 +346,9 @@ async def activate(
     """Check that the worker serves the adapter, then commit the version and the run's success
     in one transaction, then tell the service. A stop before the commit leaves the server on
     its current model; nothing stops the run after it. Raises :class:`MicrogenreError` when
-    the worker rejects the adapter."""
+    the worker rejects the adapter, and
+    :class:`~bot.store.runs.ActivationRefusedError` when the store refuses the commit (a
+    cancel from any process, or a lost lease)."""
     from model.protocol import AdapterRef
 
     ref = AdapterRef(activation.name, str(activation.adapter))
@@ -356,6 +360,7 @@ async def activate(
     version = await runs_store.finish_activated(
         sessions,
         activation.run_id,
+        holder=activation.holder,
         name=ref.name,
         path=ref.path,
         base_model=activation.base_model,

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -46,10 +47,28 @@ RUN_REJECTED = "rejected"  # trained, but failed the quality gate
 RUN_FAILED = "failed"
 RUN_CANCELLED = "cancelled"
 RUN_ACTIVE_STATES = (RUN_PENDING, RUN_RUNNING)
+# The condition of the partial index that allows one open run per server (SQL).
+OPEN_RUN = "status IN ('pending', 'running')"
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def expression_indexes(table_name: str) -> list[Index]:
+    """Fresh copies of the indexes on expressions (not plain columns) declared for
+    ``table_name``.
+
+    SQLite cannot reflect them, so an Alembic batch operation that rebuilds the table would
+    drop them silently: a migration that rebuilds such a table passes these as
+    ``op.batch_alter_table(table_name, reflect_args=expression_indexes(table_name))``.
+    """
+    table = Base.metadata.tables[table_name]
+    return [
+        Index(index.name, *index.expressions, unique=index.unique, **index.kwargs)
+        for index in table.indexes
+        if not all(isinstance(e, Column) for e in index.expressions)
+    ]
 
 
 class Base(DeclarativeBase):
@@ -191,6 +210,17 @@ class TrainingRun(Base):
     """A retraining requested from Discord or the CLI."""
 
     __tablename__ = "training_runs"
+    # At most one queued or running run per server, and one of the CLI (guild_id NULL,
+    # counted as 0 here): the database refuses a second one, however the requests race.
+    __table_args__ = (
+        Index(
+            "uq_training_runs_open_scope",
+            func.coalesce(sql_text("guild_id"), 0),
+            unique=True,
+            sqlite_where=sql_text(OPEN_RUN),
+            postgresql_where=sql_text(OPEN_RUN),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=RUN_PENDING, index=True)

@@ -1,16 +1,18 @@
 """Training runs: a FIFO queue in the database, one training slot per machine, activation.
 
-Every ``/retrain start`` inserts a run with status ``pending`` (queued). A process runs the
-oldest queued run once it holds the machine's training slot, the single row of
+Every ``/retrain start`` inserts a run with status ``pending`` (queued); a partial unique index
+allows one open (queued or running) run per server, so racing requests queue one. A process
+runs the oldest queued run once it holds the machine's training slot, the single row of
 ``retrain_leases``: it takes the row with one conditional ``UPDATE`` (atomic on SQLite and on
 PostgreSQL, so several bot processes share one queue), renews ``lease_until`` while the run
 goes on (:func:`renew_lease`, which also tells it about a cancel from another process), and
-releases it at the end. A holder that dies lets its lease expire; the next claim marks its run
-failed.
+releases it at the end. Lease times are the database's clock, never a host's. A holder that
+dies lets its lease expire; the next claim marks its run failed.
 
 A run that passes the gate ends in one transaction that inserts its model version, makes it
 the server's active one and marks the run succeeded (:func:`finish_activated`), so the database
-never points a server at a half-registered model.
+never points a server at a half-registered model; it commits only for the slot's holder, while
+the run is running and nobody asked to cancel it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, DateTime, Interval, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import MicrogenreError
@@ -59,6 +62,16 @@ class RetrainRefusedError(MicrogenreError):
         super().__init__(message)
 
 
+class ActivationRefusedError(MicrogenreError):
+    """A run may not activate its adapter: someone cancelled it, or its process no longer
+    holds it (the lease was lost and the run may already be marked failed). Nothing was
+    registered; ``status`` is how the run ends (cancelled or failed)."""
+
+    def __init__(self, message: str, *, status: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class RunInfo:
     id: int
@@ -80,9 +93,12 @@ class RunInfo:
     message_id: int | None = None
     phase: str = "queued"
     cancel_reason: str | None = None
+    # The lease holder that claimed the run (set by :func:`claim_next` only): the one process
+    # that may activate it.
+    holder: str | None = None
 
 
-def _info(run: TrainingRun) -> RunInfo:
+def _info(run: TrainingRun, holder: str | None = None) -> RunInfo:
     return RunInfo(
         id=run.id,
         status=run.status,
@@ -103,6 +119,7 @@ def _info(run: TrainingRun) -> RunInfo:
         message_id=run.message_id,
         phase=run.phase or "queued",
         cancel_reason=run.cancel_reason,
+        holder=holder,
     )
 
 
@@ -145,6 +162,17 @@ async def votes_since(session: AsyncSession, guild_id: int | None, since: dateti
     return int(await session.scalar(stmt) or 0)
 
 
+def _busy_error(busy: RunInfo | None) -> RetrainRefusedError:
+    if busy is None:  # it finished meanwhile
+        return RetrainRefusedError(
+            "This server's retraining run is already queued or in progress: see `/retrain status`."
+        )
+    state = "queued" if busy.status == RUN_PENDING else "in progress"
+    return RetrainRefusedError(
+        f"This server's retraining run #{busy.id} is already {state}: see `/retrain status`."
+    )
+
+
 async def _check_allowed(
     session: AsyncSession,
     guild_id: int | None,
@@ -153,14 +181,6 @@ async def _check_allowed(
     min_votes: int,
     now: datetime,
 ) -> None:
-    busy = await session.scalar(
-        select(TrainingRun).where(_scope(guild_id), TrainingRun.status.in_(RUN_ACTIVE_STATES))
-    )
-    if busy is not None:
-        state = "queued" if busy.status == RUN_PENDING else "in progress"
-        raise RetrainRefusedError(
-            f"This server's retraining run #{busy.id} is already {state}: see `/retrain status`."
-        )
     last = await _last_counted(session, guild_id)
     since = _aware(last.started_at) if last is not None else None
     if since is not None and cooldown_h > 0:
@@ -191,22 +211,31 @@ async def enqueue_run(
     min_votes: int = 0,
 ) -> RunInfo:
     """Queue a run for ``guild_id``, or raise :class:`RetrainRefusedError` saying why not
-    (a run of this server already queued or running, its cool-down, too few new votes)."""
-    async with sessions.begin() as session:
-        await _check_allowed(
-            session, guild_id, cooldown_h=cooldown_h, min_votes=min_votes, now=utcnow()
-        )
-        run = TrainingRun(
-            status=RUN_PENDING,
-            phase="queued",
-            requested_by=requested_by,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            options=options,
-        )
-        session.add(run)
-        await session.flush()
-        return _info(run)
+    (a run of this server already queued or running, its cool-down, too few new votes).
+
+    The run is inserted first: the unique index on open runs decides between racing requests
+    (on SQLite the insert also takes the write lock before anything is read), then the
+    cool-down and vote rules are checked in the same transaction, which a refusal rolls back.
+    """
+    try:
+        async with sessions.begin() as session:
+            run = TrainingRun(
+                status=RUN_PENDING,
+                phase="queued",
+                requested_by=requested_by,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                options=options,
+            )
+            session.add(run)
+            await session.flush()
+            await _check_allowed(
+                session, guild_id, cooldown_h=cooldown_h, min_votes=min_votes, now=utcnow()
+            )
+            return _info(run)
+    except IntegrityError:
+        pass
+    raise _busy_error(await active_run(sessions, guild_id))
 
 
 async def create_run(
@@ -279,6 +308,10 @@ async def get_run(sessions: SessionMaker, run_id: int) -> RunInfo | None:
         return None if run is None else _info(run)
 
 
+# The columns that say how a run ended (see :func:`update_run`).
+_END_COLUMNS = frozenset({"status", "error", "phase", "started_at", "finished_at"})
+
+
 def _finishing(values: dict[str, Any]) -> dict[str, Any]:
     status = values.get("status")
     if status == RUN_RUNNING and "started_at" not in values:
@@ -290,11 +323,27 @@ def _finishing(values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update_run(sessions: SessionMaker, run_id: int, **values: Any) -> None:
-    """Set columns of a run (status, phase, progress, step, loss, message_id, result, ...)."""
+    """Set columns of a run (status, phase, progress, step, loss, message_id, result, ...).
+
+    How a run ended is written once: a run that another process already ended (a stalled
+    holder's run marked failed, say) keeps its status, error and phase; its other columns are
+    still written.
+    """
+    values = _finishing(values)
     async with sessions.begin() as session:
-        await session.execute(
-            update(TrainingRun).where(TrainingRun.id == run_id).values(**_finishing(values))
-        )
+        stmt = update(TrainingRun).where(TrainingRun.id == run_id)
+        status = values.get("status")
+        if status is not None:
+            written = await session.execute(
+                stmt.where(
+                    TrainingRun.status.in_(RUN_ACTIVE_STATES) | (TrainingRun.status == status)
+                ).values(**values)
+            )
+            if written.rowcount == 1:  # type: ignore[attr-defined]
+                return
+            values = {k: v for k, v in values.items() if k not in _END_COLUMNS}
+        if values:
+            await session.execute(stmt.values(**values))
 
 
 async def cancel_run(sessions: SessionMaker, run_id: int, reason: str) -> RunInfo | None:
@@ -327,6 +376,25 @@ async def _lease_row(session: AsyncSession) -> RetrainLease:
     return lease
 
 
+def _db_time(session: AsyncSession, offset_s: float = 0.0) -> ColumnElement[datetime]:
+    """The database's clock, plus ``offset_s`` seconds, as SQL: lease times never come from
+    this host's clock, which may be minutes off another host's.
+
+    SQLite writes it in the format SQLAlchemy stores its datetimes in (so that comparisons
+    with stored values hold), PostgreSQL uses ``clock_timestamp()``.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime(
+            "%Y-%m-%d %H:%M:%f000", "now", f"{offset_s:+.3f} seconds", type_=DateTime()
+        )
+    clock = func.clock_timestamp(type_=DateTime(timezone=True))
+    return clock + literal(timedelta(seconds=offset_s), Interval()) if offset_s else clock
+
+
+def _lease_is_live(session: AsyncSession) -> ColumnElement[bool]:
+    return RetrainLease.lease_until >= _db_time(session)
+
+
 async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> RunInfo | None:
     """Take the training slot and the oldest queued run, marked running; None when the slot
     is held by a live holder or nothing is queued (the slot stays free then).
@@ -341,10 +409,10 @@ async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> Run
             .where(
                 RetrainLease.id == LEASE_ROW,
                 (RetrainLease.lease_until.is_(None))
-                | (RetrainLease.lease_until < now)
+                | ~_lease_is_live(session)
                 | (RetrainLease.holder == holder),
             )
-            .values(holder=holder, lease_until=now + timedelta(seconds=lease_s))
+            .values(holder=holder, lease_until=_db_time(session, lease_s))
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -364,7 +432,7 @@ async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> Run
         run.status, run.phase, run.started_at = RUN_RUNNING, "starting", now
         lease.run_id = run.id
         await session.flush()
-        return _info(run)
+        return _info(run, holder)
 
 
 async def renew_lease(
@@ -376,7 +444,7 @@ async def renew_lease(
         renewed = await session.execute(
             update(RetrainLease)
             .where(RetrainLease.id == LEASE_ROW, RetrainLease.holder == holder)
-            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            .values(lease_until=_db_time(session, lease_s))
         )
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             return LEASE_LOST
@@ -399,7 +467,7 @@ async def expire_lease(sessions: SessionMaker, holder: str) -> None:
         await session.execute(
             update(RetrainLease)
             .where(RetrainLease.id == LEASE_ROW, RetrainLease.holder == holder)
-            .values(lease_until=utcnow() - timedelta(seconds=1))
+            .values(lease_until=_db_time(session, -1.0))
         )
 
 
@@ -410,18 +478,20 @@ async def lease_holder(sessions: SessionMaker) -> tuple[str | None, datetime | N
 
 
 async def _fail_orphans(session: AsyncSession, *, keep: int | None, reason: str) -> list[int]:
-    """Mark failed every running run except ``keep``; their ids."""
-    stmt = select(TrainingRun.id).where(TrainingRun.status == RUN_RUNNING)
+    """Mark failed every running run except ``keep``; their ids.
+
+    One conditional ``UPDATE``: a run whose holder committed its activation meanwhile is no
+    longer running, and stays succeeded.
+    """
+    stmt = update(TrainingRun).where(TrainingRun.status == RUN_RUNNING)
     if keep is not None:
         stmt = stmt.where(TrainingRun.id != keep)
-    ids = list((await session.scalars(stmt)).all())
-    if ids:
-        await session.execute(
-            update(TrainingRun)
-            .where(TrainingRun.id.in_(ids))
-            .values(status=RUN_FAILED, phase="finished", error=reason, finished_at=utcnow())
-        )
-    return ids
+    failed = await session.scalars(
+        stmt.values(status=RUN_FAILED, phase="finished", error=reason, finished_at=utcnow())
+        .returning(TrainingRun.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(failed.all())
 
 
 async def fail_interrupted_runs(sessions: SessionMaker, reason: str) -> list[int]:
@@ -429,11 +499,11 @@ async def fail_interrupted_runs(sessions: SessionMaker, reason: str) -> list[int
 
     Queued runs stay queued: the queue survives a restart.
     """
-    now = utcnow()
     async with sessions.begin() as session:
-        lease = await _lease_row(session)
-        until = _aware(lease.lease_until)
-        live = lease.run_id if until is not None and until > now else None
+        await _lease_row(session)
+        live = await session.scalar(
+            select(RetrainLease.run_id).where(RetrainLease.id == LEASE_ROW, _lease_is_live(session))
+        )
         return await _fail_orphans(session, keep=live, reason=reason)
 
 
@@ -444,6 +514,7 @@ async def finish_activated(
     sessions: SessionMaker,
     run_id: int,
     *,
+    holder: str,
     name: str,
     path: str,
     base_model: str,
@@ -452,8 +523,36 @@ async def finish_activated(
     result: dict[str, Any],
 ) -> VersionInfo:
     """In one transaction: register the run's adapter as a version of ``guild_id``, make it
-    that server's active model, and mark the run succeeded."""
+    that server's active model, and mark the run succeeded.
+
+    Only while ``holder`` holds the training slot for this run, the run is running and nobody
+    asked to cancel it; otherwise nothing changes and :class:`ActivationRefusedError` says how
+    the run ends. The lease row is written first, so that on PostgreSQL a concurrent claim of
+    the slot waits for this transaction (or this one sees the slot taken).
+    """
     async with sessions.begin() as session:
+        held = await session.execute(
+            update(RetrainLease)
+            .where(
+                RetrainLease.id == LEASE_ROW,
+                RetrainLease.holder == holder,
+                RetrainLease.run_id == run_id,
+            )
+            .values(holder=holder)
+            .execution_options(synchronize_session=False)
+        )
+        succeeded = await session.execute(
+            update(TrainingRun)
+            .where(
+                TrainingRun.id == run_id,
+                TrainingRun.status == RUN_RUNNING,
+                TrainingRun.cancel_reason.is_(None),
+            )
+            .values(**_finishing({"status": RUN_SUCCEEDED, "error": None, "result": result}))
+            .execution_options(synchronize_session=False)
+        )
+        if held.rowcount != 1 or succeeded.rowcount != 1:  # type: ignore[attr-defined]
+            raise await _refusal(session, run_id)
         version = new_version(
             name=name, path=path, base_model=base_model, metrics=metrics, guild_id=guild_id
         )
@@ -463,15 +562,19 @@ async def finish_activated(
         await session.execute(
             update(TrainingRun)
             .where(TrainingRun.id == run_id)
-            .values(
-                **_finishing(
-                    {
-                        "status": RUN_SUCCEEDED,
-                        "model_version_id": version.id,
-                        "error": None,
-                        "result": result,
-                    }
-                )
-            )
+            .values(model_version_id=version.id)
+            .execution_options(synchronize_session=False)
         )
         return _version_info(version)
+
+
+async def _refusal(session: AsyncSession, run_id: int) -> ActivationRefusedError:
+    """Why a run may not activate (see :func:`finish_activated`); a cancel request wins."""
+    run = await session.get(TrainingRun, run_id, populate_existing=True)
+    if run is not None and run.cancel_reason:
+        return ActivationRefusedError(run.cancel_reason, status=RUN_CANCELLED)
+    if run is not None and run.status not in RUN_ACTIVE_STATES:
+        return ActivationRefusedError(
+            f"{LEASE_LOST}; the run was already marked {run.status}", status=RUN_FAILED
+        )
+    return ActivationRefusedError(LEASE_LOST, status=RUN_FAILED)

@@ -8,7 +8,8 @@ Create Date: 2026-12-10 10:00:00
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
+from alembic.util import CommandError
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -51,6 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _refuse_while_servers_have_models()
     op.drop_table("retrain_leases")
     with op.batch_alter_table("training_runs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_training_runs_guild_id"))
@@ -62,3 +64,21 @@ def downgrade() -> None:
         batch_op.drop_column("previous_id")
         batch_op.drop_column("activated_at")
         batch_op.drop_column("guild_id")
+
+
+def _refuse_while_servers_have_models() -> None:
+    """Revision 0001 cannot tell a server's model from the deployment's default: a server's
+    active model would become everybody's default (two would break the upgrade back)."""
+    if context.is_offline_mode():
+        return
+    servers = op.get_bind().scalar(
+        sa.text("SELECT count(DISTINCT guild_id) FROM model_versions WHERE guild_id IS NOT NULL")
+    )
+    if servers:
+        have = "server has models of its own" if servers == 1 else "servers have models of their own"
+        raise CommandError(
+            f"refusing to downgrade below revision 0002: {servers} {have} "
+            "(model_versions.guild_id), which the older schema cannot tell from the default; "
+            "nothing was changed. Stay on this revision, or back up the database and delete "
+            "those versions first (`microgenre model list` shows them)."
+        )

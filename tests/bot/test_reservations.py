@@ -164,3 +164,51 @@ async def check_duplicates_are_refused(store: SessionMaker) -> None:
     assert sorted(r[0].reason or "ok" for r in racing) == ["issued", "issued", "issued", "ok"]
     assert [r.reason for r in await reserve(store, ["moss waltz"], guild=8)] == [None]
     assert await reserved_rows(store) == 4
+
+
+@contextlib.asynccontextmanager
+async def advisory_lock_held(sessions: SessionMaker, *keys: int) -> AsyncIterator[None]:
+    """Another connection holds the session-level advisory lock ``keys`` meanwhile."""
+    from sqlalchemy import text
+
+    engine = sessions.kw["bind"]
+    args = ", ".join(f":k{i}" for i in range(len(keys)))
+    params = {f"k{i}": key for i, key in enumerate(keys)}
+    async with engine.connect() as conn:
+        await conn.execute(text(f"SELECT pg_advisory_lock({args})"), params)
+        try:
+            yield
+        finally:
+            await conn.execute(text(f"SELECT pg_advisory_unlock({args})"), params)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("guild", [1, 1039473418735685712])
+async def test_reservations_lock_in_their_own_namespace(pg_store: SessionMaker, guild: int) -> None:
+    """Another user of the database that locks the bare number of a guild id (the one-number
+    key space everybody shares) does not hold up that guild's reservations."""
+    async with advisory_lock_held(pg_store, guild):
+        done = await asyncio.wait_for(reserve(pg_store, ["lonely polka"], guild=guild), 5)
+    assert done[0].generation_id is not None
+
+
+@pytest.mark.postgres
+async def test_one_guilds_reservations_still_take_turns(pg_store: SessionMaker) -> None:
+    from bot.store.generations import ADVISORY_NAMESPACE, guild_lock_key
+
+    guild = 1039473418735685712
+    async with advisory_lock_held(pg_store, ADVISORY_NAMESPACE, guild_lock_key(guild)):
+        waiting = asyncio.ensure_future(reserve(pg_store, ["patient polka"], guild=guild))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        # Another guild is not held up.
+        await asyncio.wait_for(reserve(pg_store, ["other polka"], guild=guild + 1), 5)
+    assert (await asyncio.wait_for(waiting, 5))[0].generation_id is not None
+
+
+def test_guild_lock_keys_fit_int4_and_never_change() -> None:
+    from bot.store.generations import guild_lock_key
+
+    for guild in (0, 1, 2**31, 2**63 - 1, 1039473418735685712):
+        assert -(2**31) <= guild_lock_key(guild) < 2**31
+    assert guild_lock_key(1039473418735685712) == guild_lock_key(1039473418735685712)

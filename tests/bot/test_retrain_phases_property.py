@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.retrain import Progress, RetrainManager, version_name
+from bot.retrain.queue import holder_id
 from bot.service import GenreService
 from bot.store import runs as runs_store
 from bot.store import schema
@@ -95,7 +95,7 @@ def dead_holder() -> str:
         capture_output=True,
         text=True,
     )
-    return f"{socket.gethostname()}:{child.stdout.strip()}:crashed"
+    return holder_id(int(child.stdout.strip()))
 
 
 class Process:

@@ -450,3 +450,78 @@ async def test_racing_claims_give_the_slot_to_exactly_one_holder(sessions: Any) 
     holder, _ = await runs_store.lease_holder(sessions)
     assert holder == f"host:{claims.index(won[0])}:x"
     assert len(await runs_store.runs_by_status(sessions, "running")) == 1
+
+
+@pytest.mark.parametrize("elsewhere", ["cancel", "lease lost"])
+async def test_what_happens_elsewhere_while_activating_stops_the_activation(
+    sessions: Any, tmp_path: Path, elsewhere: str
+) -> None:
+    """A cancel from another process, or a lost lease (the holder stalled, another process's
+    claim failed the run), that arrives while the worker loads the adapter: the run does not
+    activate, and its adapter is deleted like that of any stopped run."""
+    gen = ScriptedGenerator()
+    service, manager = harness(sessions, tmp_path, gen)
+    prepare = gen.prepare
+
+    async def meanwhile_then_prepare(adapter: AdapterRef) -> None:
+        run = await runs_store.active_run(sessions, A)
+        assert run is not None
+        if elsewhere == "cancel":
+            assert await runs_store.cancel_run(sessions, run.id, "stopped elsewhere")
+        else:
+            await runs_store.expire_lease(sessions, manager.holder)
+            assert await runs_store.claim_next(sessions, "other process", lease_s=30) is None
+        await prepare(adapter)
+
+    gen.prepare = meanwhile_then_prepare  # type: ignore[method-assign]
+    await start(manager, A)
+    outcome = await manager.wait()
+    assert outcome is not None
+    expected = "cancelled" if elsewhere == "cancel" else "failed"
+    assert outcome.status == expected, outcome.reason
+    assert await versions_store.serving_version(sessions, A) is None
+    assert await versions_store.list_versions(sessions) == []
+    run = await runs_store.get_run(sessions, outcome.run_id)
+    assert run is not None and run.status == expected and run.model_version_id is None
+    adapter = tmp_path / "data" / "adapters" / f"run-{outcome.run_id:04d}"
+    assert not await asyncio.to_thread(adapter.exists)
+    ref, _ = await generate_for(service, gen, A)
+    assert ref is None
+    await manager.shutdown()
+
+
+@pytest.mark.parametrize("spelling", ["trailing slash", "checkpoint in .work", "via a link"])
+async def test_recovery_never_deletes_a_folder_a_version_references(
+    sessions: Any, tmp_path: Path, spelling: str
+) -> None:
+    """An interrupted run's outputs go, except what a model version points to, however the
+    version spells the path (or when it points inside one of those folders)."""
+    info = await runs_store.create_run(
+        sessions, requested_by=1, guild_id=A, channel_id=1, options={}
+    )
+    assert info is not None
+    claimed = await runs_store.claim_next(sessions, "elsewhere:1:dead", lease_s=0.01)
+    assert claimed is not None
+    adapters = tmp_path / "data" / "adapters"
+    adapter = adapters / f"run-{info.id:04d}"
+    work = adapters / f"run-{info.id:04d}.work"
+    checkpoint = work / "checkpoint-50"
+    for folder in (adapter, checkpoint):
+        folder.mkdir(parents=True)
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+    if spelling == "trailing slash":
+        referenced, kept = f"{adapter}/", adapter
+    elif spelling == "checkpoint in .work":
+        referenced, kept = str(checkpoint), checkpoint
+    else:
+        link = tmp_path / "link-to-adapters"
+        link.symlink_to(adapters, target_is_directory=True)
+        referenced, kept = str(link / adapter.name), adapter
+    await versions_store.add_version(
+        sessions, name="kept", path=referenced, base_model="b", metrics={}, activate=True
+    )
+    await asyncio.sleep(0.05)  # the holder's lease expires
+    _, manager = harness(sessions, tmp_path)
+    assert await manager.recover() == [info.id]
+    assert await asyncio.to_thread((kept / "adapter_model.safetensors").is_file)
+    await manager.shutdown()
