@@ -59,8 +59,8 @@ def write_self_replay_dataset(
             "The starting adapter wrote no usable genre to replay; import real genres "
             "(`microgenre scrape`) or pass --dataset."
         )
-    source = {"source": SELF_REPLAY_SOURCE, "extra": {}}
-    records = [{"key": n, "display_name": n, "sources": [source]} for n in names]
+    origin = {"source": SELF_REPLAY_SOURCE, "extra": {}}
+    records = [{"key": n, "display_name": n, "sources": [origin]} for n in names]
     dataset = build_dataset(records, seed=seed, valid_fraction=0.1)
     write_dataset(dataset, folder)
     for source, target in ((FINGERPRINT, FINGERPRINT_FILE), (LEADING_WORDS, LEADING_FILE)):
