@@ -132,3 +132,16 @@ def test_secrets_of_worker_and_serve_are_never_shown() -> None:
     cfg = load_config(None, environ=environ)
     assert (cfg.worker.api_token, cfg.serve.api_token) == ("s3cret-w", "s3cret-s")
     assert "s3cret" not in repr(cfg)
+
+
+def test_reconcile_days_defaults_to_a_week_and_is_validated(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).bot.reconcile_days == 7
+    cfg = load_config(None, environ={"MICROGENRE_BOT_RECONCILE_DAYS": "0"})
+    assert cfg.bot.reconcile_days == 0  # off
+    for text, problem in [
+        ("[bot]\nreconcile_days = -1\n", "bot: reconcile_days must be between 0 (off) and 3650"),
+        ("[bot]\nreconcile_days = 1.5\n", "bot.reconcile_days: expected an integer"),
+    ]:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            load_config(path, environ={})

@@ -3,7 +3,9 @@
 Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE`` and
 ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``). It implements what the bot uses:
 
-* gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED, and
+* gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED,
+  :meth:`FakeDiscord.cut_gateway` (a resumable close; reconnections wait for
+  :meth:`FakeDiscord.reopen_gateway`, and events meanwhile reach nobody), and
   :meth:`FakeDiscord.dispatch` for any event (INTERACTION_CREATE, MESSAGE_REACTION_ADD/REMOVE);
   a connection that identifies as ``shard: [id, count]`` gets only the guilds, and the events
   of the guilds, of its shard (:func:`shard_for`), so several bot processes can split them;
@@ -212,6 +214,10 @@ class FakeDiscord:
         self.refuse_intents = False
         self.identified = asyncio.Event()
         self.identify_count = 0
+        self.resume_count = 0
+        # Cleared by cut_gateway: a new connection gets its HELLO once it is set again.
+        self._gateway_open = asyncio.Event()
+        self._gateway_open.set()
         self._sockets: list[web.WebSocketResponse] = []
         # The ``[shard_id, shard_count]`` each connection identified with (absent: unsharded).
         self.shard_of_socket: dict[web.WebSocketResponse, tuple[int, int]] = {}
@@ -422,6 +428,7 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        await self._gateway_open.wait()
         self._sockets.append(ws)
         await ws.send_str(
             json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
@@ -441,6 +448,7 @@ class FakeDiscord:
                         break
                     await self._send_ready(ws, data["d"])
                 elif op == 6:
+                    self.resume_count += 1
                     await self._send(ws, "RESUMED", {})
         finally:
             if ws in self._sockets:
@@ -480,6 +488,16 @@ class FakeDiscord:
         for ws in list(self._sockets):
             if not ws.closed and (guild is None or self._routes_to(ws, int(guild))):
                 await self._send(ws, event, data)
+
+    async def cut_gateway(self) -> None:
+        """Close every gateway connection with a resumable code (4000, as after a network
+        fault); clients reconnect at once but get no HELLO until :meth:`reopen_gateway`."""
+        self._gateway_open.clear()
+        for ws in list(self._sockets):
+            await ws.close(code=4000, message=b"Unknown error")
+
+    def reopen_gateway(self) -> None:
+        self._gateway_open.set()
 
     def _routes_to(self, ws: web.WebSocketResponse, guild_id: int) -> bool:
         shard = self.shard_of_socket.get(ws)
