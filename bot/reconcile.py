@@ -1,6 +1,6 @@
 """Bring the store back in line with Discord after the bot was away.
 
-Votes and favorites come from reaction events, and no event reaches a bot that is
+**Reactions.** Votes and favorites come from reaction events, and no event reaches a bot that is
 down (or whose gateway connection was cut). :class:`ReactionReconciler` therefore reads back,
 at start and after every gateway resume, the reactions of the genre messages posted in the last
 ``[bot] reconcile_days`` days in this process's servers, through Discord's REST API: the message
@@ -19,6 +19,12 @@ A read is a snapshot: a user whose reaction event arrives while the message is b
 reconciled is not settled from it; the message is read again (up to ``MAX_READS`` times), and
 after that the live events keep that user up to date.
 
+**Reservations.** A genre is reserved in the store before its message is posted. A process
+killed in between leaves a reservation that hides the genre in that server. The message is a
+follow-up of the interaction, whose token lives 15 minutes, so a reservation older than that
+can never be posted: :class:`ReservationSweeper` releases those at start and every
+``SWEEP_INTERVAL_S`` after (a process restarted at once would otherwise only release the ones
+it left behind at its next start).
 """
 
 from __future__ import annotations
@@ -38,7 +44,11 @@ import aiohttp
 import discord
 
 from bot.store.engine import SessionMaker
-from bot.store.generations import PostedGeneration, posted_generations
+from bot.store.generations import (
+    PostedGeneration,
+    posted_generations,
+    release_stale_reservations,
+)
 from bot.store.models import utcnow
 from bot.store.votes import reactors
 
@@ -55,6 +65,9 @@ MAX_ERRORS = 5
 # ...and the first wait after one, doubled after each in a row up to MAX_BACKOFF_S.
 ERROR_BACKOFF_S = 2.0
 MAX_BACKOFF_S = 60.0
+# An interaction token lives 15 minutes: a reservation older than that is never posted.
+STALE_RESERVATION_AGE = timedelta(minutes=15)
+SWEEP_INTERVAL_S = 5 * 60.0
 # Discord's error code for a deleted channel (a deleted message is 10008).
 UNKNOWN_CHANNEL = 10003
 
@@ -324,3 +337,55 @@ class ReactionReconciler:
                     yield user
                 remaining -= len(page)
                 after = discord.Object(id=max(user.id for user in page))
+
+
+class ReservationSweeper:
+    """Releases stale unposted reservations at :meth:`start` and every ``interval_s`` after."""
+
+    def __init__(
+        self,
+        sessions: SessionMaker,
+        *,
+        stale_after: timedelta = STALE_RESERVATION_AGE,
+        interval_s: float = SWEEP_INTERVAL_S,
+    ) -> None:
+        self.sessions = sessions
+        self.stale_after = stale_after
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep(self) -> list[str]:
+        """Release the stale reservations now; returns their genre names."""
+        names = await release_stale_reservations(
+            self.sessions, older_than=utcnow() - self.stale_after
+        )
+        if names:
+            log.info(
+                "released %d genres reserved but never posted (the bot stopped in between): %s",
+                len(names),
+                ", ".join(names[:10]) + (" ..." if len(names) > 10 else ""),
+            )
+        return names
+
+    async def start(self) -> None:
+        """One sweep now (an error is logged, never fatal), then one every ``interval_s``."""
+        await self._guarded_sweep()
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="sweeper")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self._guarded_sweep()
+
+    async def _guarded_sweep(self) -> None:
+        try:
+            await self.sweep()
+        except Exception:
+            log.exception("releasing stale reservations failed")

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy import delete, select
 from bot.cogs.voting import ShownVotes, VotingCog, vote_value
 from bot.metrics import BotMetrics
 from bot.posting import PostsInFlight
-from bot.reconcile import Pace, ReactionReconciler
+from bot.reconcile import Pace, ReactionReconciler, ReservationSweeper
 from bot.store import schema
 from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
 from bot.store.generations import attach_message, reserve_generations
@@ -414,3 +415,37 @@ async def test_pace_spaces_calls_and_never_bunches_up_after_a_pause() -> None:
     assert min(gaps) >= 0.018
     with pytest.raises(ValueError, match="must be > 0"):
         Pace(per_s=0)
+
+
+async def test_the_sweeper_also_releases_what_turns_stale_after_the_start(
+    sessions: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process restarted at once finds the reservation it left still fresh: a later sweep
+    releases it."""
+    [r] = await reserve_generations(
+        sessions,
+        ["left behind"],
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        user_id=3,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    caplog.set_level(logging.INFO, logger="bot.reconcile")
+    sweeper = ReservationSweeper(sessions, stale_after=timedelta(seconds=0.3), interval_s=0.1)
+    await sweeper.start()
+    try:
+        async with sessions.begin() as session:
+            assert await session.get(Generation, r.generation_id) is not None  # fresh: kept
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            async with sessions.begin() as session:
+                if await session.get(Generation, r.generation_id) is None:
+                    break
+        else:
+            pytest.fail("the stale reservation was never released")
+    finally:
+        await sweeper.close()
+    assert "released 1 genres reserved but never posted" in caplog.text
+    assert "left behind" in caplog.text

@@ -1,23 +1,25 @@
 """Downtime loses nothing: the real bot (real, unmodified discord.py) against the fake Discord.
 
 Reactions added, removed and switched while the bot was down, or while its gateway connection
-was cut, reach the store when it starts or resumes; Discord's rate limits are honoured meanwhile
-and commands are answered.
+was cut, reach the store when it starts or resumes; a genre reserved by a process killed before
+it posted the message is released at start; Discord's rate limits are honoured meanwhile and
+commands are answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.cogs.voting import vote_value
-from bot.store.generations import generation_by_message
-from bot.store.models import Favorite, Vote
+from bot.store.generations import generation_by_message, reserve_generations
+from bot.store.models import Favorite, Generation, Genre, Vote, utcnow
 from tests.bot.fakes import ScriptedGenerator, make_config, running_bot
 from tests.bot.test_integration import genre_message_ids, new_genres
 from tests.fake_discord import FakeDiscord
@@ -62,6 +64,34 @@ async def stored_on(sessions: Any, message_id: int) -> tuple[dict[int, int], set
             select(Favorite.user_id).where(Favorite.generation_id == ref.id)
         )
         return {int(u): int(v) for u, v in votes.all()}, {int(u) for u in favorites.all()}
+
+
+async def reserve_unposted(sessions: Any, fake: FakeDiscord, name: str, age: timedelta) -> int:
+    """What a process killed between reserving and posting leaves behind."""
+    [r] = await reserve_generations(
+        sessions,
+        [name],
+        guild_id=fake.guild_id,
+        channel_id=fake.channel_id,
+        user_id=1,
+        model_name="m",
+        model_version_id=None,
+        options={},
+    )
+    assert r.generation_id is not None
+    async with sessions.begin() as session:
+        await session.execute(
+            update(Generation)
+            .where(Generation.id == r.generation_id)
+            .values(created_at=utcnow() - age)
+        )
+    return r.generation_id
+
+
+async def genre_names(sessions: Any) -> set[str]:
+    async with sessions.begin() as session:
+        rows = await session.scalars(select(Genre.display_name).join(Generation))
+        return set(rows.all())
 
 
 async def test_after_downtime_the_store_equals_the_reactions(
@@ -110,6 +140,8 @@ async def test_after_downtime_the_store_equals_the_reactions(
     fake.delete_message(gone)
     fake.no_history_in.add(closed_channel)
     await fake.react(ben, hidden, "👍")
+    stale = await reserve_unposted(sessions, fake, "ghost polka", timedelta(hours=1))
+    fresh = await reserve_unposted(sessions, fake, "busy polka", timedelta(minutes=1))
     calls_before = len(fake.calls)
 
     caplog.set_level("INFO", logger="bot")
@@ -125,6 +157,12 @@ async def test_after_downtime_the_store_equals_the_reactions(
     assert report.messages == 5 and report.skipped == 2 and report.failed == 0
     assert f"no access to channel {closed_channel}" in caplog.text
     assert f"message {gone} in channel {fake.channel_id} is gone" in caplog.text
+    # The stale reservation was released at start; the recent one may still be posted.
+    names = await genre_names(sessions)
+    assert "ghost polka" not in names and "busy polka" in names
+    async with sessions.begin() as session:
+        ids = set((await session.scalars(select(Generation.id))).all())
+    assert stale not in ids and fresh in ids
     # Read through the real endpoints, politely: no 429, pages of at most 100 users.
     reads = [c for c in fake.calls[calls_before:] if c.method == "GET" and "/messages/" in c.path]
     assert reads and all(c.status in (200, 403, 404) for c in reads)
