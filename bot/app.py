@@ -29,6 +29,7 @@ from discord.ext import commands
 from bot.errors import MicrogenreError
 from bot.invite import invite_url
 from bot.posting import PostsInFlight
+from bot.reconcile import ReservationSweeper
 from bot.service import GenreService
 from bot.store.engine import SessionMaker
 
@@ -108,6 +109,9 @@ class MicrogenreBotMixin:
         self.service = service
         self.retrainer = retrainer
         self.posts_in_flight = PostsInFlight()
+        # Releases genres reserved by a process that died before posting them (at start, and
+        # every few minutes after). The voting cog reconciles reactions at ready and resume.
+        self.sweeper = ReservationSweeper(sessions)
         self.genre_group = app_commands.Group(
             name="genre",
             description="Invent, rate and browse musical micro-genres",
@@ -125,6 +129,7 @@ class MicrogenreBotMixin:
         bot: Any = self
         if self.retrainer is not None:
             await self.retrainer.recover()
+        await self.sweeper.start()
         for module in COG_MODULES:
             await bot.load_extension(module)
         bot.tree.add_command(self.genre_group)
@@ -220,6 +225,7 @@ class MicrogenreBotMixin:
         """Finish or fail in-flight work first (bounded), then disconnect."""
         if not self._closing_started:
             self._closing_started = True
+            await self.sweeper.close()
             await self.shutdown_work()
             gc.unfreeze()
         await super().close()  # type: ignore[misc]

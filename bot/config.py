@@ -28,6 +28,8 @@ from model.base import DEFAULT_BASE_MODEL, ModelSpec
 from model.worker.settings import ServeSettings, WorkerSettings
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
+# [bot] reconcile_days above this is surely a typo (ten years of messages to read back).
+MAX_RECONCILE_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,9 @@ class BotConfig:
     metrics_port: int = 0
     # Address it binds: loopback by default, so only this machine can scrape it.
     metrics_host: str = "127.0.0.1"
+    # At start and after a gateway resume, the reactions of the genre messages of the last this
+    # many days are read back from Discord, so votes made while the bot was away count; 0: off.
+    reconcile_days: int = 7
 
     def validate(self) -> None:
         if self.cooldown_s < 0:
@@ -202,6 +207,8 @@ class BotConfig:
             raise ValueError("metrics_port must be between 0 (off) and 65535")
         if not self.metrics_host:
             raise ValueError("metrics_host must not be empty")
+        if not 0 <= self.reconcile_days <= MAX_RECONCILE_DAYS:
+            raise ValueError(f"reconcile_days must be between 0 (off) and {MAX_RECONCILE_DAYS}")
 
 
 @dataclass(frozen=True)

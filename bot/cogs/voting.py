@@ -17,8 +17,12 @@ then asks Discord (the message's reactions, one user-list call per vote reaction
 Discord cannot answer it assumes the other kind is not shown (no vote), the usual case.
 Discord does not say in which order reactions were added, so when a user keeps two variants of
 one kind (👍 and 👍🏽) and a 👎 across a restart and removes the later variant, the bot keeps
-the stored vote's kind. Reactions added or removed while the bot was offline are not seen
-until the user's next event on that message.
+the stored vote's kind.
+
+Reactions added or removed while the bot was offline send no event. At start and after a
+gateway resume the cog's :class:`~bot.reconcile.ReactionReconciler` reads the reactions of the
+recent genre messages back from Discord and hands each user's to :meth:`VotingCog.settle`,
+which makes the stored vote and favorite what Discord shows (:meth:`ShownVotes.synced`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,8 +40,9 @@ import discord
 from discord.ext import commands
 
 from bot.cogs.common import DOWNVOTE, FAVORITE, UPVOTE
+from bot.reconcile import ReactionReconciler, Settled
 from bot.store.generations import GenerationRef, generation_by_message
-from bot.store.votes import add_favorite, get_vote, put_vote, remove_favorite
+from bot.store.votes import add_favorite, get_vote, put_reactions, put_vote, remove_favorite
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot
@@ -165,6 +170,26 @@ class ShownVotes:
             result = dataclasses.replace(result, unseen=result.unseen | found)
         return result
 
+    def synced(self, names: frozenset[str]) -> ShownVotes:
+        """Discord shows exactly the vote emoji ``names`` now (read back after downtime).
+
+        Those the bot saw added keep their order; the others were added before them (while
+        the bot was away, or before it started). When both kinds are among those others,
+        Discord does not say which came last: the vote the bot knew is kept if it is one of
+        them, else 👍.
+
+        >>> ShownVotes.from_stored(1).synced(frozenset({"👎"})).vote()
+        -1
+        >>> ShownVotes.from_stored(-1).added("👍").synced(frozenset({"👍", "👎"})).vote()
+        1
+        """
+        order = tuple(n for n in self.order if n in names)
+        unseen = names - set(order)
+        kinds = {vote_value(n) for n in unseen}
+        known = self.vote()
+        latest = known if known in kinds else UP
+        return ShownVotes(order=order, unseen=unseen, unseen_latest=latest)
+
     def vote(self) -> int | None:
         """The vote the shown reactions make (an unknown kind counts as not shown)."""
         if self.order:
@@ -194,10 +219,35 @@ class VotingCog(commands.Cog):
         # forgotten only when no event holds or waits for it.
         self._turns: dict[tuple[int, int], _Turn] = {}
         self._shown: OrderedDict[tuple[int, int], ShownVotes] = OrderedDict()
+        # Messages being reconciled -> the users whose events arrived since (see watching).
+        self._watched: dict[int, list[set[int]]] = {}
+        self.reconciler: ReactionReconciler | None = None
+
+    async def cog_load(self) -> None:
+        days = self.bot.config.bot.reconcile_days
+        self.reconciler = ReactionReconciler(self.bot, self.bot.sessions, self, days=days)
+
+    async def cog_unload(self) -> None:
+        if self.reconciler is not None:
+            await self.reconciler.close()
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.request("ready")
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.request("resumed")
 
     @contextlib.asynccontextmanager
     async def _ordered(self, payload: discord.RawReactionActionEvent) -> AsyncIterator[None]:
-        key = (payload.message_id, payload.user_id)
+        async with self._turn((payload.message_id, payload.user_id)):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, key: tuple[int, int]) -> AsyncIterator[None]:
         turn = self._turns.setdefault(key, _Turn())
         turn.users += 1
         try:
@@ -231,6 +281,8 @@ class VotingCog(commands.Cog):
         kind = reaction_kind(payload.emoji)
         if kind is None or self._ignored(payload):
             return
+        for touched in self._watched.get(payload.message_id, ()):
+            touched.add(payload.user_id)
         async with self._ordered(payload):
             ref = await self._generation(payload)
             if ref is None:
@@ -266,10 +318,66 @@ class VotingCog(commands.Cog):
         shown = shown.added(name) if added else shown.removed(name)
         if unknown := shown.unresolved():
             shown = shown.resolved(await self._shown_on_discord(payload, unknown))
+        self._remember(key, shown)
+        await put_vote(self.bot.sessions, ref.id, payload.user_id, shown.vote())
+
+    def _remember(self, key: tuple[int, int], shown: ShownVotes) -> None:
         self._shown[key] = shown
         while len(self._shown) > MAX_REMEMBERED:
             self._shown.popitem(last=False)
-        await put_vote(self.bot.sessions, ref.id, payload.user_id, shown.vote())
+
+    # ------------------------------------------------------------------ reconciliation
+
+    def counted(self, emoji: str) -> bool:
+        """Whether reactions with ``emoji`` (a unicode emoji) make votes or favorites."""
+        return reaction_kind(discord.PartialEmoji(name=emoji)) is not None
+
+    @contextlib.contextmanager
+    def watching(self, message_id: int) -> Iterator[set[int]]:
+        """The users whose reaction events on ``message_id`` arrive while the block runs (an
+        event counts from the moment it reaches the cog, before it waits for its turn)."""
+        touched: set[int] = set()
+        watchers = self._watched.setdefault(message_id, [])
+        watchers.append(touched)
+        try:
+            yield touched
+        finally:
+            watchers.remove(touched)
+            if not watchers:
+                del self._watched[message_id]
+
+    async def settle(
+        self,
+        generation_id: int,
+        message_id: int,
+        user_id: int,
+        shown: frozenset[str],
+        touched: set[int],
+    ) -> Settled:
+        """Make the user's stored vote and favorite what ``shown`` (the counted emoji Discord
+        shows for them now) make; skipped when an event of theirs arrived since the read
+        (``touched``): the read is older than that event."""
+        key = (message_id, user_id)
+        async with self._turn(key):
+            if user_id in touched:
+                return Settled.SKIPPED
+            memory = self._shown.pop(key, None)
+            if memory is None:
+                memory = ShownVotes.from_stored(
+                    await get_vote(self.bot.sessions, generation_id, user_id)
+                )
+            synced = memory.synced(frozenset(n for n in shown if vote_value(n) is not None))
+            self._remember(key, synced)
+            changed = await put_reactions(
+                self.bot.sessions,
+                generation_id,
+                user_id,
+                vote=synced.vote(),
+                favorite=FAVORITE in shown,
+            )
+        if changed:
+            log.debug("reconciled %s on message %s: %s", user_id, message_id, sorted(shown))
+        return Settled.CHANGED if changed else Settled.UNCHANGED
 
     async def _shown_on_discord(
         self, payload: discord.RawReactionActionEvent, values: tuple[int, ...]

@@ -3,13 +3,16 @@
 A genre is issued at most once per guild. :func:`reserve_generations` inserts the rows *before*
 the messages are posted, so the unique constraint on ``(guild_id, genre_id)`` settles races
 between concurrent requests; :func:`attach_message` fills in the message id afterwards and
-:func:`release_generation` removes a row whose message could not be posted.
+:func:`release_generation` removes a row whose message could not be posted. A process killed in
+between leaves a row without a message: :func:`release_stale_reservations` removes those once
+they are too old to be posted still. :func:`posted_generations` lists the genre messages whose
+reactions are read back after downtime (``bot/reconcile.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,6 +32,9 @@ from bot.store.models import (
 from scraping.normalize import genre_key
 
 MAX_NAME = 200
+# Guild ids per query of posted_generations (an IN list stays well under the limits of both
+# SQLite and PostgreSQL).
+GUILDS_PER_QUERY = 500
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,17 @@ class GenerationRef:
     guild_id: int | None
     genre_name: str
     user_id: int | None
+
+
+@dataclass(frozen=True)
+class PostedGeneration:
+    """A genre message the bot posted: where to read its reactions back."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    message_id: int
+    genre_name: str
 
 
 async def issued_names(sessions: SessionMaker, guild_id: int | None) -> set[str]:
@@ -214,6 +231,60 @@ async def release_generation(sessions: SessionMaker, generation_id: int) -> None
     """Forget a reservation whose message was never posted (the genre may be issued again)."""
     async with sessions.begin() as session:
         await session.execute(delete(Generation).where(Generation.id == generation_id))
+
+
+async def release_stale_reservations(sessions: SessionMaker, *, older_than: datetime) -> list[str]:
+    """Release the reservations in servers that got no message and were made before
+    ``older_than`` (a process died between reserving and posting); returns their genre names.
+
+    Generations of the CLI (no guild) never get a message and are kept. The condition is
+    repeated in the DELETE, so a message attached meanwhile keeps its row.
+    """
+    stale = (
+        Generation.message_id.is_(None),
+        Generation.guild_id.is_not(None),
+        Generation.created_at < older_than,
+    )
+    async with sessions.begin() as session:
+        genre_ids = (
+            await session.scalars(delete(Generation).where(*stale).returning(Generation.genre_id))
+        ).all()
+        if not genre_ids:
+            return []
+        names = await session.scalars(
+            select(Genre.display_name).where(Genre.id.in_(set(genre_ids)))
+        )
+        return sorted(names.all())
+
+
+async def posted_generations(
+    sessions: SessionMaker, *, since: datetime, guild_ids: Iterable[int]
+) -> list[PostedGeneration]:
+    """The genre messages posted in ``guild_ids`` since ``since``, newest first."""
+    guilds = sorted(set(guild_ids))
+    rows: list[Any] = []
+    async with sessions.begin() as session:
+        for start in range(0, len(guilds), GUILDS_PER_QUERY):
+            result = await session.execute(
+                select(
+                    Generation.id,
+                    Generation.guild_id,
+                    Generation.channel_id,
+                    Generation.message_id,
+                    Genre.display_name,
+                    Generation.created_at,
+                )
+                .join(Genre, Genre.id == Generation.genre_id)
+                .where(
+                    Generation.guild_id.in_(guilds[start : start + GUILDS_PER_QUERY]),
+                    Generation.message_id.is_not(None),
+                    Generation.channel_id.is_not(None),
+                    Generation.created_at >= since,
+                )
+            )
+            rows += result.all()
+    rows.sort(key=lambda row: (row[5], row[0]), reverse=True)
+    return [PostedGeneration(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
 
 
 async def generation_by_message(sessions: SessionMaker, message_id: int) -> GenerationRef | None:

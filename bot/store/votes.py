@@ -1,9 +1,11 @@
 """Votes (👍 +1 / 👎 -1) and favorites (⭐) from reaction events.
 
 The voting cog works out a user's vote from the reactions the message shows and stores it
-with :func:`put_vote`. Every function is idempotent, so a duplicated or replayed gateway event
-never double-counts: a vote is an upsert on ``(generation_id, user_id)``, and
-:func:`remove_vote` only deletes the vote when it still has that reaction's value.
+with :func:`put_vote`; after downtime, :func:`put_reactions` makes a user's vote and favorite
+what Discord shows, and :func:`reactors` lists who had one. Every function is idempotent, so a
+duplicated or replayed gateway event never double-counts: a vote is an upsert on
+``(generation_id, user_id)``, and :func:`remove_vote` only deletes the vote when it still has
+that reaction's value.
 """
 
 from __future__ import annotations
@@ -95,6 +97,59 @@ async def remove_favorite(sessions: SessionMaker, generation_id: int, user_id: i
             )
         )
         return bool(getattr(result, "rowcount", 0))
+
+
+async def reactors(sessions: SessionMaker, generation_id: int) -> set[int]:
+    """The users with a vote or a favorite on the generation."""
+    async with sessions.begin() as session:
+        voters = await session.scalars(
+            select(Vote.user_id).where(Vote.generation_id == generation_id)
+        )
+        starred = await session.scalars(
+            select(Favorite.user_id).where(Favorite.generation_id == generation_id)
+        )
+        return {int(u) for u in voters.all()} | {int(u) for u in starred.all()}
+
+
+async def put_reactions(
+    sessions: SessionMaker, generation_id: int, user_id: int, *, vote: int | None, favorite: bool
+) -> bool:
+    """Make ``user_id``'s vote exactly ``vote`` (None: no vote) and their favorite exactly
+    ``favorite``, in one transaction; returns True when something changed."""
+    if vote not in (None, -1, 1):
+        raise ValueError("a vote is -1 or +1")
+    mine = (Vote.generation_id == generation_id, Vote.user_id == user_id)
+    starred = (Favorite.generation_id == generation_id, Favorite.user_id == user_id)
+    changed = False
+    async with sessions.begin() as session:
+        current = await session.scalar(select(Vote.value).where(*mine))
+        if current != vote:
+            changed = True
+            if vote is None:
+                await session.execute(delete(Vote).where(*mine))
+            else:
+                stmt = _insert(session, Vote).values(
+                    generation_id=generation_id, user_id=user_id, value=vote
+                )
+                await session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=["generation_id", "user_id"],
+                        set_={"value": vote, "updated_at": utcnow()},
+                    )
+                )
+        has_favorite = await session.scalar(select(Favorite.id).where(*starred)) is not None
+        if has_favorite != favorite:
+            changed = True
+            if favorite:
+                stmt = _insert(session, Favorite).values(
+                    generation_id=generation_id, user_id=user_id
+                )
+                await session.execute(
+                    stmt.on_conflict_do_nothing(index_elements=["generation_id", "user_id"])
+                )
+            else:
+                await session.execute(delete(Favorite).where(*starred))
+    return changed
 
 
 async def tally(sessions: SessionMaker, generation_id: int) -> dict[str, int]:

@@ -143,3 +143,16 @@ def test_resident_adapters_cover_every_generation_slot(tmp_path: Path) -> None:
     assert config.worker.max_adapters == 16
     path.write_text("[bot]\ngeneration_slots = 4\n[worker]\nmax_adapters = 8\n")
     assert load_config(str(path), environ={}).worker.max_adapters == 8
+
+
+def test_reconcile_days_defaults_to_a_week_and_is_validated(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).bot.reconcile_days == 7
+    cfg = load_config(None, environ={"MICROGENRE_BOT_RECONCILE_DAYS": "0"})
+    assert cfg.bot.reconcile_days == 0  # off
+    for text, problem in [
+        ("[bot]\nreconcile_days = -1\n", "bot: reconcile_days must be between 0 (off) and 3650"),
+        ("[bot]\nreconcile_days = 1.5\n", "bot.reconcile_days: expected an integer"),
+    ]:
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            load_config(path, environ={})

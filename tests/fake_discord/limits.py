@@ -40,6 +40,10 @@ class RateLimits:
       included) per channel, a shared limit that Discord staff described as 30 per 60 s for
       webhooks (discord-api-docs#367) and that was observed but "hard to test" for follow-ups
       (#2701); answered with scope "shared";
+    * ``reaction_users``: listing the users of one reaction (``GET .../reactions/{emoji}``),
+      per channel. Discord buckets reactions per method and documents no number for this
+      read; 5 per second is a conservative stand-in, so a client that ignores the headers
+      meets 429s;
     * ``default``: every other route, per route and major parameter.
     """
 
@@ -48,6 +52,7 @@ class RateLimits:
     channel_messages: Limit = Limit(5, 5.0)
     webhooks: Limit = Limit(5, 2.0)
     channel_webhooks: Limit | None = None
+    reaction_users: Limit = Limit(5, 1.0)
     default: Limit = Limit(50, 1.0)
 
 
@@ -120,6 +125,8 @@ def classify(method: str, path: str, limits: RateLimits) -> RouteBucket:
     ('7', Limit(requests=1, per_s=0.25), True)
     >>> classify("POST", "/webhooks/1/tok", RateLimits()).major
     'tok'
+    >>> classify("GET", "/channels/7/messages/9/reactions/👍", RateLimits()).limit
+    Limit(requests=5, per_s=1.0)
     """
     parts = path.strip("/").split("/")
     if parts[0] == "interactions":
@@ -133,6 +140,9 @@ def classify(method: str, path: str, limits: RateLimits) -> RouteBucket:
     if parts[0] == "channels" and len(parts) >= 2:
         channel = parts[1]
         if len(parts) >= 5 and parts[2] == "messages" and parts[4] == "reactions":
+            if method == "GET" and len(parts) == 6:
+                template = "GET /channels/{channel_id}/messages/{message_id}/reactions/{emoji}"
+                return RouteBucket(template, channel, limits.reaction_users, True)
             # Adding and removing reactions share one bucket per channel.
             template = "/channels/{channel_id}/messages/{message_id}/reactions"
             return RouteBucket(template, channel, limits.reactions, True)

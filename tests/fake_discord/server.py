@@ -3,14 +3,18 @@
 Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE`` and
 ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY``). It implements what the bot uses:
 
-* gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED, and
+* gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED,
+  :meth:`FakeDiscord.cut_gateway` (a resumable close; reconnections wait for
+  :meth:`FakeDiscord.reopen_gateway`, and events meanwhile reach nobody), and
   :meth:`FakeDiscord.dispatch` for any event (INTERACTION_CREATE, MESSAGE_REACTION_ADD/REMOVE);
   a connection that identifies as ``shard: [id, count]`` gets only the guilds, and the events
   of the guilds, of its shard (:func:`shard_for`), so several bot processes can split them;
 * REST: ``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``, application command
   sync (global and guild), interaction callbacks, webhook follow-ups and ``@original`` edits,
   channel messages, reactions (the bot's own reactions are echoed back as gateway events, as
-  Discord does).
+  Discord does); reading a message back (``GET``, with its ``reactions`` counts and ``me``)
+  and the users of one reaction (``GET .../reactions/{emoji}``, sorted by id, paginated with
+  ``after`` and ``limit`` ≤ 100, normal or super reactions by ``type``).
 
 Every REST call is recorded in :attr:`FakeDiscord.calls` with the status it got; unknown routes
 answer 404 and are recorded too, so a test can assert nothing unexpected was called.
@@ -18,7 +22,11 @@ answer 404 and are recorded too, so a test can assert nothing unexpected was cal
 It is as strict as Discord where a bot can get it wrong (see ``limits.py``): per-route rate
 limit buckets with ``X-RateLimit-*`` headers and 429s, the global limit of 50 requests/s,
 Missing Permissions (403, code 50013) in channels listed in :attr:`FakeDiscord.no_reactions_in`
-or :attr:`FakeDiscord.no_messages_in`, the 3-second deadline to acknowledge an interaction
+or :attr:`FakeDiscord.no_messages_in`, Missing Access (403, code 50001) where the bot may not
+see the channel (:attr:`FakeDiscord.no_view_in`) or read its history
+(:attr:`FakeDiscord.no_history_in`), Unknown Message / Unknown Channel (404) for deleted,
+ephemeral or misplaced messages and deleted channels, Invalid Form Body (400, code 50035) for
+bad paging parameters, the 3-second deadline to acknowledge an interaction
 (later: 404 Unknown interaction, code 10062) and the 15-minute life of its token. Pass
 ``limits=None`` to turn the rate limits off.
 """
@@ -57,7 +65,12 @@ MEMBER_PERMISSIONS = (
 )  # view, send, react
 MANAGE_GUILD = 0x20
 ADD_REACTIONS = 0x40
+VIEW_CHANNEL = 0x400
 SEND_MESSAGES = 0x800
+READ_MESSAGE_HISTORY = 0x10000
+# Discord's default and largest page of GET .../reactions/{emoji}.
+REACTION_USERS_DEFAULT_LIMIT = 25
+REACTION_USERS_MAX_LIMIT = 100
 # Discord's limits on an interaction: acknowledge it within 3 s; its token lives 15 minutes.
 ACK_DEADLINE_S = 3.0
 TOKEN_LIFETIME_S = 15 * 60.0
@@ -180,18 +193,31 @@ class FakeDiscord:
         self.calls: list[RecordedCall] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.originals: dict[str, int] = {}  # interaction token -> message id
+        # message id -> emoji -> the users who reacted (normal reactions / super reactions).
         self.reactions: dict[int, dict[str, set[int]]] = {}
+        self.burst_reactions: dict[int, dict[str, set[int]]] = {}
+        # Everyone the fake has seen, by id (the users endpoint answers with their objects).
+        self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user}
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or "guild:<id>"
         self.interactions: dict[str, Interaction] = {}
         # Channels where the bot may not add reactions / send messages (403, code 50013).
         self.no_reactions_in: set[int] = set()
         self.no_messages_in: set[int] = set()
+        # Channels the bot may not see at all / whose history it may not read (403, 50001).
+        self.no_view_in: set[int] = set()
+        self.no_history_in: set[int] = set()
+        # Channels deleted (every channel route answers 404 Unknown Channel, code 10003).
+        self.deleted_channels: set[int] = set()
         # Answer 401 to the login, as Discord does for a wrong token.
         self.reject_token = False
         # Close the gateway with 4014 on IDENTIFY (a privileged intent not enabled).
         self.refuse_intents = False
         self.identified = asyncio.Event()
         self.identify_count = 0
+        self.resume_count = 0
+        # Cleared by cut_gateway: a new connection gets its HELLO once it is set again.
+        self._gateway_open = asyncio.Event()
+        self._gateway_open.set()
         self._sockets: list[web.WebSocketResponse] = []
         # The ``[shard_id, shard_count]`` each connection identified with (absent: unsharded).
         self.shard_of_socket: dict[web.WebSocketResponse, tuple[int, int]] = {}
@@ -277,7 +303,19 @@ class FakeDiscord:
             permissions &= ~ADD_REACTIONS
         if channel_id in self.no_messages_in:
             permissions &= ~SEND_MESSAGES
+        if channel_id in self.no_history_in:
+            permissions &= ~READ_MESSAGE_HISTORY
+        if channel_id in self.no_view_in:
+            permissions &= ~VIEW_CHANNEL
         return permissions
+
+    def delete_message(self, message_id: int) -> None:
+        """Delete a message (as a moderator would): every route then answers Unknown Message."""
+        self.messages[message_id]["_deleted"] = True
+
+    def delete_channel(self, channel_id: int) -> None:
+        """Delete a channel: every route under it then answers Unknown Channel."""
+        self.deleted_channels.add(channel_id)
 
     # ------------------------------------------------------------------ payloads
 
@@ -390,6 +428,7 @@ class FakeDiscord:
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        await self._gateway_open.wait()
         self._sockets.append(ws)
         await ws.send_str(
             json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
@@ -409,6 +448,7 @@ class FakeDiscord:
                         break
                     await self._send_ready(ws, data["d"])
                 elif op == 6:
+                    self.resume_count += 1
                     await self._send(ws, "RESUMED", {})
         finally:
             if ws in self._sockets:
@@ -449,6 +489,16 @@ class FakeDiscord:
             if not ws.closed and (guild is None or self._routes_to(ws, int(guild))):
                 await self._send(ws, event, data)
 
+    async def cut_gateway(self) -> None:
+        """Close every gateway connection with a resumable code (4000, as after a network
+        fault); clients reconnect at once but get no HELLO until :meth:`reopen_gateway`."""
+        self._gateway_open.clear()
+        for ws in list(self._sockets):
+            await ws.close(code=4000, message=b"Unknown error")
+
+    def reopen_gateway(self) -> None:
+        self._gateway_open.set()
+
     def _routes_to(self, ws: web.WebSocketResponse, guild_id: int) -> bool:
         shard = self.shard_of_socket.get(ws)
         return shard is None or shard_for(guild_id, shard[1]) == shard[0]
@@ -460,7 +510,9 @@ class FakeDiscord:
     # ------------------------------------------------------------------ test helpers
 
     def member(self, name: str, *, user_id: int | None = None, bot: bool = False) -> FakeUser:
-        return FakeUser(user_id or snowflake(self._ids), name, bot=bot)
+        user = FakeUser(user_id or snowflake(self._ids), name, bot=bot)
+        self.users[user.id] = user
+        return user
 
     async def invoke(
         self,
@@ -541,8 +593,13 @@ class FakeDiscord:
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
 
-    async def react(self, user: FakeUser, message_id: int, emoji: str, *, add: bool = True) -> None:
-        """Dispatch MESSAGE_REACTION_ADD (with member) or MESSAGE_REACTION_REMOVE."""
+    async def react(
+        self, user: FakeUser, message_id: int, emoji: str, *, add: bool = True, burst: bool = False
+    ) -> None:
+        """Dispatch MESSAGE_REACTION_ADD (with member) or MESSAGE_REACTION_REMOVE (``burst``: a
+        super reaction). Only connected clients get the event: while the bot is down, the
+        reaction changes on Discord and the bot hears nothing of it."""
+        self.users.setdefault(user.id, user)
         message = self.messages.get(message_id)
         channel_id = int(message["channel_id"]) if message else self.channel_id
         data: dict[str, Any] = {
@@ -551,10 +608,11 @@ class FakeDiscord:
             "message_id": str(message_id),
             "guild_id": str(self.guild_of(channel_id)),
             "emoji": {"id": None, "name": emoji},
-            "burst": False,
-            "type": 0,
+            "burst": burst,
+            "type": 1 if burst else 0,
         }
-        users = self.reactions.setdefault(message_id, {}).setdefault(emoji, set())
+        by_emoji = self.burst_reactions if burst else self.reactions
+        users = by_emoji.setdefault(message_id, {}).setdefault(emoji, set())
         if add:
             users.add(user.id)
             data["member"] = user.member(MEMBER_PERMISSIONS)
@@ -743,7 +801,7 @@ class FakeDiscord:
         if parts[0] == "webhooks" and len(parts) >= 3 and parts[1] == app:
             return self._webhook(m, parts[2], parts[3:], body, call.files)
         if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
-            return await self._channel_messages(m, int(parts[1]), parts[3:], body, call.files)
+            return await self._channel_messages(m, int(parts[1]), parts[3:], call)
         return self._json({"message": "404: Not Found", "code": 0}, status=404)
 
     def _interaction_callback(
@@ -841,8 +899,13 @@ class FakeDiscord:
         return self._json({"message": "404: Not Found", "code": 0}, status=404)
 
     async def _channel_messages(
-        self, m: str, channel_id: int, rest: list[str], body: dict[str, Any], files: list[str]
+        self, m: str, channel_id: int, rest: list[str], call: RecordedCall
     ) -> web.Response:
+        body, files = call.json or {}, call.files
+        if channel_id in self.deleted_channels:
+            return self._json({"message": "Unknown Channel", "code": 10003}, status=404)
+        if channel_id in self.no_view_in:
+            return self._missing_access()
         if not rest and m == "POST":
             if channel_id in self.no_messages_in:
                 return self._missing_permissions()
@@ -856,15 +919,18 @@ class FakeDiscord:
             )
             self.messages[message_id] = message
             return self._json(self._public(message))
-        if not rest:
+        if not rest or not rest[0].isdigit():
             return self._json({"message": "404: Not Found", "code": 0}, status=404)
+        reading = m == "GET"
+        if reading and channel_id in self.no_history_in:
+            return self._missing_access()
         message_id = int(rest[0])
         stored = self.messages.get(message_id)
-        if stored is None:
+        if stored is None or not self._in_channel(stored, channel_id):
             return self._json({"message": "Unknown Message", "code": 10008}, status=404)
         if len(rest) == 1:
-            if m == "GET":
-                return self._json(self._public(stored))
+            if reading:
+                return self._json(self._with_reactions(stored))
             if m == "PATCH":
                 if "content" in body:
                     stored["content"] = body["content"] or ""
@@ -872,6 +938,8 @@ class FakeDiscord:
                     stored["embeds"] = body["embeds"] or []
                 stored["edited_timestamp"] = iso_now()
                 return self._json(self._public(stored))
+        if len(rest) == 3 and rest[1] == "reactions" and reading:
+            return self._reaction_users(message_id, rest[2], call.query)
         if len(rest) == 4 and rest[1] == "reactions" and rest[3] == "@me" and m == "PUT":
             if channel_id in self.no_reactions_in:
                 return self._missing_permissions()
@@ -903,3 +971,66 @@ class FakeDiscord:
 
     def _missing_permissions(self) -> web.Response:
         return self._json({"message": "Missing Permissions", "code": 50013}, status=403)
+
+    def _missing_access(self) -> web.Response:
+        return self._json({"message": "Missing Access", "code": 50001}, status=403)
+
+    @staticmethod
+    def _in_channel(message: dict[str, Any], channel_id: int) -> bool:
+        """Whether ``message`` can be reached under ``channel_id``: not deleted, not ephemeral
+        (those exist only for their user), and in that channel."""
+        return (
+            not message.get("_deleted")
+            and not message.get("_ephemeral")
+            and int(message["channel_id"]) == channel_id
+        )
+
+    def _with_reactions(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The message as ``GET`` answers it: with ``reactions`` (absent when it has none)."""
+        message_id = int(message["id"])
+        normal = self.reactions.get(message_id, {})
+        burst = self.burst_reactions.get(message_id, {})
+        reactions = []
+        for emoji in dict.fromkeys([*normal, *burst]):
+            users, boosted = normal.get(emoji, set()), burst.get(emoji, set())
+            if not users and not boosted:
+                continue  # the last user took it away: Discord drops the reaction
+            reactions.append(
+                {
+                    "emoji": {"id": None, "name": emoji},
+                    "count": len(users) + len(boosted),
+                    "count_details": {"burst": len(boosted), "normal": len(users)},
+                    "me": self.bot_user.id in users,
+                    "me_burst": self.bot_user.id in boosted,
+                    "burst_colors": [],
+                }
+            )
+        public = self._public(message)
+        return {**public, "reactions": reactions} if reactions else public
+
+    def _reaction_users(self, message_id: int, emoji: str, query: dict[str, str]) -> web.Response:
+        """``GET .../reactions/{emoji}``: users by id, after ``after``, at most ``limit``."""
+        limit_text = query.get("limit", str(REACTION_USERS_DEFAULT_LIMIT))
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= REACTION_USERS_MAX_LIMIT:
+            return self._invalid_form(
+                "limit", f"int value should be between 1 and {REACTION_USERS_MAX_LIMIT}."
+            )
+        after_text = query.get("after", "0")
+        if not after_text.isdigit():
+            return self._invalid_form("after", "Value is not snowflake.")
+        kind = query.get("type", "0")
+        if kind not in ("0", "1"):
+            return self._invalid_form("type", "Value must be one of (0, 1).")
+        by_emoji = self.burst_reactions if kind == "1" else self.reactions
+        reacted = by_emoji.get(message_id, {}).get(emoji, set())
+        ids = sorted(u for u in reacted if u > int(after_text))
+        page = ids[: int(limit_text)]
+        return self._json([self.users.get(u, FakeUser(u, f"user{u}")).payload() for u in page])
+
+    def _invalid_form(self, name: str, problem: str) -> web.Response:
+        body = {
+            "message": "Invalid Form Body",
+            "code": 50035,
+            "errors": {name: {"_errors": [{"code": "BASE_TYPE_INVALID", "message": problem}]}},
+        }
+        return self._json(body, status=400)
