@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -50,8 +51,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UP, DOWN = 1, -1
-# (message, user) pairs whose shown reactions are remembered; older ones are inferred again.
+# (message, user) pairs whose shown reactions are remembered, for at most REMEMBER_S seconds
+# since their last reaction; forgotten ones are read from Discord (or the store) again.
 MAX_REMEMBERED = 50_000
+REMEMBER_S = 86_400.0
 
 
 def reaction_kind(emoji: discord.PartialEmoji) -> str | None:
@@ -219,6 +222,7 @@ class VotingCog(commands.Cog):
         # forgotten only when no event holds or waits for it.
         self._turns: dict[tuple[int, int], _Turn] = {}
         self._shown: OrderedDict[tuple[int, int], ShownVotes] = OrderedDict()
+        self._shown_at: dict[tuple[int, int], float] = {}
         # Messages being reconciled -> the users whose events arrived since (see watching).
         self._watched: dict[int, list[set[int]]] = {}
         self.reconciler: ReactionReconciler | None = None
@@ -311,7 +315,7 @@ class VotingCog(commands.Cog):
     ) -> None:
         key = (payload.message_id, payload.user_id)
         name = str(payload.emoji.name)
-        shown = self._shown.pop(key, None)
+        shown = self._forget(key)
         if shown is None:
             stored = await get_vote(self.bot.sessions, ref.id, payload.user_id)
             shown = ShownVotes.from_stored(stored)
@@ -321,10 +325,21 @@ class VotingCog(commands.Cog):
         self._remember(key, shown)
         await put_vote(self.bot.sessions, ref.id, payload.user_id, shown.vote())
 
+    def _forget(self, key: tuple[int, int]) -> ShownVotes | None:
+        self._shown_at.pop(key, None)
+        return self._shown.pop(key, None)
+
     def _remember(self, key: tuple[int, int], shown: ShownVotes) -> None:
+        now = time.monotonic()
         self._shown[key] = shown
-        while len(self._shown) > MAX_REMEMBERED:
-            self._shown.popitem(last=False)
+        self._shown_at[key] = now
+        # Oldest first: the front is what was remembered longest ago.
+        while self._shown:
+            oldest = next(iter(self._shown))
+            if len(self._shown) <= MAX_REMEMBERED and now - self._shown_at[oldest] <= REMEMBER_S:
+                break
+            del self._shown[oldest]
+            self._shown_at.pop(oldest, None)
 
     # ------------------------------------------------------------------ reconciliation
 
@@ -361,7 +376,7 @@ class VotingCog(commands.Cog):
         async with self._turn(key):
             if user_id in touched:
                 return Settled.SKIPPED
-            memory = self._shown.pop(key, None)
+            memory = self._forget(key)
             if memory is None:
                 memory = ShownVotes.from_stored(
                     await get_vote(self.bot.sessions, generation_id, user_id)

@@ -346,3 +346,26 @@ async def test_events_of_one_user_on_one_message_never_overlap(sessions: Any) ->
     await asyncio.gather(*late)
     assert log == ["first in", "first out", "second in", "second out", "third in", "third out"]
     assert cog._turns == {}
+
+
+async def test_remembered_reactions_are_bounded_by_age(
+    sessions: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the bot remembers of shown reactions is dropped after a day (it is read from
+    Discord again when needed), so a long-running bot's memory does not grow with every voter."""
+    import time
+
+    from bot.cogs import voting
+
+    generation_id, message_id = await new_genre_message(sessions)
+    shown = ShownOnMessages()
+    cog = VotingCog(VotingBot(sessions, shown))  # type: ignore[arg-type]
+    shown.toggle(message_id, 7, "👍")
+    await cog.on_raw_reaction_add(reaction(7, message_id, "👍"))
+    assert len(cog._shown) == 1
+    now = time.monotonic()
+    monkeypatch.setattr(voting.time, "monotonic", lambda: now + voting.REMEMBER_S + 1)
+    shown.toggle(message_id, 8, "👎")
+    await cog.on_raw_reaction_add(reaction(8, message_id, "👎"))
+    assert list(cog._shown) == [(message_id, 8)]
+    assert await stored_votes(sessions, generation_id) == {7: 1, 8: -1}
