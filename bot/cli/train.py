@@ -107,19 +107,25 @@ def _report(out: Path, progress_json: bool, run: Callable[[Emit], None]) -> None
         click.echo(f"adapter written to {out}")
 
 
-def _dataset_folder(
-    config: Config,
-    out: Path,
-    *,
-    dataset_dir: str | None,
-    from_csv: str | None,
-    extra_genres: str | None,
-    min_score: int | None,
-    seed: int,
-) -> Path:
+@dataclasses.dataclass(frozen=True)
+class GenreSources:
+    """Where a run's genres come from: the options ``_common_options`` adds."""
+
+    dataset_dir: str | None
+    from_csv: str | None
+    extra_genres: str | None
+    min_score: int | None
+
+    @property
+    def given(self) -> bool:
+        """A dataset folder or a genres table was named (else: the store)."""
+        return bool(self.dataset_dir or self.from_csv)
+
+
+def _dataset_folder(config: Config, out: Path, sources: GenreSources, seed: int) -> Path:
     """The given dataset folder, else one built now under ``<data_dir>/datasets/``."""
-    if dataset_dir:
-        folder = Path(dataset_dir)
+    if sources.dataset_dir:
+        folder = Path(sources.dataset_dir)
         if not (folder / "train.jsonl").is_file():
             raise InputError(f"{folder} is not a dataset folder (no train.jsonl).")
         return folder
@@ -127,9 +133,9 @@ def _dataset_folder(
     build_dataset_folder(
         config,
         folder,
-        from_csv=from_csv,
-        extra_file=extra_genres,
-        min_score=min_score,
+        from_csv=sources.from_csv,
+        extra_file=sources.extra_genres,
+        min_score=sources.min_score,
         seed=seed,
         valid_fraction=0.08,
     )
@@ -245,6 +251,7 @@ def train(
     """Fine-tune a LoRA adapter on the store's genres (Ctrl-C saves a checkpoint to resume)."""
     config = state(ctx).config
     out = _output_folder(config, output)
+    sources = GenreSources(dataset_dir, from_csv, extra_genres, include_generated_min_score)
     overrides: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -265,15 +272,7 @@ def train(
         from model.train import TrainConfig
         from model.train import train as run_training
 
-        folder = _dataset_folder(
-            config,
-            out,
-            dataset_dir=dataset_dir,
-            from_csv=from_csv,
-            extra_genres=extra_genres,
-            min_score=include_generated_min_score,
-            seed=seed,
-        )
+        folder = _dataset_folder(config, out, sources, seed)
         cfg = TrainConfig(
             **dataclasses.asdict(config.model.spec()),
             seed=seed,
@@ -361,6 +360,7 @@ def server_run(
     read_votes(votes)  # read now: a bad file is one line before any model is loaded
     start = adapter_path(config, from_adapter)
     out = _output_folder(config, output)
+    sources = GenreSources(dataset_dir, from_csv, extra_genres, include_generated_min_score)
     options: dict[str, Any] = {
         "replay": replay,
         "max_minutes": max_minutes,
@@ -373,16 +373,8 @@ def server_run(
         from model.train import ServerRunConfig
         from model.train import server_run as run_server
 
-        if dataset_dir or from_csv or _store_has_genres(config):
-            folder = _dataset_folder(
-                config,
-                out,
-                dataset_dir=dataset_dir,
-                from_csv=from_csv,
-                extra_genres=extra_genres,
-                min_score=include_generated_min_score,
-                seed=seed,
-            )
+        if sources.given or _store_has_genres(config):
+            folder = _dataset_folder(config, out, sources, seed)
         else:
             folder = _self_replay_folder(config, out, start, seed)
         cfg = ServerRunConfig(

@@ -4,15 +4,12 @@ are listed per guild, and one user's reactions are made exactly what Discord sho
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, update
 
-from bot.store import schema
-from bot.store.engine import SessionMaker, create_engine, create_sessionmaker
+from bot.store.engine import SessionMaker
 from bot.store.generations import (
     attach_message,
     posted_generations,
@@ -28,21 +25,9 @@ pytestmark = pytest.mark.timeout(60)
 GUILD, OTHER_GUILD, CHANNEL = 111, 222, 333
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[SessionMaker]:
-    await asyncio.to_thread(schema.upgrade, store_url, "head")
-    engine = create_engine(store_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
+def store(both_stores: SessionMaker) -> SessionMaker:
+    return both_stores
 
 
 async def reserve(

@@ -5,7 +5,6 @@ database's clock."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -23,24 +22,9 @@ pytestmark = pytest.mark.timeout(60)
 A, B = 111, 222
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    if request.param == "sqlite":
-        return sqlite_url
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
-async def sessions(store_url: str) -> AsyncIterator[SessionMaker]:
-    from bot.store import schema
-    from bot.store.engine import create_engine, create_sessionmaker
-
-    await asyncio.to_thread(schema.upgrade, store_url, "head")
-    engine = create_engine(store_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
+def sessions(both_stores: SessionMaker) -> SessionMaker:
+    return both_stores
 
 
 async def enqueue(sessions: SessionMaker, guild_id: int | None, **kw: Any) -> runs_store.RunInfo:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from bot.retrain import NoRunError, Progress, RetrainManager, RetrainRefusedErro
 from bot.service import GenreRequest, GenreService
 from bot.store import runs as runs_store
 from bot.store import versions as versions_store
+from bot.store.engine import SessionMaker
 from bot.store.generations import attach_message, reserve_generations
 from bot.store.versions import VersionError
 from bot.store.votes import set_vote
@@ -30,26 +30,9 @@ SCRIPTS = Path(__file__).parent / "scripts"
 A, B = 111, 222
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
-    """Every test here runs on SQLite and on a real PostgreSQL server (the lease's
-    conditional UPDATE, the one-active-version index with NULL guild ids)."""
-    if request.param == "sqlite":
-        return sqlite_url
-    return str(request.getfixturevalue("postgres_url"))
-
-
 @pytest.fixture
-async def sessions(store_url: str) -> AsyncIterator[object]:
-    from bot.store import schema
-    from bot.store.engine import create_engine, create_sessionmaker
-
-    await asyncio.to_thread(schema.upgrade, store_url, "head")
-    engine = create_engine(store_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
+def sessions(both_stores: SessionMaker) -> SessionMaker:
+    return both_stores
 
 
 def scripts(delay: float = 0.0, eval_delay: float = 0.0) -> dict[str, Any]:

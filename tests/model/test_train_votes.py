@@ -224,6 +224,13 @@ def test_cli_server_run_with_bad_votes_is_one_line_exit_2(
     assert err.count("\n") == 1 and "votes.jsonl:1" in err and "Traceback" not in err
 
 
+def use_tiny_model(monkeypatch: pytest.MonkeyPatch, model: Path) -> None:
+    """The CLI's [model] settings for the tiny test model, through the environment."""
+    monkeypatch.setenv("MICROGENRE_MODEL_BASE_MODEL", str(model))
+    monkeypatch.setenv("MICROGENRE_MODEL_DTYPE", "float32")
+    monkeypatch.setenv("MICROGENRE_MODEL_THREADS", "1")
+
+
 def test_cli_server_run_progress_json(
     tiny_model_path: Path,
     tiny_dataset: Path,
@@ -233,9 +240,7 @@ def test_cli_server_run_progress_json(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("MICROGENRE_MODEL_BASE_MODEL", str(tiny_model_path))
-    monkeypatch.setenv("MICROGENRE_MODEL_DTYPE", "float32")
-    monkeypatch.setenv("MICROGENRE_MODEL_THREADS", "1")
+    use_tiny_model(monkeypatch, tiny_model_path)
     out = tmp_path / "out"
     argv = ["server-run", "--dataset", str(tiny_dataset), "--from-adapter", str(start_adapter)]
     argv += ["--votes", str(votes_file), "--max-steps", "2", "--replay", "8"]
@@ -266,9 +271,7 @@ def test_a_fresh_store_server_run_replays_the_adapters_own_genres(
 
     data = tmp_path / "data"
     monkeypatch.setenv("MICROGENRE_PATHS_DATA_DIR", str(data))
-    monkeypatch.setenv("MICROGENRE_MODEL_BASE_MODEL", str(tiny_model_path))
-    monkeypatch.setenv("MICROGENRE_MODEL_DTYPE", "float32")
-    monkeypatch.setenv("MICROGENRE_MODEL_THREADS", "1")
+    use_tiny_model(monkeypatch, tiny_model_path)
     assert entry(["db", "upgrade"]) == 0
     capsys.readouterr()
     # The tiny model writes noise; the replay is sampled through the same pipeline from a
