@@ -30,7 +30,6 @@ it left behind at its next start).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -51,6 +50,7 @@ from bot.store.generations import (
 )
 from bot.store.models import utcnow
 from bot.store.votes import reactors
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,7 @@ class ReactionReconciler:
         await self._idle.wait()
 
     async def close(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         self._idle.set()
 
     async def _runs(self) -> None:
@@ -373,11 +370,8 @@ class ReservationSweeper:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="sweeper")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:

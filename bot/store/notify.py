@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.store.engine import SessionMaker
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,5 @@ class ModelChangeListener:
                     await conn.close(timeout=5)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
