@@ -3,7 +3,9 @@
 Usage: fake_train.py MODE [STEP_DELAY_S] --progress-json --output DIR [--extra-genres FILE]
                     [--votes FILE] [--from-adapter DIR]
 The adapter it writes holds copies of the extra genres and votes files, and ``argv.json``.
-MODE: ok (writes an adapter), fail (reports an error event and exits 1).
+MODE: ok (writes an adapter), ok-curve (also a ``loss_curve.png`` in it, as the real trainer
+draws one: a copy of the shipped adapter's, so the bot has none to draw; benchmarks/soak.py),
+fail (reports an error event and exits 1).
 """
 
 import json
@@ -17,6 +19,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from model.events import EventKind, StopReason, TrainEvent
+
+# What the real trainer would draw; the shipped adapter's curve stands in for it.
+CURVE = Path(__file__).resolve().parents[3] / "model" / "default_adapter" / "loss_curve.png"
 
 
 def emit(kind: EventKind, **values: Any) -> None:
@@ -67,6 +72,8 @@ def main() -> int:
     if votes:
         shutil.copy(votes, work / "votes.jsonl")
     (work / "argv.json").write_text(json.dumps(args))
+    if mode == "ok-curve":
+        shutil.copy(CURVE, work / "loss_curve.png")
     work.rename(output)
     shutil.rmtree(checkpoints)
     emit(
