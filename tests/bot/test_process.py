@@ -88,3 +88,64 @@ def test_missing_token_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> 
     assert entry(["bot"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("Error: no Discord bot token") and len(err.splitlines()) == 1
+
+
+async def test_sigterm_right_after_a_retrain_cancel_exits_0_and_frees_the_slot(
+    fake_discord: FakeDiscord, sessions: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """An admin cancels a running retrain and the operator stops the bot at once: the process
+    exits 0, with no traceback, and the machine's training slot is free for the next start."""
+    from bot.store import runs as runs_store
+    from tests.bot.test_retrain import ADMIN, commands
+
+    retrain = commands("ok", 1.0)
+    (tmp_path / "config.toml").write_text(
+        "[bot]\nretrain_min_votes = 0\nretrain_cooldown_h = 0\n"
+        f"train_command = {json.dumps(retrain['train_command'])}\n"
+        f"eval_command = {json.dumps(retrain['eval_command'])}\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
+        "DISCORD_TOKEN": "fake-token",
+        "MICROGENRE_DATABASE_URL": sqlite_url,
+        "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LAUNCHER),
+        fake_discord.api_base,
+        fake_discord.gateway_url,
+        env=env,
+        cwd=tmp_path,  # where `microgenre bot` finds config.toml
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(fake_discord.identified.wait(), 60)
+        admin = fake_discord.member("admin")
+        await fake_discord.invoke(admin, "retrain", "start", permissions=ADMIN)
+
+        async def training() -> bool:
+            run = await runs_store.latest_run(sessions, fake_discord.guild_id)
+            return run is not None and run.phase == "training" and run.step >= 1
+
+        for _ in range(600):
+            if await training():
+                break
+            await asyncio.sleep(0.1)
+        cancel = await fake_discord.invoke(admin, "retrain", "cancel", permissions=ADMIN)
+        await fake_discord.wait_for(lambda: fake_discord.original(cancel) is not None)
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stderr is not None
+    err = (await proc.stderr.read()).decode()
+    assert rc == 0, err[-3000:]
+    assert "Traceback" not in err
+    holder, _ = await runs_store.lease_holder(sessions)
+    assert holder is None
+    run = await runs_store.latest_run(sessions, fake_discord.guild_id)
+    assert run is not None and run.status in ("cancelled", "failed")
