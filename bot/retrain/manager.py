@@ -32,6 +32,7 @@ from bot.retrain.queue import LeaseQueue
 from bot.retrain.steps import DEFAULT_EVAL_ARGS, RunControl, default_command
 from bot.store import runs as runs_store
 from bot.store.models import RUN_CANCELLED, RUN_RUNNING
+from bot.tasks import cancel_and_wait
 from model.events import StopReason
 
 if TYPE_CHECKING:
@@ -95,6 +96,8 @@ class RetrainManager:
         self.control = RunControl()
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
+        # The queue check scheduled when a run ends (shutdown waits for it).
+        self._pump: asyncio.Task[None] | None = None
         self.closing = False
 
     @property
@@ -203,7 +206,7 @@ class RetrainManager:
         try:
             outcome = await run_.execute(self.plan, info, control, record)
         finally:
-            heartbeat.cancel()
+            await cancel_and_wait(heartbeat)
         with contextlib.suppress(Exception):
             await self.queue.release()
         log.info("retraining run %s %s: %s", info.id, outcome.status, outcome.reason)
@@ -223,7 +226,7 @@ class RetrainManager:
 
     def _after_run(self, _task: asyncio.Task[RunOutcome]) -> None:
         if not self.closing:
-            asyncio.get_running_loop().create_task(self.pump(), name="retrain-pump")
+            self._pump = asyncio.get_running_loop().create_task(self.pump(), name="retrain-pump")
 
     def _ensure_poller(self) -> None:
         if self._poller is None or self._poller.done():
@@ -287,8 +290,9 @@ class RetrainManager:
     async def shutdown(self) -> None:
         """Stop a run because the bot stops; it is recorded as failed, the queue stays."""
         self.closing = True
-        if self._poller is not None:
-            self._poller.cancel()
+        # No task of the manager outlives its shutdown (or the store it uses).
+        await cancel_and_wait(self._poller)
+        await cancel_and_wait(self._pump)
         task = self.control.task
         try:
             if task is not None and not task.done():
