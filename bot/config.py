@@ -138,7 +138,7 @@ class BotConfig:
     # /genre new requests generating at once; the others wait in a fair line (round-robin
     # across servers). Concurrent requests share the pipeline's rounds, so keep it well above 1;
     # a lone server's request waits up to about two rounds, so keep rounds short (16: measured
-    # by benchmarks/bench_bot.py --burst 200 --guilds 2, README).
+    # by benchmarks/bench_bot.py --burst 200 --guilds 2, docs/benchmarks.md).
     generation_slots: int = 16
     # A request whose estimated wait is longer than this (seconds) is refused.
     max_wait_s: float = 60.0

@@ -48,7 +48,7 @@ from model.train.replay import replay_source
 class ServerRunConfig(ModelSpec):
     """A server run: a short fine-tune of a server's adapter on its votes (see
     :func:`server_run`). ``objective`` is ``kto`` or ``unlikelihood`` (:mod:`model.kto`).
-    The defaults are the ones ``benchmarks/bench_taste.py`` measured (see the README)."""
+    The defaults are the ones ``benchmarks/bench_taste.py`` measured (docs/benchmarks.md)."""
 
     max_steps: int = 60
     max_minutes: float = 4.5  # wall-clock cap of the whole run, loading included
