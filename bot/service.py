@@ -338,6 +338,8 @@ class GenreService:
                     out = await self.generator.generate(missing, options, on_position=on_position)
                     stats.update(out.stats)
                     model_name = model_name or out.model
+                    if not out.genres:  # nothing new: no reservation, no other round
+                        break
                     rows = await reserve_generations(
                         self.sessions,
                         out.genres,
