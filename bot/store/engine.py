@@ -1,11 +1,13 @@
-"""The async engine and session factory, created once per process and injected."""
+"""The async engine and session factory, created once per process and injected; the
+database's clock as SQL."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, DateTime, Interval, event, func, literal
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -54,3 +56,18 @@ def create_engine(url: str, *, echo: bool = False, busy_timeout_ms: int = 5000) 
 
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def db_time(session: AsyncSession, offset_s: float = 0.0) -> ColumnElement[datetime]:
+    """The database's clock, plus ``offset_s`` seconds, as SQL: lease and claim times never
+    come from this host's clock, which may be minutes off another host's.
+
+    SQLite writes it in the format SQLAlchemy stores its datetimes in (so that comparisons
+    with stored values hold), PostgreSQL uses ``clock_timestamp()``.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime(
+            "%Y-%m-%d %H:%M:%f000", "now", f"{offset_s:+.3f} seconds", type_=DateTime()
+        )
+    clock = func.clock_timestamp(type_=DateTime(timezone=True))
+    return clock + literal(timedelta(seconds=offset_s), Interval()) if offset_s else clock

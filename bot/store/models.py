@@ -1,11 +1,12 @@
-"""SQLAlchemy models of the store: genres, generations, votes, favorites, model versions, runs.
+"""SQLAlchemy models of the store: genres, generations, votes, favorites, model versions, runs,
+the genre of the day.
 
 Changing a model needs a migration: ``alembic revision --autogenerate`` (see docs/operations.md).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -258,3 +260,43 @@ class RetrainLease(Base):
     holder: Mapped[str | None] = mapped_column(String(100), default=None)
     run_id: Mapped[int | None] = mapped_column(Integer, default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DailySchedule(Base):
+    """A server's genre of the day: the channel and UTC hour it is posted at, since when
+    (``set_at``), and the last problem that kept it from being posted, with the time of the
+    next try (``retry_at``; cleared by a post or a new schedule)."""
+
+    __tablename__ = "daily_schedules"
+    __table_args__ = (CheckConstraint("hour >= 0 AND hour <= 23", name="hour"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    hour: Mapped[int] = mapped_column(SmallInteger)
+    set_by: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    set_at: Mapped[datetime] = mapped_column(default=utcnow)
+    problem: Mapped[str | None] = mapped_column(Text, default=None)
+    problem_at: Mapped[datetime | None] = mapped_column(default=None)
+    retry_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DailyPost(Base):
+    """One server's genre of the day on one UTC day. The unique key is the rule "one post per
+    server per day": a process claims the day by inserting the row, then generates and posts,
+    then records the message. ``claimed_at`` is on the database's clock."""
+
+    __tablename__ = "daily_posts"
+    __table_args__ = (UniqueConstraint("guild_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    guild_id: Mapped[int] = mapped_column(BigInteger)
+    day: Mapped[date] = mapped_column(Date)
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    message_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    generation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("generations.id", ondelete="SET NULL"), default=None
+    )
+    posted_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Interval, func, literal, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.errors import MicrogenreError
-from bot.store.engine import SessionMaker
+from bot.store.engine import SessionMaker, db_time
 from bot.store.models import (
     RUN_ACTIVE_STATES,
     RUN_CANCELLED,
@@ -376,23 +376,8 @@ async def _lease_row(session: AsyncSession) -> RetrainLease:
     return lease
 
 
-def _db_time(session: AsyncSession, offset_s: float = 0.0) -> ColumnElement[datetime]:
-    """The database's clock, plus ``offset_s`` seconds, as SQL: lease times never come from
-    this host's clock, which may be minutes off another host's.
-
-    SQLite writes it in the format SQLAlchemy stores its datetimes in (so that comparisons
-    with stored values hold), PostgreSQL uses ``clock_timestamp()``.
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        return func.strftime(
-            "%Y-%m-%d %H:%M:%f000", "now", f"{offset_s:+.3f} seconds", type_=DateTime()
-        )
-    clock = func.clock_timestamp(type_=DateTime(timezone=True))
-    return clock + literal(timedelta(seconds=offset_s), Interval()) if offset_s else clock
-
-
 def _lease_is_live(session: AsyncSession) -> ColumnElement[bool]:
-    return RetrainLease.lease_until >= _db_time(session)
+    return RetrainLease.lease_until >= db_time(session)
 
 
 async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> RunInfo | None:
@@ -412,7 +397,7 @@ async def claim_next(sessions: SessionMaker, holder: str, lease_s: float) -> Run
                 | ~_lease_is_live(session)
                 | (RetrainLease.holder == holder),
             )
-            .values(holder=holder, lease_until=_db_time(session, lease_s))
+            .values(holder=holder, lease_until=db_time(session, lease_s))
             .execution_options(synchronize_session=False)
         )
         if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -444,7 +429,7 @@ async def renew_lease(
         renewed = await session.execute(
             update(RetrainLease)
             .where(RetrainLease.id == LEASE_ROW, RetrainLease.holder == holder)
-            .values(lease_until=_db_time(session, lease_s))
+            .values(lease_until=db_time(session, lease_s))
         )
         if renewed.rowcount != 1:  # type: ignore[attr-defined]
             return LEASE_LOST
@@ -467,7 +452,7 @@ async def expire_lease(sessions: SessionMaker, holder: str) -> None:
         await session.execute(
             update(RetrainLease)
             .where(RetrainLease.id == LEASE_ROW, RetrainLease.holder == holder)
-            .values(lease_until=_db_time(session, -1.0))
+            .values(lease_until=db_time(session, -1.0))
         )
 
 

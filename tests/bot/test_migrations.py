@@ -77,6 +77,11 @@ def _schema(connection: Connection) -> dict[str, object]:
         "generations_columns": {c["name"] for c in insp.get_columns("generations")}
         if "generations" in tables
         else set(),
+        "daily_posts_unique": {
+            tuple(u["column_names"]) for u in insp.get_unique_constraints("daily_posts")
+        }
+        if "daily_posts" in tables
+        else set(),
     }
 
 
@@ -97,6 +102,8 @@ async def _round_trip(url: str) -> None:
         assert ("name",) in shape["genres_unique"]  # type: ignore[operator]
         assert ("generation_id", "user_id") in shape["votes_unique"]  # type: ignore[operator]
         assert {"guild_id", "message_id", "user_id"} <= shape["generations_columns"]  # type: ignore[operator]
+        # One genre of the day per server and day: the database's rule.
+        assert ("guild_id", "day") in shape["daily_posts_unique"]  # type: ignore[operator]
         await schema.ensure_schema_current(engine)
         assert await schema.current_revision(engine) == schema.head_revision()
 
@@ -229,12 +236,21 @@ SNAPSHOT_0002 = {
     "model_versions": "id, name, active, guild_id, previous_id",
     "retrain_leases": "id, holder, run_id",
 }
+# The genre of the day's tables (revision 0005): a downgrade below it drops them.
+SNAPSHOT_DAILY = {
+    "daily_schedules": "id, guild_id, channel_id, hour, problem",
+    "daily_posts": "id, guild_id, day, message_id, generation_id",
+}
 
 
 async def fill_every_table(url: str, *, per_server: bool) -> None:
     """Rows in every table at head; model versions of servers only with ``per_server``."""
     from bot.store.engine import create_sessionmaker
+    from datetime import date
+
     from bot.store.models import (
+        DailyPost,
+        DailySchedule,
         Favorite,
         Generation,
         Genre,
@@ -299,6 +315,20 @@ async def fill_every_table(url: str, *, per_server: bool) -> None:
             lease = await s.get(RetrainLease, 1)
             assert lease is not None
             lease.holder, lease.run_id = "someone", None
+            s.add_all(
+                [
+                    DailySchedule(guild_id=111, channel_id=5, hour=9, problem="channel gone"),
+                    DailySchedule(guild_id=222, channel_id=6, hour=23),
+                    DailyPost(
+                        guild_id=111,
+                        day=date(2027, 3, 1),
+                        claimed_by="p",
+                        message_id=1,
+                        generation_id=gens[0].id,
+                    ),
+                    DailyPost(guild_id=222, day=date(2027, 3, 1), claimed_by="p"),
+                ]
+            )
     finally:
         await engine.dispose()
 
@@ -356,10 +386,13 @@ async def test_a_round_trip_with_data_in_every_table_loses_nothing(
     tables = SNAPSHOT if target == "0001" else SNAPSHOT_0002
     before = await snapshot(any_url, tables)
     assert all(before.values())
+    assert all((await snapshot(any_url, SNAPSHOT_DAILY)).values())
     await asyncio.to_thread(schema.downgrade, any_url, target)
     await asyncio.to_thread(schema.upgrade, any_url, "head")
     assert await snapshot(any_url, tables) == before
     assert declared_expression_indexes() <= await index_names(any_url)
+    # Every target is below 0005: the schedules and past daily posts went with the tables.
+    assert not any((await snapshot(any_url, SNAPSHOT_DAILY)).values())
 
 
 async def test_a_downgrade_refuses_while_servers_have_their_own_models(any_url: str) -> None:
@@ -369,7 +402,8 @@ async def test_a_downgrade_refuses_while_servers_have_their_own_models(any_url: 
 
     await asyncio.to_thread(schema.upgrade, any_url, "head")
     await fill_every_table(any_url, per_server=True)
-    before = await snapshot(any_url, SNAPSHOT_0002)
+    everything = {**SNAPSHOT_0002, **SNAPSHOT_DAILY}
+    before = await snapshot(any_url, everything)
     indexes = await index_names(any_url)
     for target in ("0001", "base"):
         with pytest.raises(CommandError, match="1 server has models of its own"):
@@ -379,7 +413,7 @@ async def test_a_downgrade_refuses_while_servers_have_their_own_models(any_url: 
             assert await schema.current_revision(engine) == schema.head_revision()
         finally:
             await engine.dispose()
-        assert await snapshot(any_url, SNAPSHOT_0002) == before
+        assert await snapshot(any_url, everything) == before
         assert await index_names(any_url) == indexes
 
 
