@@ -245,9 +245,9 @@ SNAPSHOT_DAILY = {
 
 async def fill_every_table(url: str, *, per_server: bool) -> None:
     """Rows in every table at head; model versions of servers only with ``per_server``."""
-    from bot.store.engine import create_sessionmaker
     from datetime import date
 
+    from bot.store.engine import create_sessionmaker
     from bot.store.models import (
         DailyPost,
         DailySchedule,
