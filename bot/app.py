@@ -46,6 +46,7 @@ COG_MODULES = (
     "bot.cogs.voting",
     "bot.cogs.leaderboard",
     "bot.cogs.admin",
+    "bot.cogs.daily",
 )
 SYNC_STATE_FILE = "command_sync.json"
 
@@ -220,6 +221,11 @@ class MicrogenreBotMixin:
             log.warning("I am in no server yet; invite me: %s", invite_url(application_id))
 
     # ------------------------------------------------------------------ shutdown
+
+    @property
+    def closing(self) -> bool:
+        """Whether the bot is shutting down (background tasks start no new work then)."""
+        return self._closing_started
 
     async def close(self) -> None:
         """Finish or fail in-flight work first (bounded), then disconnect."""

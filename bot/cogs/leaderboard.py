@@ -16,7 +16,9 @@ from discord.ext import commands
 
 from bot.cogs._leaderboard_map import WordIndex, place_all, render_png
 from bot.cogs.common import EMBED_COLOUR, defer_public, guild_id_of, subcommand
+from bot.cogs.daily import schedule_text
 from bot.errors import MicrogenreError
+from bot.store.daily import get_schedule
 from bot.store.generations import lookup_genre
 from bot.store.leaderboard import (
     Ranked,
@@ -251,6 +253,14 @@ class LeaderboardCog(commands.Cog):
                 f"{state} · queue {self.bot.service.queue_length} · "
                 f"restarts {health.get('restarts', 0)}"
             ),
+            inline=False,
+        )
+        schedule = await get_schedule(self.bot.sessions, guild_id)
+        embed.add_field(
+            name="Genre of the day",
+            value=schedule_text(schedule)
+            if schedule is not None
+            else "off (a server manager can start it with `/genre daily set`)",
             inline=False,
         )
         await interaction.followup.send(embed=fit_embed(embed), allowed_mentions=NO_MENTIONS)

@@ -67,7 +67,16 @@ async def test_command_payload_describes_every_option(sessions: Any, tmp_path: P
     bot.tree.add_command(bot.genre_group)
     payload = {c["name"]: c for c in bot.command_payload(None)}
     genre = {o["name"]: o for o in payload["genre"]["options"]}
-    assert set(genre) == {"new", "top", "favorites", "stats", "check", "map"}
+    assert set(genre) == {"new", "top", "favorites", "stats", "check", "map", "daily"}
+    daily = {o["name"]: o for o in genre["daily"]["options"]}
+    assert set(daily) == {"set", "off"}
+    channel, hour = daily["set"]["options"]
+    assert (channel["name"], channel["type"], channel["channel_types"]) == (
+        "channel",
+        7,
+        [0, 5],
+    )  # text, announcement
+    assert (hour["name"], hour["min_value"], hour["max_value"]) == ("hour", 0, 23)
     count = next(o for o in genre["new"]["options"] if o["name"] == "count")
     assert (count["min_value"], count["max_value"]) == (1, 5)
     periods = next(o for o in genre["top"]["options"] if o["name"] == "period")

@@ -26,7 +26,8 @@ or :attr:`FakeDiscord.no_messages_in`, Missing Access (403, code 50001) where th
 see the channel (:attr:`FakeDiscord.no_view_in`) or read its history
 (:attr:`FakeDiscord.no_history_in`), Unknown Message / Unknown Channel (404) for deleted,
 ephemeral or misplaced messages and deleted channels, Invalid Form Body (400, code 50035) for
-bad paging parameters, the 3-second deadline to acknowledge an interaction
+bad paging parameters, the bot's permission overwrites in GUILD_CREATE for the channels of those
+sets (so that its cached permissions agree), the 3-second deadline to acknowledge an interaction
 (later: 404 Unknown interaction, code 10062) and the 15-minute life of its token. Pass
 ``limits=None`` to turn the rate limits off.
 """
@@ -151,6 +152,13 @@ class Interaction:
     def ack_latency(self) -> float | None:
         """Seconds from INTERACTION_CREATE to the acknowledgement; None while unacknowledged."""
         return None if self.acked_at is None else self.acked_at - self.sent_at
+
+
+@dataclass(frozen=True)
+class ChannelOption:
+    """A channel as the value of a slash command option (type 7, resolved like Discord)."""
+
+    id: int
 
 
 @dataclass(frozen=True)
@@ -317,6 +325,13 @@ class FakeDiscord:
         """Delete a channel: every route under it then answers Unknown Channel."""
         self.deleted_channels.add(channel_id)
 
+    async def remove_channel(self, channel_id: int) -> None:
+        """Delete a channel and tell the connected clients (CHANNEL_DELETE), as Discord does."""
+        self.delete_channel(channel_id)
+        guild_id = self.guild_of(channel_id)
+        position = self.guilds.get(guild_id, []).index(channel_id)
+        await self.dispatch("CHANNEL_DELETE", self.channel_payload(guild_id, channel_id, position))
+
     # ------------------------------------------------------------------ payloads
 
     def guild_payload(self, guild_id: int | None = None) -> dict[str, Any]:
@@ -332,21 +347,10 @@ class FakeDiscord:
             "mentionable": False,
             "flags": 0,
         }
-        channels: list[dict[str, Any]] = [
-            {
-                "id": str(channel_id),
-                "type": 0,
-                "guild_id": str(guild_id),
-                "name": "genres" if position == 0 else f"genres-{position}",
-                "position": position,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "parent_id": None,
-                "topic": None,
-                "last_message_id": None,
-                "rate_limit_per_user": 0,
-            }
+        channels = [
+            self.channel_payload(guild_id, channel_id, position)
             for position, channel_id in enumerate(self.guilds.get(guild_id, []))
+            if channel_id not in self.deleted_channels
         ]
         return {
             "id": str(guild_id),
@@ -379,6 +383,25 @@ class FakeDiscord:
             "system_channel_id": None,
             "system_channel_flags": 0,
             "afk_timeout": 300,
+        }
+
+    def channel_payload(self, guild_id: int, channel_id: int, position: int) -> dict[str, Any]:
+        """A text channel, with the bot's member overwrite denying what it may not do there
+        (:meth:`app_permissions_in`), so that discord.py's cached permissions agree."""
+        denied = ALL_PERMISSIONS & ~self.app_permissions_in(channel_id)
+        overwrites = [{"id": str(self.bot_user.id), "type": 1, "allow": "0", "deny": str(denied)}]
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(guild_id),
+            "name": "genres" if position == 0 else f"genres-{position}",
+            "position": position,
+            "permission_overwrites": overwrites if denied else [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
         }
 
     def message_payload(
@@ -526,7 +549,9 @@ class FakeDiscord:
         channel_id: int | None = None,
         guild_id: int | None = None,
     ) -> Interaction:
-        """Dispatch an INTERACTION_CREATE for ``/command [subcommand] options``.
+        """Dispatch an INTERACTION_CREATE for ``/command [subcommand] options``
+        (``subcommand`` may be ``"group subcommand"``; a :class:`ChannelOption` value is a
+        channel option, resolved as Discord does).
 
         ``app_permissions`` defaults to what the bot may do in the channel
         (:meth:`app_permissions_in`); ``channel_id`` to the first channel of ``guild_id``
@@ -541,18 +566,30 @@ class FakeDiscord:
         for key, value in (options or {}).items():
             if isinstance(value, FakeUser):
                 option_list.append({"name": key, "type": 6, "value": str(value.id)})
+            elif isinstance(value, ChannelOption):
+                option_list.append({"name": key, "type": 7, "value": str(value.id)})
             else:
                 option_list.append({"name": key, "type": types[type(value)], "value": value})
         data: dict[str, Any] = {"id": str(snowflake(self._ids)), "name": command, "type": 1}
         if subcommand is None:
             data["options"] = option_list
         else:
-            data["options"] = [{"name": subcommand, "type": 1, "options": option_list}]
+            *group, name = subcommand.split()
+            data["options"] = [{"name": name, "type": 1, "options": option_list}]
+            if group:
+                data["options"] = [{"name": group[0], "type": 2, "options": data["options"]}]
         resolved_users = {
             str(v.id): v.payload() for v in (options or {}).values() if isinstance(v, FakeUser)
         }
         if resolved_users:
             data["resolved"] = {"users": resolved_users}
+        resolved_channels = {
+            str(v.id): {**self.channel_payload(guild_id, v.id, 0), "permissions": str(permissions)}
+            for v in (options or {}).values()
+            if isinstance(v, ChannelOption)
+        }
+        if resolved_channels:
+            data.setdefault("resolved", {})["channels"] = resolved_channels
         if f"guild:{guild_id}" in self.commands:
             data["guild_id"] = str(guild_id)
         interaction_id = snowflake(self._ids)
