@@ -291,6 +291,7 @@ class DailyScheduler:
 
     async def _send(self, channel: discord.TextChannel, name: str) -> discord.Message:
         text = f"📅 **Genre of the day**\n🎵 **{escape(name)}**\nVote with 👍 / 👎, ⭐ to keep it."
+        # TODO(buttons): the genre message's buttons (task A's view) go on this post too.
         try:
             return await channel.send(clip(text, MESSAGE), allowed_mentions=NO_MENTIONS)
         except discord.NotFound:

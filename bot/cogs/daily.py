@@ -33,7 +33,7 @@ def schedule_text(schedule: daily_store.Schedule) -> str:
     ...     last_day=date(2027, 3, 1), last_channel_id=2, last_message_id=3)
     >>> print(schedule_text(s))
     📅 Every day at 09:00 UTC in <#2>; last posted 2027-03-01 (https://discord.com/channels/1/2/3).
-    ⚠️ Not posted: I lack Send Messages in <#2>. Next try 2027-03-02 10:00 UTC.
+    ⚠️ Last problem: I lack Send Messages in <#2>. Next try 2027-03-02 10:00 UTC.
     """
     text = f"📅 Every day at {schedule.hour:02d}:00 UTC in <#{schedule.channel_id}>"
     if schedule.last_day is not None:
@@ -41,7 +41,7 @@ def schedule_text(schedule: daily_store.Schedule) -> str:
         text += f"; last posted {schedule.last_day:%Y-%m-%d}" + (f" ({url})" if url else "")
     text += "."
     if schedule.problem:
-        text += f"\n⚠️ Not posted: {schedule.problem}"
+        text += f"\n⚠️ Last problem: {schedule.problem}"
         if schedule.retry_at is not None:
             text += f" Next try {schedule.retry_at:%Y-%m-%d %H:%M} UTC."
     return text

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,9 @@ async def test_two_bot_processes_post_one_genre_a_day(
     def posts() -> int:
         return len(fake_discord.calls_matching("POST", f"/channels/{channel}/messages"))
 
+    def reached(count: int) -> bool:
+        return posts() >= count
+
     try:
         # Both ready (both in the server, both checking every 0.2 s) before the hour comes.
         for _ in range(600):
@@ -81,7 +85,7 @@ async def test_two_bot_processes_post_one_genre_a_day(
             raise AssertionError("the bots did not connect")
         for day, expected in (("2027-03-01", 1), ("2027-03-02", 2)):
             clock.write_text(f"{day}T09:00:30+00:00")
-            await fake_discord.wait_for(lambda n=expected: posts() >= n, within=60)
+            await fake_discord.wait_for(partial(reached, expected), within=60)
             await asyncio.sleep(SETTLE_S)
             assert posts() == expected
         for proc in procs:

@@ -6,7 +6,8 @@ Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE
 * gateway: HELLO, IDENTIFY → READY + GUILD_CREATE, heartbeat ACKs, RESUME → RESUMED,
   :meth:`FakeDiscord.cut_gateway` (a resumable close; reconnections wait for
   :meth:`FakeDiscord.reopen_gateway`, and events meanwhile reach nobody), and
-  :meth:`FakeDiscord.dispatch` for any event (INTERACTION_CREATE, MESSAGE_REACTION_ADD/REMOVE);
+  :meth:`FakeDiscord.dispatch` for any event (INTERACTION_CREATE, MESSAGE_REACTION_ADD/REMOVE),
+  :meth:`FakeDiscord.remove_channel` (CHANNEL_DELETE);
   a connection that identifies as ``shard: [id, count]`` gets only the guilds, and the events
   of the guilds, of its shard (:func:`shard_for`), so several bot processes can split them;
 * REST: ``/users/@me``, ``/oauth2/applications/@me``, ``/gateway/bot``, application command
