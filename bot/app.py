@@ -28,6 +28,7 @@ from discord.ext import commands
 
 from bot.errors import MicrogenreError
 from bot.invite import invite_url
+from bot.memory import HeapTrimmer
 from bot.posting import PostsInFlight
 from bot.reconcile import ReservationSweeper
 from bot.service import GenreService
@@ -113,6 +114,7 @@ class MicrogenreBotMixin:
         # Releases genres reserved by a process that died before posting them (at start, and
         # every few minutes after). The voting cog reconciles reactions at ready and resume.
         self.sweeper = ReservationSweeper(sessions)
+        self.heap_trimmer = HeapTrimmer(config.bot.heap_trim_s)
         self.genre_group = app_commands.Group(
             name="genre",
             description="Invent, rate and browse musical micro-genres",
@@ -131,6 +133,7 @@ class MicrogenreBotMixin:
         if self.retrainer is not None:
             await self.retrainer.recover()
         await self.sweeper.start()
+        self.heap_trimmer.start()
         for module in COG_MODULES:
             await bot.load_extension(module)
         bot.tree.add_command(self.genre_group)
@@ -232,6 +235,7 @@ class MicrogenreBotMixin:
         if not self._closing_started:
             self._closing_started = True
             await self.sweeper.close()
+            await self.heap_trimmer.close()
             await self.shutdown_work()
             gc.unfreeze()
         await super().close()  # type: ignore[misc]

@@ -181,6 +181,9 @@ class BotConfig:
     # At start and after a gateway resume, the reactions of the genre messages of the last this
     # many days are read back from Discord, so votes made while the bot was away count; 0: off.
     reconcile_days: int = 7
+    # Every this many seconds the bot hands the free pages of its C heap back to the system
+    # (glibc's malloc_trim; see bot/memory.py); 0: never.
+    heap_trim_s: float = 60.0
 
     def validate(self) -> None:
         if self.cooldown_s < 0:
@@ -209,6 +212,8 @@ class BotConfig:
             raise ValueError("metrics_host must not be empty")
         if not 0 <= self.reconcile_days <= MAX_RECONCILE_DAYS:
             raise ValueError(f"reconcile_days must be between 0 (off) and {MAX_RECONCILE_DAYS}")
+        if self.heap_trim_s < 0:
+            raise ValueError("heap_trim_s must be >= 0 (0: off)")
 
 
 @dataclass(frozen=True)

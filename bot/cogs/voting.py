@@ -52,9 +52,11 @@ log = logging.getLogger(__name__)
 
 UP, DOWN = 1, -1
 # (message, user) pairs whose shown reactions are remembered, for at most REMEMBER_S seconds
-# since their last reaction; forgotten ones are read from Discord (or the store) again.
-MAX_REMEMBERED = 50_000
-REMEMBER_S = 86_400.0
+# since their last reaction; forgotten ones are read from the store (or Discord) again. A pair
+# costs about 630 bytes: a day's worth under the soak's load kept the bot's RSS rising for an
+# hour, while reaction order only matters within seconds to minutes.
+MAX_REMEMBERED = 20_000
+REMEMBER_S = 1_800.0
 
 
 def reaction_kind(emoji: discord.PartialEmoji) -> str | None:

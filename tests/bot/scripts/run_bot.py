@@ -16,7 +16,58 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 
+def start_memtrace(path: str) -> None:
+    """Diagnostics for the soak (SOAK_MEMTRACE=FILE): every 60 s, one JSON line with the RSS,
+    Python's allocated blocks, glibc's malloc figures and the live objects by type."""
+    import ctypes
+    import gc
+    import threading
+    import time
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                "uordblks", "fordblks", "keepcost",
+            )
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def rss_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def loop() -> None:
+        while True:
+            time.sleep(60)
+            counts: dict[str, int] = {}
+            for obj in gc.get_objects():
+                name = type(obj).__module__ + "." + type(obj).__qualname__
+                counts[name] = counts.get(name, 0) + 1
+            info = libc.mallinfo2()
+            line = {
+                "pid": os.getpid(),
+                "t": time.time(),
+                "rss_kib": rss_kib(),
+                "blocks": sys.getallocatedblocks(),
+                "malloc": {f: getattr(info, f) for f, _ in MallInfo2._fields_},
+                "threads": threading.active_count(),
+                "types": counts,
+            }
+            with open(path, "a") as out:
+                out.write(json.dumps(line) + "\n")
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def main() -> int:
+    if os.environ.get("SOAK_MEMTRACE"):
+        start_memtrace(os.environ["SOAK_MEMTRACE"])
     import yarl
     from discord.gateway import DiscordWebSocket
     from discord.http import Route
