@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bot.lineage import Lineage
 from bot.store.engine import SessionMaker
 from bot.store.models import (
     ORIGIN_GENERATED,
@@ -138,8 +139,12 @@ async def reserve_generations(
     model_name: str | None,
     model_version_id: int | None,
     options: dict[str, Any],
+    lineage: Lineage | None = None,
 ) -> list[Reserved]:
     """Insert one generation per name; names that are real or already issued here are refused.
+
+    ``lineage`` (default: a plain new genre, or one asked for ``like`` the ``options``' like)
+    is stored with each row.
 
     All in one transaction, without savepoints: on SQLite, releasing the outermost savepoint
     commits, so a failure part-way used to leave half a request reserved for good. Now an
@@ -153,6 +158,7 @@ async def reserve_generations(
     server's reservations take turns. Generations are inserted in ``names`` order, so their ids
     follow the order the genres are posted in.
     """
+    lineage = lineage or Lineage.of_like(options.get("like"))
     reserved: list[Reserved] = []
     async with sessions.begin() as session:
         await _lock_guild(session, guild_id)
@@ -179,6 +185,9 @@ async def reserve_generations(
                     model_version_id=model_version_id,
                     options=options,
                     created_at=utcnow(),
+                    lineage_kind=lineage.kind,
+                    lineage_parent_id=lineage.parent_id,
+                    lineage_text=lineage.text,
                 )
                 .on_conflict_do_nothing(index_elements=["guild_id", "genre_id"])
                 .returning(Generation.id)
@@ -317,6 +326,7 @@ class GenreLookup:
     message_id: int | None = None
     channel_id: int | None = None
     model_name: str | None = None  # the model that made it (None: not recorded)
+    lineage: Lineage | None = None  # how it was asked for here
     upvotes: int = 0
     downvotes: int = 0
     favorites: int = 0
@@ -354,6 +364,9 @@ async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) 
                     Generation.message_id,
                     Generation.channel_id,
                     Generation.model_name,
+                    Generation.lineage_kind,
+                    Generation.lineage_parent_id,
+                    Generation.lineage_text,
                 ).where(Generation.genre_id == genre.id)
             )
         ).all()
@@ -385,6 +398,7 @@ async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) 
         message_id=None if here is None else here[4],
         channel_id=None if here is None else here[5],
         model_name=None if here is None else here[6],
+        lineage=None if here is None else Lineage.stored(here[7], here[8], here[9]),
         upvotes=up,
         downvotes=down,
         favorites=favs,
