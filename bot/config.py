@@ -181,10 +181,15 @@ class BotConfig:
     # At start and after a gateway resume, the reactions of the genre messages of the last this
     # many days are read back from Discord, so votes made while the bot was away count; 0: off.
     reconcile_days: int = 7
+    # The "More like this" and "Weirder" buttons of a genre message work for this many days;
+    # later a click answers privately that the genre is archived.
+    buttons_days: int = 30
 
     def validate(self) -> None:
         if self.cooldown_s < 0:
             raise ValueError("cooldown_s must be >= 0")
+        if self.buttons_days < 0:
+            raise ValueError("buttons_days must be >= 0")
         for name in ("generation_slots", "guild_queue_cap", "user_queue_cap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

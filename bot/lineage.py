@@ -69,7 +69,7 @@ class Lineage:
             return f"a weirder take on *{text}*"
         if self.kind == BLEND:
             parents = (self.text or "?").split(BLEND_SEPARATOR.strip(), 1)
-            a, b = (escape(p.strip()) for p in (parents + ["?"])[:2])
+            a, b = (escape(p.strip()) for p in [*parents, "?"][:2])
             return f"blended from *{a}* and *{b}*"
         if self.kind == DAILY:
             return "a genre of the day"

@@ -296,6 +296,51 @@ async def posted_generations(
     return [PostedGeneration(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
 
 
+@dataclass(frozen=True)
+class GenerationSource:
+    """A genre message whose button was clicked: what its variations need."""
+
+    id: int
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    name: str
+    weirdness: int | None  # as its request chose it (None: not recorded)
+    created_at: datetime
+
+
+async def generation_source(sessions: SessionMaker, generation_id: int) -> GenerationSource | None:
+    """The generation ``generation_id`` (None when there is none, e.g. it was released)."""
+    async with sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(
+                    Generation.id,
+                    Generation.guild_id,
+                    Generation.channel_id,
+                    Generation.message_id,
+                    Genre.display_name,
+                    Generation.options,
+                    Generation.created_at,
+                )
+                .join(Genre, Genre.id == Generation.genre_id)
+                .where(Generation.id == generation_id)
+            )
+        ).first()
+    if row is None:
+        return None
+    weirdness = (row[5] or {}).get("weirdness")
+    return GenerationSource(
+        id=int(row[0]),
+        guild_id=row[1],
+        channel_id=row[2],
+        message_id=row[3],
+        name=str(row[4]),
+        weirdness=int(weirdness) if isinstance(weirdness, int) else None,
+        created_at=row[6],
+    )
+
+
 async def generation_by_message(sessions: SessionMaker, message_id: int) -> GenerationRef | None:
     async with sessions.begin() as session:
         row = (

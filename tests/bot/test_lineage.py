@@ -97,10 +97,10 @@ async def test_each_kind_round_trips_through_the_store(sessions: Any, tmp_path: 
             .where(Generation.id == old[0].generation_id)
             .values(lineage_kind=None, lineage_text=None)
         )
-    by_kind = {
-        kind: sorted(r.name for r in await top_generations(sessions, GUILD, period="all", kind=kind))
-        for kind in KINDS
-    }
+    by_kind = {}
+    for kind in KINDS:
+        rows = await top_generations(sessions, GUILD, period="all", kind=kind)
+        by_kind[kind] = sorted(r.name for r in rows)
     assert by_kind == {
         "new": ["harbour twee", "old timer"],
         "like": ["neon dub"],

@@ -80,7 +80,7 @@ def test_each_part_of_a_blend_is_limited_on_its_own() -> None:
 def test_blend_like_cleans_both_parents_and_refuses_the_separator() -> None:
     assert blend_like(" Dream  Pop", "FINNISH polka") == "dream pop | finnish polka"
     assert blend_like("a" * 90, "b") == "a" * 48 + " | b"
-    with pytest.raises(ValueError, match='may not contain "|"'):
+    with pytest.raises(ValueError, match=r'may not contain "\|"'):
         blend_like("dub", "polka | jazz")
     with pytest.raises(ValueError, match="blank"):
         blend_like("  ", "polka")
