@@ -442,6 +442,7 @@ class FakeDiscord:
             "application_id": str(self.application_id) if interaction_token else None,
             "components": components or [],
         }
+        message["_at"] = time.monotonic()  # when it was created (for benchmarks)
         if reference is not None:
             message["type"] = REPLY
             message["message_reference"] = {
