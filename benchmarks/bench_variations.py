@@ -2,7 +2,7 @@
 or a word of a real related genre, with the genre they vary.
 
     .venv/bin/python benchmarks/bench_variations.py [--config config.toml] [--sources 20]
-        [--weirdness 2] [--seed 0] [--json PATH]
+        [--weirdness 2] [--seed 0] [--concurrency 4] [--json PATH]
 
 The sources are ``--sources`` genres of the validation split (built from
 ``../shared/data/genres.csv`` with the training seed, as ``microgenre eval --from-csv`` does);
@@ -10,8 +10,8 @@ without the shared data, a fixed list of invented names. Each gets one "More lik
 the bot's real path minus Discord: ``GenreService.deliver`` (fair queue, the server's model,
 reservation) over the production ``PipelineGenerator`` and the configured worker (by default
 the shipped adapter), asking for 3 variations conditioned on the source (``like:`` its name) at
-``--weirdness``, all sources at once, as a busy server would. A variation honours its source
-when it shares a word with it (``model.filters.theme_words``), else when it shares a word with
+``--weirdness``, ``--concurrency`` sources at a time (4), as a busy server would. A variation
+honours its source when it shares a word with it (``model.filters.theme_words``), else when it shares a word with
 a real genre related to the source (``model.evaluate.related_words``: the training split's
 ``like:`` pairs and the genres' parents). Target: at least 80 %.
 """
@@ -99,32 +99,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         await service.start()
         started = time.perf_counter()
-        deliveries = await asyncio.gather(
-            *(
-                service.deliver(
-                    GenreRequest(
-                        3,
-                        guild_id=1,
-                        user_id=i,
-                        like=source,
-                        weirdness=args.weirdness,
-                        lineage=Lineage(VARIATION, None, source),
-                    )
-                )
-                for i, source in enumerate(sources)
+        limit = asyncio.Semaphore(args.concurrency)
+
+        async def vary(i: int, source: str) -> list[str] | str:
+            request = GenreRequest(
+                3,
+                guild_id=1,
+                user_id=i,
+                like=source,
+                weirdness=args.weirdness,
+                lineage=Lineage(VARIATION, None, source),
             )
-        )
+            async with limit:
+                try:
+                    return (await service.deliver(request)).genres
+                except Exception as exc:  # reported per source, the others still count
+                    return f"{type(exc).__name__}: {exc}"
+
+        deliveries = await asyncio.gather(*(vary(i, s) for i, s in enumerate(sources)))
         generate_s = time.perf_counter() - started
     finally:
         await service.close()
         await engine.dispose()
     rows = []
     counts = {"word": 0, "related": 0, None: 0}
+    errors = {}
     for source, delivery in zip(sources, deliveries, strict=True):
-        verdicts = [honours(source, g, related) for g in delivery.genres]
+        if isinstance(delivery, str):
+            errors[source] = delivery
+            delivery = []
+        verdicts = [honours(source, g, related) for g in delivery]
         for v in verdicts:
             counts[v] += 1
-        rows.append({"source": source, "variations": delivery.genres, "verdicts": verdicts})
+        rows.append({"source": source, "variations": delivery, "verdicts": verdicts})
     total = sum(counts.values())
     share = (counts["word"] + counts["related"]) / max(total, 1)
     return {
@@ -134,6 +141,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "adapter": config.model.adapter or "shipped default",
         "variations": total,
         "short": sum(1 for r in rows if len(r["variations"]) < 3),
+        "errors": errors,
         "share_word": round(counts["word"] / max(total, 1), 3),
         "share": round(share, 3),
         "target": 0.8,
@@ -150,6 +158,9 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=20)
     parser.add_argument("--weirdness", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="Sources varied at once (a busy server)."
+    )
     parser.add_argument("--json", dest="json_path", default=None)
     args = parser.parse_args()
     result = asyncio.run(run(args))
@@ -163,6 +174,8 @@ def main() -> None:
         f"{'PASS' if result['pass'] else 'FAIL'}; {result['short']} sources got fewer than 3; "
         f"worker start {result['worker_start_s']} s, generation {result['generate_s']} s"
     )
+    for source, error in result["errors"].items():
+        print(f"failed: {source}: {error}")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(result, indent=2))
 
