@@ -11,9 +11,9 @@ the bot's real path minus Discord: ``GenreService.deliver`` (fair queue, the ser
 reservation) over the production ``PipelineGenerator`` and the configured worker (by default
 the shipped adapter), asking for 3 variations conditioned on the source (``like:`` its name) at
 ``--weirdness``, ``--concurrency`` sources at a time (4), as a busy server would. A variation
-honours its source when it shares a word with it (``model.filters.theme_words``), else when it shares a word with
-a real genre related to the source (``model.evaluate.related_words``: the training split's
-``like:`` pairs and the genres' parents). Target: at least 80 %.
+honours its source when it shares a word with it (``model.filters.theme_words``), else when it
+shares a word with a real genre related to the source (``model.evaluate.related_words``: the
+training split's ``like:`` pairs and the genres' parents). Target: at least 80 %.
 """
 
 from __future__ import annotations
