@@ -1,8 +1,8 @@
 """End-to-end latency of `/genre new` through the real discord.py client, bot and worker.
 
     .venv/bin/python benchmarks/bench_bot.py [--config config.toml] [--users 1,32] [--burst 50]
-        [--guilds 1] [--channels-per-guild 4] [--probe-after 5] [--sampler model|scripted]
-        [--json PATH]
+        [--guilds 1] [--channels-per-guild 4] [--probe-after 5] [--clicks 0]
+        [--sampler model|scripted] [--json PATH]
 
 A fake Discord (``tests/fake_discord``) on 127.0.0.1 plays the gateway and REST API; the bot is
 the real ``MicrogenreBot`` with the real ``GenreService`` → ``GenrePipeline`` → ``WorkerClient``
@@ -21,6 +21,14 @@ folder. Measured:
   95 % get their genre, all within 60 s; every acknowledgement under 3 s; no genre twice in a
   server; the probe answered in under 5 s; fewer than 20 responses 429 (counted until the bot's
   vote reactions are all added).
+
+* ``--clicks`` N (with ``--users 0 --burst 0`` for only this): one genre is posted in every
+  channel of ``--guilds`` servers, then N different users click its "More like this" at once,
+  spread round-robin over those messages, under the fake's rate limits. Each click asks for 3
+  variations posted as replies in the genre's channel (5 messages per 5 s per channel). Checked
+  against the same burst targets (``clicks.targets``): at least 95 % served (a first reply),
+  all within 60 s, every acknowledgement under 3 s, no genre twice in a server, fewer than 20
+  responses 429; also reported: p50 of the first reply, and when all 3 replies were posted.
 
 ``--sampler model`` (default) serves the configured model (``[model]``, else the shipped default
 adapter); ``--sampler scripted`` a torch-free stand-in answering after 0.2 s per batch, for
@@ -149,6 +157,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 bot=dataclasses.replace(base.bot, cooldown_s=0.0),
             )
             results["burst"] = await burst(fake, config, sessions, generator, plan)
+        if args.clicks:
+            config = dataclasses.replace(
+                base,
+                paths=dataclasses.replace(base.paths, data_dir=str(tmp / "data-clicks")),
+                bot=dataclasses.replace(base.bot, cooldown_s=0.0),
+            )
+            clicks = dataclasses.replace(plan, users=args.clicks)
+            results["clicks"] = await click_burst(fake, config, sessions, generator, clicks)
     finally:
         await generator.close()
         await fake.stop()
@@ -472,6 +488,145 @@ async def burst(
     }
 
 
+async def click_burst(
+    fake: FakeDiscord, config: Config, sessions: Any, generator: Any, plan: BurstPlan
+) -> dict[str, Any]:
+    """``plan.users`` "More like this" clicks at once on one genre per channel (see the module
+    docstring)."""
+    from sqlalchemy import select
+
+    from bot.store.models import Generation
+
+    async with bot_running(config, sessions, generator):
+        seats = sorted(set(plan.seats()))
+        posts = [
+            await fake.invoke(
+                fake.member(f"poster{i}"), "genre", "new", {"count": 1}, guild_id=g, channel_id=c
+            )
+            for i, (g, c) in enumerate(seats)
+        ]
+        await fake.wait_for(lambda: all(fake.followups(p) for p in posts), within=120)
+        refused = [fake.ephemerals(p) for p in posts if fake.ephemerals(p)]
+        if refused:
+            raise RuntimeError(f"a source genre was refused: {refused[0]}")
+        sources: dict[tuple[int, int], int] = {}
+        for seat, post in zip(seats, posts, strict=True):
+            sources[seat] = next(int(m["id"]) for m in fake.followups(post) if m["components"])
+        # Recorded and reacted to: the sources' commands are done.
+        await fake.wait_for(
+            lambda: all(len(fake.reactions.get(m, {})) == 3 for m in sources.values()), within=60
+        )
+        async with sessions.begin() as session:
+            ids = dict(
+                (
+                    await session.execute(
+                        select(Generation.message_id, Generation.id).where(
+                            Generation.message_id.in_(list(sources.values()))
+                        )
+                    )
+                ).all()
+            )
+        await asyncio.sleep(1.0)  # a fresh window for every rate limit
+        limited_before = fake.too_many_requests
+        members = [fake.member(f"clicker{i}") for i in range(plan.users)]
+        targets = [sources[seat] for seat in plan.seats()]
+        started = time.monotonic()
+        clicks = await asyncio.gather(
+            *(
+                fake.click(m, source, f"mg:more:{ids[source]}")
+                for m, source in zip(members, targets, strict=True)
+            )
+        )
+
+        per_source = {t: targets.count(t) for t in set(targets)}
+
+        def settled() -> bool:
+            # Every source has 3 replies per click on it, bar the clicks answered privately.
+            refused = {t: 0 for t in per_source}
+            for c in clicks:
+                if fake.ephemerals(c):
+                    refused[c.message_id] += 1
+            return all(
+                len(fake.replies_to(t)) >= 3 * (n - refused[t]) for t, n in per_source.items()
+            )
+
+        with contextlib.suppress(TimeoutError):
+            await fake.wait_for(settled, within=300)
+        settled_at = time.monotonic()
+        too_many = fake.too_many_requests - limited_before
+    async with sessions.begin() as session:
+        rows = (
+            await session.execute(
+                select(Generation.user_id, Generation.message_id).where(
+                    Generation.lineage_kind == "variation", Generation.message_id.is_not(None)
+                )
+            )
+        ).all()
+    # Each clicker clicked once: their variations are their click's replies.
+    posted: dict[int, list[float]] = {}
+    for user_id, message_id in rows:
+        posted.setdefault(int(user_id), []).append(float(fake.messages[message_id]["_at"]))
+    firsts, alls, refusals = [], [], {}
+    for c in clicks:
+        times = posted.get(c.user.id, [])
+        if times:
+            firsts.append(min(times) - c.sent_at)
+        if len(times) >= 3:
+            alls.append(max(times) - c.sent_at)
+        if not times:
+            key = (fake.ephemerals(c) or ["no answer"])[0][:60]
+            refusals[key] = refusals.get(key, 0) + 1
+    duplicates = 0
+    for guild in {g for g, _ in seats}:
+        names = [
+            str(m["content"])
+            for m in fake.messages.values()
+            if m.get("message_reference") and int(m["guild_id"]) == guild
+        ]
+        duplicates += len(names) - len(set(names))
+    acks = [c.ack_latency if c.ack_latency is not None else float("inf") for c in clicks]
+    need = math.ceil(0.95 * plan.users)
+    slowest = max(firsts) if firsts else float("inf")
+    checks = {
+        "served": target(len(firsts), need, len(firsts) >= need),
+        "slowest_first_reply_s": target(round(slowest, 2), 60.0, slowest < 60.0),
+        "slowest_ack_s": target(round(max(acks), 3), 3.0, max(acks) < 3.0),
+        "duplicate_genres": target(duplicates, 0, duplicates == 0),
+        "too_many_requests": target(too_many, 20, too_many < 20),
+    }
+    return {
+        "clicks": plan.users,
+        "guilds": plan.guilds,
+        "channels_per_guild": plan.channels,
+        "served": len(firsts),
+        "all_three": len(alls),
+        "refused": refusals,
+        "first_reply": summary(firsts),
+        "all_replies": summary(alls),
+        "ack": summary(acks),
+        "settled_after_s": round(settled_at - started, 2),
+        "too_many_requests": too_many,
+        "targets": checks,
+        "pass": all(t["pass"] for t in checks.values()),
+    }
+
+
+def print_clicks(row: dict[str, Any]) -> None:
+    print(
+        f"clicks: {row['clicks']} 'More like this' in {row['guilds']} servers x "
+        f"{row['channels_per_guild']} channels, refused {json.dumps(row['refused'])}"
+    )
+    for name, t in row["targets"].items():
+        print(
+            f"  {name:<22} {t['value']!s:>8}  target {t['target']!s:>5}  "
+            f"{'PASS' if t['pass'] else 'FAIL'}"
+        )
+    print(
+        f"  first reply {json.dumps(row['first_reply'])}; all 3 replies for "
+        f"{row['all_three']} clicks, {json.dumps(row['all_replies'])}"
+    )
+
+
 def print_burst(row: dict[str, Any]) -> None:
     print(
         f"burst: {row['requests']} users in {row['guilds']} servers x "
@@ -508,6 +663,12 @@ def main() -> None:
         action="store_true",
         help="Also limit webhook messages (follow-ups) to 30 per 60 s per channel.",
     )
+    parser.add_argument(
+        "--clicks",
+        type=int,
+        default=0,
+        help="'More like this' clicks at once, over --guilds servers; 0: none.",
+    )
     parser.add_argument("--sampler", choices=("model", "scripted"), default="model")
     parser.add_argument(
         "--min-request",
@@ -537,6 +698,8 @@ def main() -> None:
             print(f"failures at {level} users:", json.dumps(row["failure_reasons"]))
     if "burst" in results:
         print_burst(results["burst"])
+    if "clicks" in results:
+        print_clicks(results["clicks"])
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(results, indent=2))
 

@@ -184,10 +184,15 @@ class BotConfig:
     # Every this many seconds the bot hands the free pages of its C heap back to the system
     # (glibc's malloc_trim; see bot/memory.py); 0: never.
     heap_trim_s: float = 60.0
+    # The "More like this" and "Weirder" buttons of a genre message work for this many days;
+    # later a click answers privately that the genre is archived.
+    buttons_days: int = 30
 
     def validate(self) -> None:
         if self.cooldown_s < 0:
             raise ValueError("cooldown_s must be >= 0")
+        if self.buttons_days < 0:
+            raise ValueError("buttons_days must be >= 0")
         for name in ("generation_slots", "guild_queue_cap", "user_queue_cap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

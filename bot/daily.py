@@ -34,9 +34,11 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from bot.cogs._genre_buttons import genre_view
 from bot.cogs.common import REACTIONS
 from bot.cogs.generation import DEFAULT_WEIRDNESS, NO_MENTIONS
 from bot.errors import MicrogenreError
+from bot.lineage import DAILY, Lineage
 from bot.pacing import ReactionJob, ReactionPacer
 from bot.retrain.queue import holder_id, holder_is_dead
 from bot.service import GenreRequest
@@ -239,8 +241,8 @@ class DailyScheduler:
             user_id=None,
             channel_id=channel_id,
             weirdness=DEFAULT_WEIRDNESS,
+            lineage=Lineage(DAILY),
         )
-        # TODO(lineage): the generation records lineage kind "daily" here (wired at merge).
         delivery = await self.bot.service.deliver(request)
         if not delivery.reserved:
             raise DailyProblem("the model found no genre this server has not seen yet.")
@@ -257,7 +259,7 @@ class DailyScheduler:
                 )
                 return
             with self.bot.posts_in_flight.posting(channel_id):
-                message = await self._send(attempt.channel, reserved.name)
+                message = await self._send(attempt.channel, reserved.name, reserved.generation_id)
                 attempt.message_id = message.id
                 unposted.clear()
                 await attach_message(
@@ -289,11 +291,14 @@ class DailyScheduler:
 
         self.pacer.submit(ReactionJob(channel_id, message.id, REACTIONS, forbidden))
 
-    async def _send(self, channel: discord.TextChannel, name: str) -> discord.Message:
+    async def _send(
+        self, channel: discord.TextChannel, name: str, generation_id: int
+    ) -> discord.Message:
         text = f"📅 **Genre of the day**\n🎵 **{escape(name)}**\nVote with 👍 / 👎, ⭐ to keep it."
-        # TODO(buttons): the genre message's buttons (task A's view) go on this post too.
         try:
-            return await channel.send(clip(text, MESSAGE), allowed_mentions=NO_MENTIONS)
+            return await channel.send(
+                clip(text, MESSAGE), view=genre_view(generation_id), allowed_mentions=NO_MENTIONS
+            )
         except discord.NotFound:
             raise DailyProblem(gone(channel.id)) from None
         except discord.Forbidden:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.issued import IssuedNames
+from bot.lineage import Lineage
 from bot.metrics import BotMetrics
 from bot.queue import FairQueue
 from bot.store.engine import SessionMaker
@@ -113,6 +114,8 @@ class GenreRequest:
     # As the user chose it (1..5; the band is clamped); None: unranked.
     weirdness: int | None = None
     temperature: float | None = None
+    # How it was asked for; None: a plain `/genre new` (with or without ``like``).
+    lineage: Lineage | None = None
 
     def band(self) -> int | None:
         """The plausibility band the weirdness picks (None: unranked)."""
@@ -349,6 +352,7 @@ class GenreService:
                         model_name=model_name,
                         model_version_id=version.id if version is not None else None,
                         options=request.stored_options(),
+                        lineage=request.lineage or Lineage.of_like(request.like),
                     )
                     refused = [r for r in rows if r.generation_id is None]
                     reserved += [r for r in rows if r.generation_id is not None]

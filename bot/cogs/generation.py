@@ -1,8 +1,12 @@
-"""`/genre new`: generate genres, one message each, recorded in the store.
+"""`/genre new` and `/genre blend`: generate genres, one message each, recorded in the store;
+and the "More like this" / "Weirder" buttons under every genre message.
 
-The vote reactions (👍 👎 ⭐) are added after each message is posted, from the paced
+Posting is :class:`~bot.cogs._genre_posting.GenrePoster`: each message carries its buttons
+(``_genre_buttons.py``, registered here as dynamic items, so they work after a restart and on
+every shard), and its vote reactions (👍 👎 ⭐) are added after it is posted, from the paced
 per-channel queue of :mod:`bot.pacing`, so a burst stays within Discord's rate limits; the
-command does not wait for them, and a reaction that fails never fails the command.
+command does not wait for them, and a reaction that fails never fails the command. A click is
+served by :class:`~bot.cogs._genre_clicks.ClickHandler`.
 """
 
 from __future__ import annotations
@@ -17,13 +21,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.cogs._genre_buttons import BUTTONS
+from bot.cogs._genre_clicks import ClickHandler
+from bot.cogs._genre_posting import NO_MENTIONS, GenrePoster, NothingGeneratedError
 from bot.cogs.common import REACTIONS, bot_of, defer_public, guild_id_of, subcommand
-from bot.errors import InputError, MicrogenreError
-from bot.pacing import ReactionJob, ReactionPacer
+from bot.errors import InputError
+from bot.lineage import BLEND, Lineage
+from bot.pacing import ReactionPacer
 from bot.service import GenreRequest
-from bot.store.generations import Reserved, attach_message
-from bot.text import MESSAGE, clip, escape, mention
-from scraping.normalize import clean_name
+from bot.store.generations import Reserved
+from bot.text import escape, mention
+from model.textformat import BLEND_SEPARATOR, blend_like
+from scraping.normalize import clean_name, genre_key
 
 if TYPE_CHECKING:
     from bot.app import MicrogenreBot
@@ -36,19 +45,9 @@ POSITION_EDIT_INTERVAL_S = 1.5
 # often short of the tamest (docs/benchmarks.md, quality experiments: level 2 about 2.0x a raw
 # Markov chain, level 3 1.4x), so a default genre sounds real but not bland.
 DEFAULT_WEIRDNESS = 2
-# Genre names are model text and the header repeats user text: shown literally, pinging nobody.
-NO_MENTIONS = discord.AllowedMentions.none()
 
 
-class NothingGeneratedError(MicrogenreError):
-    def __init__(self) -> None:
-        super().__init__(
-            "I could not come up with a genre this server has not seen yet; try again, "
-            "perhaps with more weirdness or another 'like'."
-        )
-
-
-def clean_like(text: str | None, max_chars: int) -> str | None:
+def clean_like(text: str | None, max_chars: int, what: str = "'like'") -> str | None:
     """Validate the ``like`` option: trimmed, lower-cased, printable, not too long.
 
     >>> clean_like("  Dream   Pop ", 60)
@@ -62,10 +61,36 @@ def clean_like(text: str | None, max_chars: int) -> str | None:
     if not cleaned:
         return None
     if len(cleaned) > max_chars:
-        raise InputError(f"'like' is too long: at most {max_chars} characters, please.")
+        raise InputError(f"{what} is too long: at most {max_chars} characters, please.")
     if any(not ch.isprintable() for ch in cleaned) or any(ch in cleaned for ch in "`*_~|<>@#"):
-        raise InputError("'like' may only contain words, spaces and simple punctuation.")
+        raise InputError(f"{what} may only contain words, spaces and simple punctuation.")
     return cleaned
+
+
+def blend_condition(a: str, b: str, max_chars: int) -> str:
+    """The ``like:`` condition of `/genre blend` (``a | b``), or an InputError saying what is
+    wrong with the two parents.
+
+    >>> blend_condition(" Dream Pop", "FINNISH polka", 48)
+    'dream pop | finnish polka'
+    >>> blend_condition("dub", "Dub ", 48)
+    Traceback (most recent call last):
+    bot.errors.InputError: Pick two different genres to blend.
+    """
+    parents = []
+    for name, text in (("a", a), ("b", b)):
+        if BLEND_SEPARATOR.strip() in text:
+            raise InputError(f"'{name}' may not contain '|': give one genre in each option.")
+        cleaned = clean_like(text, max_chars, what=f"'{name}'")
+        if cleaned is None:
+            raise InputError(f"'{name}' is blank: give two genres to blend.")
+        parents.append(cleaned)
+    if genre_key(parents[0]) == genre_key(parents[1]):
+        raise InputError("Pick two different genres to blend.")
+    try:
+        return blend_like(parents[0], parents[1])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def user_cooldown(interaction: discord.Interaction[Any]) -> app_commands.Cooldown | None:
@@ -140,17 +165,27 @@ class MissingReactionsNote:
 class GenerationCog(commands.Cog):
     def __init__(self, bot: MicrogenreBot) -> None:
         self.bot = bot
-        self.commands_ = [subcommand(self.new, name="new")]
-        self.pacer = ReactionPacer(self._add_reaction)
+        self.commands_ = [subcommand(self.new, name="new"), subcommand(self.blend, name="blend")]
+        self.poster = GenrePoster(bot)
+        self.clicks = ClickHandler(bot, self.poster)
+
+    @property
+    def pacer(self) -> ReactionPacer:
+        return self.poster.pacer
 
     async def cog_load(self) -> None:
         for command in self.commands_:
             self.bot.genre_group.add_command(command)
+        # Any button under any genre message, whichever process posted it and when.
+        if hasattr(self.bot, "add_dynamic_items"):
+            self.bot.add_dynamic_items(*BUTTONS)
 
     async def cog_unload(self) -> None:
         for command in self.commands_:
             self.bot.genre_group.remove_command(command.name)
-        await self.pacer.close()
+        if hasattr(self.bot, "remove_dynamic_items"):
+            self.bot.remove_dynamic_items(*BUTTONS)
+        await self.poster.close()
 
     @app_commands.describe(
         count="How many genres (1-5)",
@@ -175,6 +210,28 @@ class GenerationCog(commands.Cog):
         with self.bot.track_work():
             await self._generate_and_post(interaction, guild_id, count, cleaned_like, weirdness)
 
+    @app_commands.describe(
+        a="A genre, real or invented, e.g. 'shoegaze'",
+        b="Another genre, e.g. 'finnish polka'",
+        count="How many genres (1-5)",
+    )
+    @app_commands.checks.dynamic_cooldown(user_cooldown)
+    async def blend(
+        self,
+        interaction: discord.Interaction[Any],
+        a: app_commands.Range[str, 1, 100],
+        b: app_commands.Range[str, 1, 100],
+        count: app_commands.Range[int, 1, 5] = 1,
+    ) -> None:
+        """Invent genres that descend from two genres at once"""
+        await defer_public(interaction)
+        guild_id = guild_id_of(interaction)
+        like = blend_condition(a, b, self.bot.config.bot.max_like_chars)
+        with self.bot.track_work():
+            await self._generate_and_post(
+                interaction, guild_id, count, like, DEFAULT_WEIRDNESS, Lineage(BLEND, text=like)
+            )
+
     async def _generate_and_post(
         self,
         interaction: discord.Interaction[Any],
@@ -182,6 +239,7 @@ class GenerationCog(commands.Cog):
         count: int,
         cleaned_like: str | None,
         weirdness: int,
+        lineage: Lineage | None = None,
     ) -> None:
         request = GenreRequest(
             count,
@@ -190,6 +248,7 @@ class GenerationCog(commands.Cog):
             channel_id=interaction.channel_id,
             like=cleaned_like,
             weirdness=weirdness,
+            lineage=lineage,
         )
         reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
         try:
@@ -207,35 +266,27 @@ class GenerationCog(commands.Cog):
         # Known from the interaction: no reaction requests that are bound to fail.
         can_react = interaction.app_permissions.add_reactions
         note = MissingReactionsNote(interaction)
-        unposted = list(issued)
+
+        async def send(text: str, view: discord.ui.View) -> Any:
+            return await interaction.followup.send(
+                text, view=view, wait=True, allowed_mentions=NO_MENTIONS
+            )
+
         try:
             await interaction.edit_original_response(
                 content=self._header(interaction, issued, request), allowed_mentions=NO_MENTIONS
             )
-            for r in issued:
-                assert r.generation_id is not None
-                # Reactions that arrive before the id is recorded wait for it (voting cog).
-                with self.bot.posts_in_flight.posting(interaction.channel_id):
-                    message = await interaction.followup.send(
-                        clip(f"🎵 **{escape(r.name)}**", MESSAGE),
-                        wait=True,
-                        allowed_mentions=NO_MENTIONS,
-                    )
-                    await attach_message(
-                        self.bot.sessions,
-                        r.generation_id,
-                        message_id=message.id,
-                        channel_id=interaction.channel_id,
-                    )
-                unposted.remove(r)
-                self.bot.service.metrics.genres_delivered.inc()
-                if can_react:
-                    self.pacer.submit(
-                        ReactionJob(message.channel.id, message.id, REACTIONS, note.send)
-                    )
-        finally:
-            # Genres whose message never went out may be issued again later.
-            await self.bot.service.release(request.guild_id, unposted)
+        except BaseException:
+            await self.bot.service.release(request.guild_id, issued)
+            raise
+        await self.poster.post(
+            issued,
+            guild_id=request.guild_id,
+            channel_id=interaction.channel_id,
+            send=send,
+            can_react=can_react,
+            on_forbidden=note.send,
+        )
         if not can_react:
             await note.send()
 
@@ -246,18 +297,15 @@ class GenerationCog(commands.Cog):
         n = len(issued)
         what = "a new micro-genre" if n == 1 else f"{n} new micro-genres"
         extras = []
-        if request.like:
+        if request.lineage is not None and request.lineage.kind == BLEND:
+            extras.append(str(request.lineage.describe(escape)))
+        elif request.like:
             extras.append(f"like *{escape(request.like)}*")
         extras.append(f"weirdness {request.weirdness}")
         return (
             f"🎶 {what} for {mention(interaction.user.id)} ({', '.join(extras)}). "
             "Vote with 👍 / 👎, ⭐ to keep one."
         )
-
-    async def _add_reaction(self, channel_id: int, message_id: int, emoji: str) -> None:
-        """One vote reaction (called by the pacer, which handles its errors)."""
-        partial = self.bot.get_partial_messageable(channel_id).get_partial_message(message_id)
-        await partial.add_reaction(emoji)
 
 
 async def setup(bot: MicrogenreBot) -> None:

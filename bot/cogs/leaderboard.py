@@ -48,6 +48,16 @@ log = logging.getLogger(__name__)
 
 Period = Literal["day", "week", "month", "all"]
 PERIOD_TITLES = {"day": "today", "week": "this week", "month": "this month", "all": "of all time"}
+# `/genre top kind:` (bot/lineage.py KINDS), and how the title names them.
+Kind = Literal["new", "like", "variation", "weirder", "blend", "daily"]
+KIND_TITLES = {
+    "new": "plain new micro-genres",
+    "like": "micro-genres asked for 'like' something",
+    "variation": "variations",
+    "weirder": "weirder takes",
+    "blend": "blends",
+    "daily": "genres of the day",
+}
 # `/genre map` renders a picture: at most once per this many seconds in a server.
 MAP_COOLDOWN_S = 30.0
 NO_MENTIONS = discord.AllowedMentions.none()
@@ -164,14 +174,23 @@ class LeaderboardCog(commands.Cog):
         for command in self.commands_:
             self.bot.genre_group.remove_command(command.name)
 
-    @app_commands.describe(period="Which genres to rank, by when they were invented")
-    async def top(self, interaction: discord.Interaction[Any], period: Period = "week") -> None:
+    @app_commands.describe(
+        period="Which genres to rank, by when they were invented",
+        kind="Only genres asked for this way (new, like, variation, weirder, blend, daily)",
+    )
+    async def top(
+        self,
+        interaction: discord.Interaction[Any],
+        period: Period = "week",
+        kind: Kind | None = None,
+    ) -> None:
         """This server's best-rated invented genres"""
         guild_id = guild_id_of(interaction)
-        rows = await top_generations(self.bot.sessions, guild_id, period=period, limit=10)
-        embed = discord.Embed(
-            title=f"🏆 Top micro-genres {PERIOD_TITLES[period]}", colour=EMBED_COLOUR
+        rows = await top_generations(
+            self.bot.sessions, guild_id, period=period, limit=10, kind=kind
         )
+        what = f"Top {KIND_TITLES[kind]}" if kind else "Top micro-genres"
+        embed = discord.Embed(title=f"🏆 {what} {PERIOD_TITLES[period]}", colour=EMBED_COLOUR)
         if rows:
             embed.description = clip_lines(
                 [ranked_line(i, row, guild_id) for i, row in enumerate(rows, 1)],
@@ -290,9 +309,13 @@ class LeaderboardCog(commands.Cog):
             when = found.created_at.strftime("%Y-%m-%d") if found.created_at else "?"
             score = f"+{found.score}" if found.score > 0 else str(found.score)
             model = found.model_name.replace("`", "'") if found.model_name else None
+            lineage = found.lineage.describe(escape) if found.lineage else None
             text = (
                 f"✨ **{shown}** was invented here for {mention(found.user_id)} "
-                f"on {when}" + (f" by model `{model}`" if model else "") + ": "
+                f"on {when}"
+                + (f", {lineage}" if lineage else "")
+                + (f" by model `{model}`" if model else "")
+                + ": "
                 f"score **{score}** ({found.upvotes}👍 {found.downvotes}👎 "
                 f"{found.favorites}⭐)" + (f" · {url}" if url else "")
             )

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from bot.lineage import Lineage
 from bot.store.engine import SessionMaker
 from bot.store.models import (
     ORIGIN_GENERATED,
@@ -138,8 +139,12 @@ async def reserve_generations(
     model_name: str | None,
     model_version_id: int | None,
     options: dict[str, Any],
+    lineage: Lineage | None = None,
 ) -> list[Reserved]:
     """Insert one generation per name; names that are real or already issued here are refused.
+
+    ``lineage`` (default: a plain new genre, or one asked for ``like`` the ``options``' like)
+    is stored with each row.
 
     All in one transaction, without savepoints: on SQLite, releasing the outermost savepoint
     commits, so a failure part-way used to leave half a request reserved for good. Now an
@@ -153,6 +158,7 @@ async def reserve_generations(
     server's reservations take turns. Generations are inserted in ``names`` order, so their ids
     follow the order the genres are posted in.
     """
+    lineage = lineage or Lineage.of_like(options.get("like"))
     reserved: list[Reserved] = []
     async with sessions.begin() as session:
         await _lock_guild(session, guild_id)
@@ -179,6 +185,9 @@ async def reserve_generations(
                     model_version_id=model_version_id,
                     options=options,
                     created_at=utcnow(),
+                    lineage_kind=lineage.kind,
+                    lineage_parent_id=lineage.parent_id,
+                    lineage_text=lineage.text,
                 )
                 .on_conflict_do_nothing(index_elements=["guild_id", "genre_id"])
                 .returning(Generation.id)
@@ -287,6 +296,51 @@ async def posted_generations(
     return [PostedGeneration(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
 
 
+@dataclass(frozen=True)
+class GenerationSource:
+    """A genre message whose button was clicked: what its variations need."""
+
+    id: int
+    guild_id: int | None
+    channel_id: int | None
+    message_id: int | None
+    name: str
+    weirdness: int | None  # as its request chose it (None: not recorded)
+    created_at: datetime
+
+
+async def generation_source(sessions: SessionMaker, generation_id: int) -> GenerationSource | None:
+    """The generation ``generation_id`` (None when there is none, e.g. it was released)."""
+    async with sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(
+                    Generation.id,
+                    Generation.guild_id,
+                    Generation.channel_id,
+                    Generation.message_id,
+                    Genre.display_name,
+                    Generation.options,
+                    Generation.created_at,
+                )
+                .join(Genre, Genre.id == Generation.genre_id)
+                .where(Generation.id == generation_id)
+            )
+        ).first()
+    if row is None:
+        return None
+    weirdness = (row[5] or {}).get("weirdness")
+    return GenerationSource(
+        id=int(row[0]),
+        guild_id=row[1],
+        channel_id=row[2],
+        message_id=row[3],
+        name=str(row[4]),
+        weirdness=int(weirdness) if isinstance(weirdness, int) else None,
+        created_at=row[6],
+    )
+
+
 async def generation_by_message(sessions: SessionMaker, message_id: int) -> GenerationRef | None:
     async with sessions.begin() as session:
         row = (
@@ -317,6 +371,7 @@ class GenreLookup:
     message_id: int | None = None
     channel_id: int | None = None
     model_name: str | None = None  # the model that made it (None: not recorded)
+    lineage: Lineage | None = None  # how it was asked for here
     upvotes: int = 0
     downvotes: int = 0
     favorites: int = 0
@@ -354,6 +409,9 @@ async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) 
                     Generation.message_id,
                     Generation.channel_id,
                     Generation.model_name,
+                    Generation.lineage_kind,
+                    Generation.lineage_parent_id,
+                    Generation.lineage_text,
                 ).where(Generation.genre_id == genre.id)
             )
         ).all()
@@ -385,6 +443,7 @@ async def lookup_genre(sessions: SessionMaker, name: str, guild_id: int | None) 
         message_id=None if here is None else here[4],
         channel_id=None if here is None else here[5],
         model_name=None if here is None else here[6],
+        lineage=None if here is None else Lineage.stored(here[7], here[8], here[9]),
         upvotes=up,
         downvotes=down,
         favorites=favs,

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 
+from bot.lineage import KINDS, NEW
 from bot.store.engine import SessionMaker
 from bot.store.models import (
     Favorite,
@@ -59,14 +60,18 @@ async def top_generations(
     period: str = "week",
     limit: int = 10,
     now: datetime | None = None,
+    kind: str | None = None,
 ) -> list[Ranked]:
-    """This guild's genres issued within ``period``, best net score first.
+    """This guild's genres issued within ``period`` (and of lineage ``kind``, if given; rows
+    from before lineage are ``new``), best net score first.
 
     Ties go to more upvotes, then to the earlier genre. Genres nobody voted on are included
     (score 0) so a fresh server still sees a list.
     """
     if period not in PERIODS:
         raise ValueError(f"unknown period {period!r}")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown lineage kind {kind!r}")
     span = PERIODS[period]
     up, down = _vote_columns()
     fav_counts = (
@@ -96,6 +101,10 @@ async def top_generations(
     )
     if span is not None:
         stmt = stmt.where(Generation.created_at >= (now or utcnow()) - span)
+    if kind == NEW:
+        stmt = stmt.where(or_(Generation.lineage_kind == NEW, Generation.lineage_kind.is_(None)))
+    elif kind is not None:
+        stmt = stmt.where(Generation.lineage_kind == kind)
     async with sessions.begin() as session:
         rows = (await session.execute(stmt)).all()
     return [

@@ -171,6 +171,11 @@ class Generation(Base):
     model_name: Mapped[str | None] = mapped_column(String(100), default=None)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # How it was asked for (bot/lineage.py): the kind (NULL: from before lineage, "new"), the
+    # generation it varies (a plain id, so a deleted source leaves the record), the condition.
+    lineage_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    lineage_parent_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    lineage_text: Mapped[str | None] = mapped_column(Text, default=None)
 
     genre: Mapped[Genre] = relationship(lazy="raise")
 

@@ -1,7 +1,7 @@
 """genre of the day: each server's schedule, and one post per server and UTC day
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-20 10:00:00
 """
 
@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-# TODO(merge): 0004 (lineage) comes first; this revision then revises "0004".
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -67,7 +67,7 @@ async def test_command_payload_describes_every_option(sessions: Any, tmp_path: P
     bot.tree.add_command(bot.genre_group)
     payload = {c["name"]: c for c in bot.command_payload(None)}
     genre = {o["name"]: o for o in payload["genre"]["options"]}
-    assert set(genre) == {"new", "top", "favorites", "stats", "check", "map", "daily"}
+    assert set(genre) == {"new", "blend", "top", "favorites", "stats", "check", "map", "daily"}
     daily = {o["name"]: o for o in genre["daily"]["options"]}
     assert set(daily) == {"set", "off"}
     channel, hour = daily["set"]["options"]
@@ -81,6 +81,19 @@ async def test_command_payload_describes_every_option(sessions: Any, tmp_path: P
     assert (count["min_value"], count["max_value"]) == (1, 5)
     periods = next(o for o in genre["top"]["options"] if o["name"] == "period")
     assert [c["value"] for c in periods["choices"]] == ["day", "week", "month", "all"]
+    kinds = next(o for o in genre["top"]["options"] if o["name"] == "kind")
+    assert [c["value"] for c in kinds["choices"]] == [
+        "new",
+        "like",
+        "variation",
+        "weirder",
+        "blend",
+        "daily",
+    ]
+    assert kinds["required"] is False
+    parents = {o["name"]: o for o in genre["blend"]["options"]}
+    assert parents["a"]["required"] and parents["b"]["required"]
+    assert parents["a"]["max_length"] == 100
     assert payload["genre"]["contexts"] is None and payload["genre"]["dm_permission"] is False
     assert payload["retrain"]["default_member_permissions"] == 32  # Manage Server
     for command in payload.values():

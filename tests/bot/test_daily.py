@@ -108,6 +108,18 @@ async def test_one_genre_a_day_at_the_hour_and_a_catch_up_after_downtime(
             lambda: len(fake_discord.reactions.get(int(first["id"]), {})) == 3
         )
         assert set(fake_discord.reactions[int(first["id"])]) == {"👍", "👎", "⭐"}
+        # Its buttons, like any genre message's: they name its generation.
+        buttons = [b["custom_id"] for row in first["components"] for b in row["components"]]
+        async with sessions.begin() as s:
+            [(generation_id, kind)] = (
+                await s.execute(
+                    select(Generation.id, Generation.lineage_kind).where(
+                        Generation.message_id == int(first["id"])
+                    )
+                )
+            ).all()
+        assert buttons == [f"mg:more:{generation_id}", f"mg:weirder:{generation_id}"]
+        assert kind == "daily"
 
     # Down at the next day's hour; back at 15:00 the same day: one post, at once.
     clock.now = at(15, day=DAY + timedelta(days=1))

@@ -104,6 +104,8 @@ async def _round_trip(url: str) -> None:
         assert {"guild_id", "message_id", "user_id"} <= shape["generations_columns"]  # type: ignore[operator]
         # One genre of the day per server and day: the database's rule.
         assert ("guild_id", "day") in shape["daily_posts_unique"]  # type: ignore[operator]
+        lineage = {"lineage_kind", "lineage_parent_id", "lineage_text"}
+        assert lineage <= shape["generations_columns"]  # type: ignore[operator]
         await schema.ensure_schema_current(engine)
         assert await schema.current_revision(engine) == schema.head_revision()
 
@@ -293,7 +295,12 @@ async def fill_every_table(url: str, *, per_server: bool) -> None:
                 )
             gens = [
                 Generation(
-                    genre_id=genres[1].id, guild_id=111, message_id=1, model_version_id=own.id
+                    genre_id=genres[1].id,
+                    guild_id=111,
+                    message_id=1,
+                    model_version_id=own.id,
+                    lineage_kind="blend",
+                    lineage_text="dub | polka",
                 ),
                 Generation(
                     genre_id=genres[2].id, guild_id=222, message_id=2, model_version_id=default.id
@@ -302,6 +309,8 @@ async def fill_every_table(url: str, *, per_server: bool) -> None:
             ]
             s.add_all(gens)
             await s.flush()
+            gens[1].lineage_kind, gens[1].lineage_parent_id = "variation", gens[0].id
+            gens[1].lineage_text = "g1"
             s.add_all(
                 [
                     Vote(generation_id=gens[0].id, user_id=7, value=1),
@@ -471,3 +480,35 @@ def test_a_table_rebuild_keeps_the_expression_indexes_it_is_given(tmp_path: Path
                 assert not wanted & names(conn)
     finally:
         engine.dispose()
+
+
+SNAPSHOT_0004 = {
+    **SNAPSHOT_0002,
+    "generations": (
+        "id, genre_id, guild_id, message_id, model_version_id, "
+        "lineage_kind, lineage_parent_id, lineage_text"
+    ),
+}
+
+
+async def test_lineage_columns_come_and_go_with_revision_0004(any_url: str) -> None:
+    """Rows of every table at head keep their lineage; down to 0003 and back up, every other
+    column is kept and the lineage reads as none (old rows count as "new")."""
+    await asyncio.to_thread(schema.upgrade, any_url, "head")
+    await fill_every_table(any_url, per_server=True)
+    at_head = await snapshot(any_url, SNAPSHOT_0004)
+    lineages = [row[5:] for row in at_head["generations"]]
+    assert lineages == [("blend", None, "dub | polka"), ("variation", 1, "g1"), (None, None, None)]
+    await asyncio.to_thread(schema.downgrade, any_url, "0003")
+    engine = create_engine(any_url)
+    try:
+        assert "lineage_kind" not in (await _inspect(engine))["generations_columns"]  # type: ignore[operator]
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(schema.upgrade, any_url, "head")
+    after = await snapshot(any_url, SNAPSHOT_0004)
+    assert [row[:5] for row in after["generations"]] == [row[:5] for row in at_head["generations"]]
+    assert {row[5:] for row in after["generations"]} == {(None, None, None)}
+    assert {k: v for k, v in after.items() if k != "generations"} == {
+        k: v for k, v in at_head.items() if k != "generations"
+    }

@@ -212,6 +212,9 @@ async def check_deployment(
 
     await wait_until(both_voted)
 
+    # The buttons work in every process: each click is served by its server's shard.
+    await check_buttons(fake, sessions, ids_0[0], ids_1[0])
+
     # The same genre is never issued twice in a server, even with two processes at once.
     await check_racing_reservations(sessions)
 
@@ -236,13 +239,37 @@ async def check_deployment(
             )
         ).all()
     bot_rows = [r for r in rows if r[0] in (GUILD_0, GUILD_1)]
-    assert sum(1 for r in bot_rows if r[0] == GUILD_0) == 5
-    assert sum(1 for r in bot_rows if r[0] == GUILD_1) == 3
+    assert sum(1 for r in bot_rows if r[0] == GUILD_0) == 5 + 1  # a weirder take
+    assert sum(1 for r in bot_rows if r[0] == GUILD_1) == 3 + 3  # three variations
     assert all(r[2] is not None for r in bot_rows), "a genre message was never recorded"
     for guild in (GUILD_0, GUILD_1):
         names = [r[1] for r in bot_rows if r[0] == guild]
         assert len(names) == len(set(names))
     assert bots[0].poll() is None, "shard 0's process died with shard 1's"
+
+
+async def check_buttons(
+    fake: FakeDiscord, sessions: SessionMaker, message_0: int, message_1: int
+) -> None:
+    """ "More like this" on shard 1's server, "Weirder" on shard 0's: replies from each."""
+    async with sessions.begin() as session:
+        ids = dict(
+            (
+                await session.execute(
+                    select(Generation.message_id, Generation.id).where(
+                        Generation.message_id.in_([message_0, message_1])
+                    )
+                )
+            ).all()
+        )
+    carol = fake.member("carol")
+    await fake.click(carol, message_1, f"mg:more:{ids[message_1]}")
+    await fake.click(carol, message_0, f"mg:weirder:{ids[message_0]}")
+    await fake.wait_for(lambda: len(fake.replies_to(message_1)) == 3, within=30)
+    await fake.wait_for(lambda: len(fake.replies_to(message_0)) == 1, within=30)
+    for channel, shard in ((CHANNEL_0, 0), (CHANNEL_1, 1)):
+        posts = fake.calls_matching("POST", f"/channels/{channel}/messages")
+        assert {c.auth for c in posts if c.status == 200} == {f"Bot {TOKENS[shard]}"}
 
 
 async def check_racing_reservations(sessions: SessionMaker) -> None:

@@ -15,7 +15,15 @@ Point discord.py at it with :meth:`FakeDiscord.patch` (``discord.http.Route.BASE
   channel messages, reactions (the bot's own reactions are echoed back as gateway events, as
   Discord does); reading a message back (``GET``, with its ``reactions`` counts and ``me``)
   and the users of one reaction (``GET .../reactions/{emoji}``, sorted by id, paginated with
-  ``after`` and ``limit`` ≤ 100, normal or super reactions by ``type``).
+  ``after`` and ``limit`` ≤ 100, normal or super reactions by ``type``);
+* buttons: messages carry ``components`` (action rows of buttons, validated as Discord does in
+  ``components.py``), :meth:`FakeDiscord.click` sends a click as Discord does (INTERACTION_CREATE
+  type 3 with ``data.custom_id``, ``data.component_type`` 2 and the ``message`` the button sits
+  on), answered with 4/5 (a new message), 6 (deferred update) or 7 (update of that message)
+  under the same deadline, rate limits and permissions as a slash command;
+* replies: ``message_reference`` must name a message of the channel (400 Invalid Form Body
+  otherwise, unless ``fail_if_not_exists`` is false) and needs Read Message History;
+  :meth:`FakeDiscord.replies_to` lists them.
 
 Every REST call is recorded in :attr:`FakeDiscord.calls` with the status it got; unknown routes
 answer 404 and are recorded too, so a test can assert nothing unexpected was called.
@@ -49,6 +57,7 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
+from tests.fake_discord.components import component_errors, custom_ids, nested_errors
 from tests.fake_discord.limits import (
     FixedWindows,
     Limit,
@@ -73,6 +82,12 @@ READ_MESSAGE_HISTORY = 0x10000
 # Discord's default and largest page of GET .../reactions/{emoji}.
 REACTION_USERS_DEFAULT_LIMIT = 25
 REACTION_USERS_MAX_LIMIT = 100
+# Interaction types and the callback types each may use (4/5: a message, 6/7: for components,
+# a deferred update or an update of the message the component sits on).
+APPLICATION_COMMAND = 2
+MESSAGE_COMPONENT = 3
+CALLBACKS = {APPLICATION_COMMAND: {4, 5}, MESSAGE_COMPONENT: {4, 5, 6, 7}}
+REPLY = 19  # the message type of a reply
 # Discord's limits on an interaction: acknowledge it within 3 s; its token lives 15 minutes.
 ACK_DEADLINE_S = 3.0
 TOKEN_LIFETIME_S = 15 * 60.0
@@ -148,6 +163,9 @@ class Interaction:
     channel_id: int
     sent_at: float
     acked_at: float | None = None  # when the callback (the acknowledgement) arrived in time
+    type: int = APPLICATION_COMMAND
+    message_id: int | None = None  # a click's: the message its button sits on
+    custom_id: str | None = None  # a click's: the button's
 
     @property
     def ack_latency(self) -> float | None:
@@ -415,8 +433,10 @@ class FakeDiscord:
         attachments: list[str] | None = None,
         interaction_token: str | None = None,
         flags: int = 0,
+        components: list[Any] | None = None,
+        reference: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return {
+        message = {
             "id": str(message_id),
             "channel_id": str(channel_id),
             "guild_id": str(self.guild_of(channel_id)),
@@ -444,8 +464,19 @@ class FakeDiscord:
             "flags": flags,
             "webhook_id": str(self.application_id) if interaction_token else None,
             "application_id": str(self.application_id) if interaction_token else None,
-            "components": [],
+            "components": components or [],
         }
+        message["_at"] = time.monotonic()  # when it was created (for benchmarks)
+        if reference is not None:
+            message["type"] = REPLY
+            message["message_reference"] = {
+                "type": 0,
+                "message_id": str(reference["id"]),
+                "channel_id": str(channel_id),
+                "guild_id": str(self.guild_of(channel_id)),
+            }
+            message["referenced_message"] = self._public(reference)
+        return message
 
     # ------------------------------------------------------------------ gateway
 
@@ -595,11 +626,32 @@ class FakeDiscord:
             data["guild_id"] = str(guild_id)
         interaction_id = snowflake(self._ids)
         token = f"token-{interaction_id}"
-        payload = {
+        payload = self._interaction_payload(
+            interaction_id, token, user, guild_id, channel_id, permissions, app_permissions
+        )
+        payload["data"] = data
+        interaction = Interaction(
+            interaction_id, token, user, guild_id, channel_id, time.monotonic()
+        )
+        self.interactions[token] = interaction
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    def _interaction_payload(
+        self,
+        interaction_id: int,
+        token: str,
+        user: FakeUser,
+        guild_id: int,
+        channel_id: int,
+        permissions: int,
+        app_permissions: int,
+    ) -> dict[str, Any]:
+        """An INTERACTION_CREATE payload, less its ``data`` (and ``message``)."""
+        return {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
-            "type": 2,
-            "data": data,
+            "type": APPLICATION_COMMAND,
             "guild_id": str(guild_id),
             "guild": {"id": str(guild_id), "features": [], "locale": "en-US"},
             "channel_id": str(channel_id),
@@ -624,12 +676,66 @@ class FakeDiscord:
             "context": 0,
             "attachment_size_limit": 8 * 1024 * 1024,
         }
+
+    async def click(
+        self,
+        user: FakeUser,
+        message_id: int,
+        custom_id: str,
+        *,
+        permissions: int = MEMBER_PERMISSIONS,
+        app_permissions: int | None = None,
+    ) -> Interaction:
+        """``user`` clicks the button ``custom_id`` of ``message_id``: an INTERACTION_CREATE of
+        type 3 with the message it sits on, as Discord sends it. ValueError when the message
+        has no such button (a user can only click what is there)."""
+        message = self.messages.get(message_id)
+        if message is None or custom_id not in custom_ids(message.get("components")):
+            raise ValueError(f"message {message_id} has no button {custom_id!r}")
+        channel_id = int(message["channel_id"])
+        guild_id = self.guild_of(channel_id)
+        self.users.setdefault(user.id, user)
+        if app_permissions is None:
+            app_permissions = self.app_permissions_in(channel_id)
+        interaction_id = snowflake(self._ids)
+        token = f"token-{interaction_id}"
+        payload = self._interaction_payload(
+            interaction_id, token, user, guild_id, channel_id, permissions, app_permissions
+        )
+        payload["type"] = MESSAGE_COMPONENT
+        payload["data"] = {"custom_id": custom_id, "component_type": 2}
+        payload["message"] = self._public(message)
         interaction = Interaction(
-            interaction_id, token, user, guild_id, channel_id, time.monotonic()
+            interaction_id,
+            token,
+            user,
+            guild_id,
+            channel_id,
+            time.monotonic(),
+            type=MESSAGE_COMPONENT,
+            message_id=message_id,
+            custom_id=custom_id,
         )
         self.interactions[token] = interaction
         await self.dispatch("INTERACTION_CREATE", payload)
         return interaction
+
+    def replies_to(self, message_id: int) -> list[int]:
+        """Ids of the (not deleted) replies to ``message_id``, in order."""
+        return [
+            int(m["id"])
+            for m in self.messages.values()
+            if not m.get("_deleted")
+            and (m.get("message_reference") or {}).get("message_id") == str(message_id)
+        ]
+
+    def ephemerals(self, interaction: Interaction) -> list[str]:
+        """The contents of the ephemeral messages ``interaction`` got, in order."""
+        return [
+            str(m.get("content", ""))
+            for m in self.messages.values()
+            if m.get("_token") == interaction.token and m.get("_ephemeral")
+        ]
 
     async def react(
         self, user: FakeUser, message_id: int, emoji: str, *, add: bool = True, burst: bool = False
@@ -854,9 +960,16 @@ class FakeDiscord:
                 {"message": "Interaction has already been acknowledged.", "code": 40060},
                 status=400,
             )
-        interaction.acked_at = now
         kind = body.get("type")
         data = body.get("data") or {}
+        if kind not in CALLBACKS.get(interaction.type, set()):
+            return self._invalid_form("type", "Interaction response type is not valid here.")
+        errors = component_errors(data["components"]) if data.get("components") else {}
+        if errors:
+            return self._invalid_components(errors, prefix="data.")
+        interaction.acked_at = now
+        if kind in (6, 7):
+            return self._update_callback(interaction, kind, data)
         flags = int(data.get("flags") or 0)
         message_id = snowflake(self._ids)
         content = "" if kind == 5 else str(data.get("content") or "")
@@ -868,6 +981,7 @@ class FakeDiscord:
             attachments=files,
             interaction_token=token,
             flags=flags,
+            components=data.get("components"),
         )
         message.update(
             _token=token, _original=True, _deferred=kind == 5, _ephemeral=bool(flags & 64)
@@ -888,6 +1002,45 @@ class FakeDiscord:
             response["resource"]["message"] = self._public(message)
         return self._json(response)
 
+    def _update_callback(
+        self, interaction: Interaction, kind: int, data: dict[str, Any]
+    ) -> web.Response:
+        """6 (deferred update) or 7 (update): the click's message is the ``@original``; 7 edits
+        it at once."""
+        assert interaction.message_id is not None
+        self.originals[interaction.token] = interaction.message_id
+        message = self.messages[interaction.message_id]
+        if kind == 7:
+            self._edit(message, data)
+        response: dict[str, Any] = {
+            "interaction": {
+                "id": str(interaction.id),
+                "type": interaction.type,
+                "response_message_id": str(interaction.message_id),
+                "response_message_loading": False,
+                "response_message_ephemeral": False,
+            },
+            "resource": {"type": kind},
+        }
+        if kind == 7:
+            response["resource"]["message"] = self._public(message)
+        return self._json(response)
+
+    @staticmethod
+    def _edit(message: dict[str, Any], body: dict[str, Any]) -> None:
+        for key in ("content", "embeds", "components"):
+            if key in body:
+                message[key] = body[key] or ("" if key == "content" else [])
+        message["edited_timestamp"] = iso_now()
+
+    def _invalid_components(self, errors: dict[str, str], prefix: str = "") -> web.Response:
+        body = {
+            "message": "Invalid Form Body",
+            "code": 50035,
+            "errors": nested_errors({prefix + k: v for k, v in errors.items()}),
+        }
+        return self._json(body, status=400)
+
     @staticmethod
     def _public(message: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in message.items() if not k.startswith("_")}
@@ -900,6 +1053,9 @@ class FakeDiscord:
             return self._json({"message": "Unknown Webhook", "code": 10015}, status=404)
         if time.monotonic() - interaction.sent_at > self.token_lifetime_s:
             return self._json({"message": "Invalid Webhook Token", "code": 50027}, status=401)
+        errors = component_errors(body["components"]) if body.get("components") else {}
+        if errors:
+            return self._invalid_components(errors)
         if m == "POST" and not rest:
             message_id = snowflake(self._ids)
             flags = int(body.get("flags") or 0)
@@ -911,6 +1067,7 @@ class FakeDiscord:
                 attachments=files,
                 interaction_token=token,
                 flags=flags,
+                components=body.get("components"),
             )
             message.update(_token=token, _ephemeral=bool(flags & 64))
             self.messages[message_id] = message
@@ -924,11 +1081,7 @@ class FakeDiscord:
             if m == "GET":
                 return self._json(self._public(found))
             if m == "PATCH":
-                if "content" in body:
-                    found["content"] = body["content"] or ""
-                if "embeds" in body:
-                    found["embeds"] = body["embeds"] or []
-                found["edited_timestamp"] = iso_now()
+                self._edit(found, body)
                 found["_deferred"] = False
                 return self._json(self._public(found))
             if m == "DELETE":
@@ -944,19 +1097,11 @@ class FakeDiscord:
             return self._json({"message": "Unknown Channel", "code": 10003}, status=404)
         if channel_id in self.no_view_in:
             return self._missing_access()
+        errors = component_errors(body["components"]) if body.get("components") else {}
+        if errors:
+            return self._invalid_components(errors)
         if not rest and m == "POST":
-            if channel_id in self.no_messages_in:
-                return self._missing_permissions()
-            message_id = snowflake(self._ids)
-            message = self.message_payload(
-                message_id,
-                channel_id,
-                str(body.get("content") or ""),
-                embeds=body.get("embeds"),
-                attachments=files,
-            )
-            self.messages[message_id] = message
-            return self._json(self._public(message))
+            return self._create_message(channel_id, body, files)
         if not rest or not rest[0].isdigit():
             return self._json({"message": "404: Not Found", "code": 0}, status=404)
         reading = m == "GET"
@@ -970,11 +1115,7 @@ class FakeDiscord:
             if reading:
                 return self._json(self._with_reactions(stored))
             if m == "PATCH":
-                if "content" in body:
-                    stored["content"] = body["content"] or ""
-                if "embeds" in body:
-                    stored["embeds"] = body["embeds"] or []
-                stored["edited_timestamp"] = iso_now()
+                self._edit(stored, body)
                 return self._json(self._public(stored))
         if len(rest) == 3 and rest[1] == "reactions" and reading:
             return self._reaction_users(message_id, rest[2], call.query)
@@ -1006,6 +1147,45 @@ class FakeDiscord:
             self.reactions.get(message_id, {}).get(rest[2], set()).discard(self.bot_user.id)
             return self._json(None, status=204)
         return self._json({"message": "404: Not Found", "code": 0}, status=404)
+
+    def _create_message(
+        self, channel_id: int, body: dict[str, Any], files: list[str]
+    ) -> web.Response:
+        """``POST /channels/{id}/messages``, a reply when it has a ``message_reference``: the
+        referenced message must be in this channel (else Invalid Form Body, unless
+        ``fail_if_not_exists`` is false: then a plain message), and replying needs Read
+        Message History."""
+        if channel_id in self.no_messages_in:
+            return self._missing_permissions()
+        reference: dict[str, Any] | None = None
+        asked = body.get("message_reference")
+        if asked:
+            if channel_id in self.no_history_in:
+                return self._missing_permissions()
+            target = str(asked.get("message_id") or "")
+            found = self.messages.get(int(target)) if target.isdigit() else None
+            if found is not None and self._in_channel(found, channel_id):
+                reference = found
+            elif asked.get("fail_if_not_exists", True):
+                problem = {"message_reference.message_id": "Unknown message"}
+                body_ = {
+                    "message": "Invalid Form Body",
+                    "code": 50035,
+                    "errors": nested_errors(problem, "REPLIES_UNKNOWN_MESSAGE"),
+                }
+                return self._json(body_, status=400)
+        message_id = snowflake(self._ids)
+        message = self.message_payload(
+            message_id,
+            channel_id,
+            str(body.get("content") or ""),
+            embeds=body.get("embeds"),
+            attachments=files,
+            components=body.get("components"),
+            reference=reference,
+        )
+        self.messages[message_id] = message
+        return self._json(self._public(message))
 
     def _missing_permissions(self) -> web.Response:
         return self._json({"message": "Missing Permissions", "code": 50013}, status=403)
