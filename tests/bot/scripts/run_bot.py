@@ -28,8 +28,16 @@ def start_memtrace(path: str) -> None:
         _fields_ = [
             (name, ctypes.c_size_t)
             for name in (
-                "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                "uordblks", "fordblks", "keepcost",
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
             )
         ]
 
