@@ -1,6 +1,14 @@
 """Generation benchmark: cold/warm CLI time, batched throughput vs a one-genre-per-call loop.
 
     .venv/bin/python benchmarks/bench_generate.py [--n 200] [--loop-calls 8] [--skip-cli]
+    .venv/bin/python benchmarks/bench_generate.py --compare [--n 200] [--runs 3] [--levels 2,0]
+
+``--compare`` loads the adapter twice, without the fast path (old: fp32, full head) and with
+the configured levers (new, or those ``--quantize``/``--restrict-head`` pick), and times
+``generate -n N`` after load for each weirdness level (0: unranked), old and new alternated
+(A/B/A/B) with seeds 1..runs; it prints novel genres/s (median, min–max), raw candidates per
+delivered genre, what each rejection class costs per delivered genre, and re-checks that every
+delivered genre is well-formed, novel and unique.
 
 1. ``microgenre generate -n 20`` in a fresh data folder (first run: includes the GGUF
    conversion), then again (warm); checks the 20 genres are distinct, well-formed and absent from
@@ -130,13 +138,89 @@ def throughput(n: int, loop_calls: int, adapter: str | None, data_dir: Path) -> 
     }
 
 
+def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
+    """Old (no fast path) against new, alternated in one process: see the module docstring."""
+    import statistics
+
+    import torch
+
+    from model.artifacts import DEFAULT_ADAPTER_DIR, load_fingerprint
+    from model.base import ModelSpec
+    from model.fastpath import FastSettings
+    from model.filters import Moderator, near_key, validate
+    from model.pipeline import GenrePipeline
+    from model.sampler import LocalBackend, Sampler
+
+    path = Path(args.adapter) if args.adapter else DEFAULT_ADAPTER_DIR
+    spec = ModelSpec(threads=args.threads)
+    variants = {
+        "old": FastSettings(quantize=False, restrict_head=False),
+        "new": FastSettings(quantize=args.quantize, restrict_head=args.restrict_head),
+    }
+    fingerprint = load_fingerprint(path)
+    moderator = Moderator()
+    pipelines = {}
+    for name, fast in variants.items():
+        sampler = Sampler.load(spec, path, data_dir=data_dir, fast=fast)
+        pipelines[name] = GenrePipeline(LocalBackend(sampler), fingerprint, moderator)
+        asyncio.run(pipelines[name].generate(10, seed=999))  # warm-up
+    levels = [int(x) for x in args.levels.split(",")]
+    runs: dict[str, list[dict[str, object]]] = {}
+    for seed in range(1, args.runs + 1):
+        for level in levels:
+            for name, pipeline in pipelines.items():
+                t0 = time.perf_counter()
+                outcome = asyncio.run(pipeline.generate(args.n, seed=seed, weirdness=level or None))
+                seconds = time.perf_counter() - t0
+                genres = outcome.genres
+                delivered = max(len(genres), 1)
+                stats = outcome.stats
+                key = f"{name} weirdness {level or 'unranked'}"
+                runs.setdefault(key, []).append(
+                    {
+                        "seed": seed,
+                        "per_s": round(len(genres) / seconds, 2),
+                        "raw_per_delivered": round(stats.get("raw", 0) / delivered, 2),
+                        "rejected_per_delivered": {
+                            k.removeprefix("rejected:"): round(v / delivered, 2)
+                            for k, v in sorted(stats.items())
+                            if k.startswith("rejected:") or k == "surplus"
+                        },
+                        "well_formed": sum(validate(g) is None for g in genres) / delivered,
+                        "novel": sum(fingerprint.match(g) is None for g in genres) / delivered,
+                        "unique": len({near_key(g) for g in genres}) / delivered,
+                    }
+                )
+                print(key, seed, runs[key][-1]["per_s"], file=sys.stderr, flush=True)
+    summary = {
+        key: {
+            "per_s_median": statistics.median(r["per_s"] for r in rows),  # type: ignore[misc]
+            "per_s_min_max": [min(r["per_s"] for r in rows), max(r["per_s"] for r in rows)],  # type: ignore[type-var]
+            "runs": rows,
+        }
+        for key, rows in runs.items()
+    }
+    return {"adapter": str(path), "n": args.n, "threads": torch.get_num_threads(), **summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--loop-calls", type=int, default=8)
     parser.add_argument("--adapter", default=None)
     parser.add_argument("--skip-cli", action="store_true")
+    parser.add_argument("--compare", action="store_true", help="old vs new, alternated")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--levels", default="2,0", help="weirdness levels; 0 = unranked")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--data-dir", default=None, help="holds the converted base model")
+    parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--restrict-head", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
+    if args.compare:
+        data = Path(args.data_dir) if args.data_dir else ROOT / "data"
+        print(json.dumps(compare(args, data), indent=2, ensure_ascii=False))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-gen-") as tmp:
         data_dir = Path(tmp) / "data"
         report: dict[str, object] = {}

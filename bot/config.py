@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.errors import ConfigError
 from model.base import DEFAULT_BASE_MODEL, ModelSpec
+from model.fastpath import FastSettings
 from model.worker.settings import ServeSettings, WorkerSettings
 
 DEFAULT_CONFIG_FILE = Path("config.toml")
@@ -91,6 +92,19 @@ class ModelConfig:
     dtype: str = "auto"
     # CPU threads for torch; 0 = half the logical cores (the physical ones), at least one.
     threads: int = 0
+    # int8 linear layers for the default adapter's batches (CPU only; opt-in: it shifts what
+    # the adapter samples, docs/benchmarks.md).
+    quantize: bool = False
+    # Output head cut to the tokens genre names use (the adapter's head_tokens.json).
+    restrict_head: bool = True
+
+    def fast(self) -> FastSettings:
+        """The sampler's fast-path levers, the same for the worker, `generate` and `serve`.
+
+        >>> ModelConfig(quantize=True).fast().quantize
+        True
+        """
+        return FastSettings(quantize=self.quantize, restrict_head=self.restrict_head)
 
     def spec(self) -> ModelSpec:
         """The base model and how to load it, as every loader takes it.

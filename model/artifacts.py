@@ -3,8 +3,9 @@
 An adapter folder (written by :mod:`model.train`) holds ``adapter_config.json`` and
 ``adapter_model.safetensors`` (PEFT), ``model_card.json`` (how it was trained and evaluated),
 ``known_genres.fingerprint`` (the genres it must not repeat), ``leading_words.json`` (how many
-training genres each leading word starts: the pipeline's leading-word prior) and
-``loss_curve.png``.
+training genres each leading word starts: the pipeline's leading-word prior),
+``loss_curve.png`` and, optionally, ``head_tokens.json`` (the token ids a restricted output
+head keeps, written by ``microgenre model head-tokens``; see :mod:`model.fastpath`).
 """
 
 from __future__ import annotations

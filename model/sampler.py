@@ -27,6 +27,7 @@ from typing import Any
 
 from model.base import ModelSpec, load_model
 from model.errors import ModelLoadError
+from model.fastpath import FastPath, FastSettings, head_tokens
 from model.protocol import GenerationRequest, GenerationResult, PositionCallback
 
 # Most stop strings whose token ids are remembered (least recently used are forgotten first).
@@ -62,7 +63,15 @@ class Sampler:
     merge_default = True
 
     def __init__(
-        self, model: Any, tokenizer: Any, name: str, *, device: str, max_batch: int = 256
+        self,
+        model: Any,
+        tokenizer: Any,
+        name: str,
+        *,
+        device: str,
+        max_batch: int = 256,
+        quantize: bool = False,
+        head_tokens: list[int] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -79,6 +88,11 @@ class Sampler:
         self._hooks: list[Any] = []
         self._rows: list[str] = []
         self._merged = False  # whether the default adapter is merged into the base weights
+        # Cheaper steps for the default weights alone (model.fastpath): int8 linear layers
+        # and/or the head restricted to these token ids; built while the default serves alone.
+        self.quantize = quantize
+        self.head_tokens = head_tokens
+        self._fast: FastPath | None = None
         config = getattr(model, "config", None)
         # Models whose head does more than a linear layer keep their own forward.
         self._split_head = (
@@ -103,20 +117,46 @@ class Sampler:
         data_dir: str | Path | None = None,
         progress: Callable[[str], None] | None = None,
         max_batch: int = 256,
+        fast: FastSettings | None = None,
     ) -> Sampler:
         """Load the base model ``spec`` names and, when given, ``adapter`` (a PEFT folder) as
-        the default."""
+        the default, with the ``fast`` path levers (None: none; the configured ones come from
+        ``[model]``, see :class:`~model.fastpath.FastSettings`; the restricted head needs the
+        adapter's ``head_tokens.json``), built before this returns."""
         kwargs: dict[str, Any] = {} if progress is None else {"progress": progress}
         model, tokenizer, dev, _ = load_model(spec, data_dir=data_dir, **kwargs)
         base = spec.base_model
         name = Path(base).name if Path(base).exists() else base
         model.eval()
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        sampler = cls(model, tokenizer, name, device=dev, max_batch=max_batch)
+        fast = fast if fast is not None else FastSettings(quantize=False, restrict_head=False)
+        keep = head_tokens(adapter) if fast.restrict_head else None
+        sampler = cls(
+            model,
+            tokenizer,
+            name,
+            device=dev,
+            max_batch=max_batch,
+            quantize=fast.quantize,
+            head_tokens=keep,
+        )
         if adapter is not None:
             sampler.load_adapter(DEFAULT_ADAPTER, adapter)
             sampler.name = f"{name}+{_adapter_name(Path(adapter))}"
+        sampler.fast_path()
         return sampler
+
+    def fast_path(self) -> FastPath | None:
+        """The fast path of batches of the default weights alone (built on first use); None
+        when none is configured, another adapter is loaded, or the head is not a plain linear
+        layer."""
+        configured = self.quantize or self.head_tokens is not None
+        alone = self._merged or self._peft is None
+        if not (configured and alone and self._split_head):
+            return None
+        if self._fast is None:
+            self._fast = FastPath(self.model, quantize=self.quantize, keep=self.head_tokens)
+        return self._fast
 
     # ------------------------------------------------------------------ adapters
 
@@ -186,6 +226,7 @@ class Sampler:
             self._unmerge()
 
     def _unmerge(self) -> None:
+        self._fast = None  # built from the merged weights (or the base alone): stale now
         if self._merged:
             self._peft.unmerge_adapter()
             self._merged = False
@@ -265,14 +306,16 @@ class Sampler:
         return [r for r in results if r is not None]
 
     def _last_logits(
-        self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any
+        self, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any, fast: Any = None
     ) -> tuple[Any, Any]:
         """Float logits of the last position, shape (batch, vocab), and the updated cache.
 
-        The decoder runs without its head and the head is applied to the contiguous last
-        hidden state: letting the causal-LM class slice it (``logits_to_keep``) sends a
-        strided tensor into the tied head, which PyTorch turns into a batched matmul over a
-        copied (batch x hidden x vocab) weight — measured 30x slower on CPU.
+        With ``fast`` (a :class:`~model.fastpath.FastPath`), its decoder and head serve, and the
+        logits are over its head's tokens. The decoder runs without its head and the head is
+        applied to the contiguous last hidden state: letting the causal-LM class slice it
+        (``logits_to_keep``) sends a strided tensor into the tied head, which PyTorch turns
+        into a batched matmul over a copied (batch x hidden x vocab) weight — measured 30x
+        slower on CPU.
         """
         kwargs: dict[str, Any] = {
             "input_ids": input_ids,
@@ -282,6 +325,9 @@ class Sampler:
         }
         if cache is not None:
             kwargs["cache"] = cache
+        if fast is not None:
+            logits, out = fast.logits(kwargs)
+            return logits, _cache_of(out)
         if self._split_head:
             out = self.model.get_decoder()(**kwargs)
             hidden = out.last_hidden_state[:, -1, :].contiguous()
@@ -325,14 +371,18 @@ class Sampler:
             logprobs[:] = [[] for _ in range(batch)]
         active = torch.arange(batch, device=input_ids.device)
         self._select_rows(adapters or [self.adapter_of_default()] * batch)
+        fast = None if self._rows else self.fast_path()
+        if fast is not None and not fast.covers(stop_ids):
+            fast = None  # a stop token the restricted head cannot emit: the full head serves
         with torch.inference_mode():
-            logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None)
+            logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None, fast)
             for step in range(max_new_tokens):
-                chosen = _pick(logits, temperature, top_p)
+                picked_at = _pick(logits, temperature, top_p)  # in the head's index space
+                chosen = picked_at if fast is None else fast.to_vocab(picked_at)
                 for row, token in zip(active.tolist(), chosen.tolist(), strict=True):
                     tokens[row].append(token)
                 if logprobs is not None:
-                    picked = logits.gather(-1, chosen[:, None]).squeeze(-1)
+                    picked = logits.gather(-1, picked_at[:, None]).squeeze(-1)
                     step_lp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
                     for row, value in zip(active.tolist(), step_lp, strict=True):
                         logprobs[row].append(value)
@@ -353,7 +403,7 @@ class Sampler:
                 )
                 position_ids = position_ids[:, -1:] + 1
                 logits, cache = self._last_logits(
-                    chosen[:, None], attention_mask, position_ids, cache
+                    chosen[:, None], attention_mask, position_ids, cache, fast
                 )
         return tokens
 

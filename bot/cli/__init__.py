@@ -17,6 +17,7 @@ import click
 # name would shadow the submodule on this package (``import bot.cli.db`` would get the group).
 from bot.cli import (
     bot,
+    calibrate,
     dataset,
     db,
     evaluate,
@@ -64,6 +65,7 @@ for command in (
     invite.invite,
 ):
     main.add_command(command)
+versions.model.add_command(calibrate.head_tokens)
 
 
 def entry(argv: Sequence[str] | None = None) -> int:

@@ -125,7 +125,13 @@ def load_sampler(config: Config, adapter: Path) -> Any:
     quiet_transformers()
     from model.sampler import Sampler
 
-    return Sampler.load(config.model.spec(), adapter, data_dir=config.data_dir, progress=_say)
+    return Sampler.load(
+        config.model.spec(),
+        adapter,
+        data_dir=config.data_dir,
+        progress=_say,
+        fast=config.model.fast(),
+    )
 
 
 def load_fingerprint(adapter: Path) -> Any:

@@ -36,6 +36,7 @@ def sampler_spec(config: Any) -> SamplerSpec:
         dtype=model.dtype,
         threads=model.threads,
         data_dir=str(config.data_dir),
+        fast=model.fast(),
     )
 
 

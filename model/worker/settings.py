@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from model.base import ModelSpec
+from model.fastpath import FastSettings
 from model.protocol import GenerationRequest, GenerationResult
 
 # A prompt the smoke generation of a hot reload completes; the exact text matters little: the
@@ -37,6 +38,8 @@ class SamplerSpec(ModelSpec):
     adapter: str | None = None
     # Where the converted base model is cached (None: the model library's default).
     data_dir: str | None = None
+    # The fast-path levers (``[model] quantize`` / ``restrict_head``), as `generate` uses them.
+    fast: FastSettings = field(default_factory=FastSettings)
 
     def with_adapter(self, adapter: str | None) -> SamplerSpec:
         return dataclasses.replace(self, adapter=adapter)
@@ -51,7 +54,7 @@ def default_sampler_factory(spec: SamplerSpec) -> SamplerLike:
     """Load the real model (imports torch; only ever called inside the worker process)."""
     from model.sampler import Sampler
 
-    sampler: SamplerLike = Sampler.load(spec, spec.adapter, data_dir=spec.data_dir)
+    sampler: SamplerLike = Sampler.load(spec, spec.adapter, data_dir=spec.data_dir, fast=spec.fast)
     return sampler
 
 

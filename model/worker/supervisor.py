@@ -224,6 +224,8 @@ class Supervisor:
             "model": self.model_name,
             "adapter": self.spec.adapter,
             "adapters": self.adapters(),
+            # The sampler's fast-path levers, the same settings `generate` and `serve` use.
+            "fast": self.spec.fast.as_dict(),
             "last_heartbeat_age_s": round(now - last_seen, 3) if last_seen is not None else None,
         }
 

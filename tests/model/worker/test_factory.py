@@ -85,3 +85,20 @@ def test_example_config_documents_worker_and_serve() -> None:
     assert config.worker.transport == "local"
     assert config.serve.host == "127.0.0.1"
     assert config.serve.api_token is None
+
+
+@pytest.mark.parametrize(("quantize", "restrict"), [("true", "true"), ("false", "false")])
+def test_the_worker_loads_the_fast_path_the_config_names(quantize: str, restrict: str) -> None:
+    """The worker, `generate` and `serve` read the same [model] keys (config.model.fast())."""
+    environ = {"MICROGENRE_MODEL_QUANTIZE": quantize, "MICROGENRE_MODEL_RESTRICT_HEAD": restrict}
+    config = load_config(None, environ=environ)
+    spec = sampler_spec(config)
+    assert spec.fast == config.model.fast()
+    assert spec.fast.quantize is (quantize == "true")
+    assert spec.fast.restrict_head is (restrict == "true")
+    client = make_client(config)
+    assert isinstance(client, WorkerClient)
+    assert client.health()["fast"] == {
+        "quantize": quantize == "true",
+        "restrict_head": restrict == "true",
+    }
