@@ -1,9 +1,11 @@
 """The text format the model is trained on and sampled with.
 
-One example is one genre, optionally conditioned on a related genre or word::
+One example is one genre, optionally conditioned on a related genre or word, or on two parent
+genres at once (a *blend*, the parts joined by :data:`BLEND_SEPARATOR`)::
 
     genre: midwest shoegaze⏎
     like: shoegaze⏎genre: midwest shoegaze⏎
+    like: shoegaze | black metal⏎genre: blackgaze⏎
 
 The prompt ends with ``"genre:"``; the completion is a space, the genre and the end marker (a
 newline). The model learns to emit the marker, generation stops on it, and anything that does not
@@ -27,22 +29,55 @@ from scraping.normalize import clean_name
 END_MARKER = "\n"
 GENRE_TAG = "genre:"
 LIKE_TAG = "like:"
-#: Longest accepted ``like`` text (characters, after cleaning).
+#: Longest accepted ``like`` text (characters, after cleaning; each part of a blend).
 MAX_LIKE_CHARS = 48
+#: Joins the two parents of a blend condition: ``like: shoegaze | black metal``.
+BLEND_SEPARATOR = " | "
+
+
+def _clean_part(text: str) -> str:
+    return clean_name(text.replace(END_MARKER, " "))[:MAX_LIKE_CHARS].strip()
 
 
 def clean_like(like: str | None) -> str | None:
     """Normalise a ``like`` condition; empty or blank means no condition.
 
+    A condition with a ``|`` is a blend of two parents: each part is cleaned and cut to
+    :data:`MAX_LIKE_CHARS` separately, blank parts are dropped and parts after the second are
+    ignored (the model is trained on two).
+
     >>> clean_like("  Post-Rock\\n "), clean_like("   ")
     ('post-rock', None)
+    >>> clean_like("Shoegaze|black  metal"), clean_like("dub | ")
+    ('shoegaze | black metal', 'dub')
     """
     if like is None:
         return None
-    text = clean_name(like.replace(END_MARKER, " "))
-    if not text:
+    parts = [part for part in map(_clean_part, like.split("|")) if part]
+    if not parts:
         return None
-    return text[:MAX_LIKE_CHARS].strip()
+    return BLEND_SEPARATOR.join(parts[:2])
+
+
+def blend_like(a: str, b: str) -> str:
+    """The ``like`` condition of a genre descended from both ``a`` and ``b``.
+
+    >>> blend_like("Shoegaze", " black metal ")
+    'shoegaze | black metal'
+    >>> blend_like("pop|rock", "jazz")
+    Traceback (most recent call last):
+    ValueError: a blend parent cannot contain "|": 'pop|rock'
+    """
+    parts = []
+    for parent in (a, b):
+        if "|" in parent:
+            raise ValueError(f'a blend parent cannot contain "|": {parent!r}')
+        cleaned = clean_like(parent)
+        if cleaned is None:
+            raise ValueError("a blend needs two non-empty parent genres")
+        parts.append(cleaned)
+    a, b = parts
+    return f"{a}{BLEND_SEPARATOR}{b}"
 
 
 def build_prompt(like: str | None = None) -> str:

@@ -48,3 +48,39 @@ def test_format_example_round_trips_through_parse() -> None:
     prompt = build_prompt("ambient")
     assert text.startswith(prompt) and text.endswith(END_MARKER)
     assert parse_completion(text[len(prompt) :]) == "dark ambient"
+
+
+def test_blend_like_joins_two_cleaned_parents() -> None:
+    from model.textformat import BLEND_SEPARATOR, blend_like
+
+    assert BLEND_SEPARATOR == " | "
+    assert blend_like(" Shoegaze ", "Black  Metal") == "shoegaze | black metal"
+    assert build_prompt(blend_like("shoegaze", "black metal")) == (
+        "like: shoegaze | black metal\ngenre:"
+    )
+
+
+def test_blend_parts_are_limited_separately() -> None:
+    from model.textformat import MAX_LIKE_CHARS, blend_like
+
+    a, b = blend_like("x" * 200, "y" * 200).split(" | ")
+    assert a == "x" * MAX_LIKE_CHARS and b == "y" * MAX_LIKE_CHARS
+    # The two-part condition survives clean_like and build_prompt intact.
+    assert clean_like(f"{'x' * 60}|{'y' * 60}") == f"{a} | {b}"
+    assert build_prompt(f"{a} | {b}") == f"like: {a} | {b}\ngenre:"
+
+
+@pytest.mark.parametrize(("a", "b"), [("pop|rock", "jazz"), ("jazz", "a | b"), ("  ", "jazz")])
+def test_blend_like_refuses_a_bad_parent(a: str, b: str) -> None:
+    from model.textformat import blend_like
+
+    with pytest.raises(ValueError, match="blend"):
+        blend_like(a, b)
+
+
+@pytest.mark.parametrize(
+    ("like", "cleaned"),
+    [("shoegaze|", "shoegaze"), (" | dub", "dub"), ("a|b|c", "a | b"), ("Pop | Rock", "pop | rock")],
+)
+def test_clean_like_keeps_at_most_two_parts(like: str, cleaned: str) -> None:
+    assert clean_like(like) == cleaned
