@@ -80,7 +80,12 @@ def test_blend_like_refuses_a_bad_parent(a: str, b: str) -> None:
 
 @pytest.mark.parametrize(
     ("like", "cleaned"),
-    [("shoegaze|", "shoegaze"), (" | dub", "dub"), ("a|b|c", "a | b"), ("Pop | Rock", "pop | rock")],
+    [
+        ("shoegaze|", "shoegaze"),
+        (" | dub", "dub"),
+        ("a|b|c", "a | b"),
+        ("Pop | Rock", "pop | rock"),
+    ],
 )
 def test_clean_like_keeps_at_most_two_parts(like: str, cleaned: str) -> None:
     assert clean_like(like) == cleaned
