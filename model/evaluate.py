@@ -642,7 +642,7 @@ async def fair_evaluation(
         for point in points[-len(levels) :]:
             point["band_known_rate"] = rates[point["weirdness"]]
         baselines.append(markov_raw_novel(train_names, held, markov_n, seed, vocab=vocab))
-        if probes is not None and vocab is not None:
+        if probes is not None and probes.likes and vocab is not None:
             likes.append(await like_probe(make_pipeline(backend), vocab, probes, seed))
         if probes is not None and probes.pairs:
             blends.append(await blend_probe(make_pipeline(backend), probes, seed))

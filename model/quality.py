@@ -181,7 +181,7 @@ async def blend_probe(pipeline: GenrePipeline, probes: Probes, seed: int) -> dic
     to at least one (see :func:`relative`)."""
     related = probes.related or {}
     both = either = total = 0
-    examples = []
+    examples: list[list[str]] = []
     for i, (a, b, child) in enumerate(probes.pairs):
         outcome = await _generate(
             pipeline, probes.per_pair, blend_like(a, b), seed + i, probes.weirdness
