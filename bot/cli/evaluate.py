@@ -26,7 +26,14 @@ from model.pipeline import DEFAULT_TEMPERATURE
 
 
 @click.command("eval")
-@click.option("-n", "--count", type=click.IntRange(10, 100_000), default=1000, show_default=True)
+@click.option(
+    "-n",
+    "--count",
+    type=click.IntRange(10, 100_000),
+    default=1000,
+    show_default=True,
+    help="Genres delivered per seed and weirdness level (and samples of the tables).",
+)
 @click.option(
     "--adapter", default=None, help="LoRA adapter folder (default: config, else shipped)."
 )
@@ -35,13 +42,15 @@ from model.pipeline import DEFAULT_TEMPERATURE
     "dataset_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Dataset folder with the validation split (default: <data_dir>/dataset).",
+    help="Dataset folder with the dev (validation) and lockbox splits "
+    "(default: <data_dir>/dataset).",
 )
 @click.option(
     "--from-csv",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Rebuild the split from a genres.csv table (same seed as training).",
+    help="Rebuild the split from a genres.csv table under the held-out protocol "
+    "(dev seed --seed, as `dataset build --seed`).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -55,7 +64,8 @@ from model.pipeline import DEFAULT_TEMPERATURE
     type=click.IntRange(0, 200),
     default=20,
     show_default=True,
-    help="Number of like: conditions to test (10 genres each).",
+    help="Number of random training like: conditions whose honoured rate is measured "
+    "(10 genres each).",
 )
 @click.option("--no-baseline", is_flag=True, help="Skip the markovify baselines.")
 @click.option(
@@ -94,7 +104,11 @@ from model.pipeline import DEFAULT_TEMPERATURE
 @click.option(
     "--plot", type=click.Path(dir_okay=False), default=None, help="PNG of the weirdness curve."
 )
-@click.option("--update-card", is_flag=True, help="Store the results in the adapter's card.")
+@click.option(
+    "--update-card",
+    is_flag=True,
+    help="Store the results in the adapter's card (as eval, or eval_lockbox with --lockbox).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def eval_command(
