@@ -52,6 +52,14 @@ from model.pipeline import DEFAULT_TEMPERATURE
     help="Rebuild the split from a genres.csv table under the held-out protocol "
     "(dev seed --seed, as `dataset build --seed`).",
 )
+@click.option(
+    "--split",
+    type=click.Choice(["everynoise", "random"]),
+    default="everynoise",
+    show_default=True,
+    help="With --from-csv: the held-out protocol, or the earlier random split (8 %, no lockbox) "
+    "that default-v1 and default-v2 were trained with.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--temperature",
@@ -117,6 +125,7 @@ def eval_command(
     adapter: str | None,
     dataset_dir: str | None,
     from_csv: str | None,
+    split: str,
     seed: int,
     temperature: float,
     likes: int,
@@ -151,7 +160,7 @@ def eval_command(
         raise InputError("--lockbox measures the held-out evaluation: drop --no-baseline.")
     options = EvalOptions(
         count, seed, temperature, likes, no_baseline, fair_seeds, fair_levels,
-        lockbox=lockbox, blends=blends, like_probes=like_probes,
+        lockbox=lockbox, blends=blends, like_probes=like_probes, split=split,
     )  # fmt: skip
     if lockbox:
         _log_lockbox_read(path, ctx, dataset_dir or from_csv)
@@ -211,6 +220,7 @@ class EvalOptions:
     lockbox: bool = False  # the lockbox split instead of the dev split
     blends: int = 30  # parent pairs of the blend rate (0: none)
     like_probes: bool = True
+    split: str = "everynoise"  # how --from-csv splits: the held-out protocol or "random"
 
 
 @dataclass
@@ -233,10 +243,10 @@ def _relation_records(relations: dict[str, list[str]]) -> list[dict[str, Any]]:
 
 
 def _load_split(
-    config: Config, dataset_dir: str | None, from_csv: str | None, seed: int, lockbox: bool
+    config: Config, dataset_dir: str | None, from_csv: str | None, options: EvalOptions
 ) -> Split:
     """The split from a genres.csv table (rebuilt under the held-out protocol, dev seed
-    ``seed``) or a dataset folder; the lockbox only when ``lockbox``."""
+    ``options.seed``, or randomly) or a dataset folder; the lockbox only with ``--lockbox``."""
     import json
 
     from model.dataset import (
@@ -251,20 +261,25 @@ def _load_split(
     from model.errors import DatasetError
     from model.splits import HoldoutSpec, read_dev_parents, read_lockbox
 
+    lockbox = options.lockbox
     if from_csv:
         if not Path(from_csv).is_file():
             raise InputError(f"{from_csv}: no such file")
         try:
             ds = build_dataset(
-                records_from_genres_csv(from_csv), seed=seed, holdout=HoldoutSpec(seed)
+                records_from_genres_csv(from_csv),
+                seed=options.seed,
+                holdout=HoldoutSpec(options.seed) if options.split == "everynoise" else None,
             )
         except DatasetError as exc:
             raise InputError(str(exc)) from None
         if lockbox and not ds.lockbox:
-            raise InputError(f"{from_csv} has no Every Noise genre: there is no lockbox.")
+            raise InputError(
+                f"{from_csv}: no lockbox (--split random, or no Every Noise genre in the table)."
+            )
         held_genres = ds.lockbox if lockbox else ds.dev_held
         held = [Example(g.genre) for g in ds.lockbox] if lockbox else ds.valid
-        which = "lockbox" if lockbox else "dev"
+        which = "lockbox" if lockbox else ("dev" if ds.dev_held else "random validation split")
         known = [*ds.known, *(e.genre for e in held)]
         return Split(ds.train, held, known, f"{which} of csv:{from_csv}",
                      _relation_records(ds.relations), held_genres)  # fmt: skip
@@ -312,7 +327,7 @@ async def _evaluate(
 
     count, seed, temperature = options.count, options.seed, options.temperature
     likes, no_baseline = options.likes, options.no_baseline
-    split = _load_split(config, dataset_dir, from_csv, seed, options.lockbox)
+    split = _load_split(config, dataset_dir, from_csv, options)
     train_examples, valid_examples, known_names = split.train, split.held, split.known
     split_source, records = split.source, split.records
     fingerprint = load_fingerprint(adapter)

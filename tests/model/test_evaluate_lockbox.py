@@ -100,3 +100,15 @@ def test_a_lockbox_that_cannot_be_logged_is_not_read(
     assert _eval(dataset, adapter, tmp_path / "r.json", "--lockbox") == 2
     assert "cannot record the lockbox read" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_earlier_random_split_from_a_table_has_no_lockbox(
+    adapter: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = tmp_path / "genres.csv"
+    csv.write_text("genre,source,parent\n" + "\n".join(ROWS) + "\n")
+    args = ["eval", "-n", "20", "--from-csv", str(csv), "--adapter", str(adapter), "--likes", "0"]
+    assert entry([*args, "--split", "random", "--levels", "none", "--json"]) == 0
+    assert "random validation split" in json.loads(capsys.readouterr().out)["split"]
+    assert entry([*args, "--split", "random", "--lockbox", "--seeds", "1", "--levels", "2"]) == 2
+    assert "no lockbox" in capsys.readouterr().err
