@@ -87,3 +87,17 @@ def load_leading_prior(adapter: str | Path) -> LeadingPrior | None:
     except (OSError, ValueError, TypeError) as exc:
         log.warning("cannot read %s: %s", path, exc)
         return None
+
+
+#: The model card's log of lockbox reads (``microgenre eval --lockbox``), oldest first.
+LOCKBOX_READS = "lockbox_reads"
+
+
+def log_lockbox_read(adapter: str | Path, entry: dict[str, Any]) -> int:
+    """Append ``entry`` (when, which command, seeds, ...) to the adapter card's lockbox log
+    *before* the lockbox is read; how many reads it now records. Raises ``OSError`` when the
+    card cannot be written: an unrecorded read must not happen."""
+    card = read_card(adapter)
+    reads = [*card.get(LOCKBOX_READS, []), entry]
+    write_card(adapter, {**card, LOCKBOX_READS: reads})
+    return len(reads)

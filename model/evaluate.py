@@ -33,10 +33,13 @@ from model.protocol import (
     GenerationResult,
     PositionCallback,
 )
+from model.quality import Probes, Vocabulary, blend_probe, like_probe
 from model.textformat import END_MARKER, parse_completion
 from scraping.normalize import genre_key
 
 WATCHED_WORD = "musica"
+#: Raw novel markovify outputs per seed: re-invention is counted per 1,000 of them.
+MARKOV_N = 1000
 
 
 class MarkovBackend:
@@ -282,6 +285,7 @@ class HeldOut:
     fingerprint: Fingerprint  # every known genre except those of the validation split
     targets: frozenset[str]  # near keys of the validation genres that can be re-invented
     train_words: frozenset[str]
+    names: tuple[str, ...] = ()  # the held-out genres themselves
 
     @classmethod
     def build(
@@ -297,7 +301,7 @@ class HeldOut:
         fingerprint = Fingerprint.from_names(n for n in names if genre_key(n) not in valid_keys)
         targets = frozenset(near_key(e.genre) for e in valid if fingerprint.match(e.genre) is None)
         words = frozenset(w for e in train for w in genre_key(e.genre).split())
-        return cls(fingerprint, targets, words)
+        return cls(fingerprint, targets, words, tuple(e.genre for e in valid))
 
     def reinvented(self, names: Iterable[str]) -> set[str]:
         """The targets among ``names`` (by near key: spelling and word order aside)."""
@@ -310,11 +314,19 @@ class HeldOut:
 
 
 def markov_raw_novel(
-    train_names: Sequence[str], held: HeldOut, n: int, seed: int, *, state_size: int = 1
+    train_names: Sequence[str],
+    held: HeldOut,
+    n: int,
+    seed: int,
+    *,
+    state_size: int = 1,
+    vocab: Vocabulary | None = None,
 ) -> dict[str, Any]:
     """The fair baseline: ``n`` outputs of a markovify chain that are not known genres.
 
     No other filter (well-formedness, near-copies, leading words): the chain as it is.
+    ``known_rate`` is its raw known-genre share; ``structure`` (with ``vocab``) the structure
+    shares of its novel outputs.
     """
     backend = MarkovBackend(train_names, state_size=state_size, seed=seed)
     novel: list[str] = []
@@ -334,11 +346,22 @@ def markov_raw_novel(
         "seed": seed,
         "n": len(novel),
         "reinvented": len(found),
+        "reinvented_per_1000": per_1000(len(found), len(novel)),
         "known_rate": known / max(drawn, 1),
         "invented_word_rate": held.invented_word_rate(novel),
         "unique": len({near_key(t) for t in novel}) / max(len(novel), 1),
+        **({"structure": vocab.shares(novel)} if vocab else {}),
         "reinvented_examples": sorted(found)[:10],
     }
+
+
+def per_1000(hits: int, n: int) -> float:
+    """``hits`` among ``n`` genres, per 1,000.
+
+    >>> per_1000(7, 200), per_1000(0, 0)
+    (35.0, 0.0)
+    """
+    return round(1000 * hits / n, 2) if n else 0.0
 
 
 def lead_ratio(
@@ -378,8 +401,13 @@ async def delivered_point(
     seed: int,
     weirdness: int | None,
     temperature: float | None = None,
+    vocab: Vocabulary | None = None,
 ) -> dict[str, Any]:
-    """``n`` delivered genres at one weirdness level, measured against the held-out split."""
+    """``n`` delivered genres at one weirdness level, measured against the held-out split.
+
+    ``known_rate`` is the raw known-genre share (real genres among the raw samples, which the
+    novelty filter throws away); ``structure`` (with ``vocab``) the delivered genres' shares.
+    """
     t0 = time.perf_counter()
     shortfall = None
     try:
@@ -400,6 +428,7 @@ async def delivered_point(
         "weirdness": weirdness,
         "n": len(genres),
         "reinvented": len(found),
+        "reinvented_per_1000": per_1000(len(found), len(genres)),
         "known_rate": stats.get("rejected:known", 0) / max(stats.get("raw", 0), 1),
         "invented_word_rate": held.invented_word_rate(genres),
         "well_formed": sum(validate(g) is None for g in genres) / max(len(genres), 1),
@@ -412,6 +441,7 @@ async def delivered_point(
         "raw": stats.get("raw", 0),
         "seconds": round(seconds, 2),
         "shortfall": shortfall,
+        **({"structure": vocab.shares(genres)} if vocab else {}),
         "reinvented_examples": sorted(found)[:10],
         "samples": genres[:10],
     }
@@ -433,12 +463,18 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _structure_spread(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    shares = [r["structure"] for r in rows if "structure" in r]
+    return {k: spread([float(s[k]) for s in shares]) for k in shares[0]} if shares else {}
+
+
 def summarise(
     points: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]]
 ) -> dict[str, Any]:
     """Per weirdness level over the seeds: each metric's spread, and the re-invention ratio
-    (mean over seeds of model / raw-novel markovify of the same seed)."""
-    base_by_seed = {b["seed"]: b["reinvented"] for b in baselines}
+    (mean over seeds of the model's re-inventions per 1,000 delivered / raw-novel markovify's
+    per 1,000 of the same seed)."""
+    base_by_seed = {b["seed"]: b.get("reinvented_per_1000", b["reinvented"]) for b in baselines}
     levels: dict[str, Any] = {}
     metrics = (
         "reinvented",
@@ -451,17 +487,23 @@ def summarise(
     )
     for level in dict.fromkeys(p["weirdness"] for p in points):
         rows = [p for p in points if p["weirdness"] == level]
-        ratios = [p["reinvented"] / max(base_by_seed.get(p["seed"], 0), 1) for p in rows]
+        ratios = [
+            p.get("reinvented_per_1000", p["reinvented"]) / max(base_by_seed.get(p["seed"], 0), 1)
+            for p in rows
+        ]
         levels[str(level)] = {
             **{m: spread([float(p[m]) for p in rows]) for m in metrics},
             "well_formed": spread([float(p["well_formed"]) for p in rows]),
             "ratio": spread(ratios),
+            "reinvented_per_1000": spread([float(p.get("reinvented_per_1000", 0)) for p in rows]),
+            "structure": _structure_spread(rows),
             "seconds": spread([float(p["seconds"]) for p in rows]),
         }
-    base = {
-        m: spread([float(b[m]) for b in baselines])
-        for m in ("reinvented", "known_rate", "invented_word_rate")
+    base: dict[str, Any] = {
+        m: spread([float(b.get(m, 0)) for b in baselines])
+        for m in ("reinvented", "reinvented_per_1000", "known_rate", "invented_word_rate")
     }
+    base["structure"] = _structure_spread(baselines)
     return {"levels": levels, "baseline": base}
 
 
@@ -556,16 +598,25 @@ async def fair_evaluation(
     seeds: Sequence[int],
     levels: Sequence[int | None],
     temperature: float | None = None,
+    vocab: Vocabulary | None = None,
+    probes: Probes | None = None,
+    markov_n: int = MARKOV_N,
 ) -> dict[str, Any]:
-    """The model at each weirdness level and the raw-novel markovify baseline, per seed.
+    """The model at each weirdness level and the raw-novel markovify baseline (``markov_n``
+    outputs), per seed.
 
     Level None is the unranked pipeline (sampling order, no re-ranking oversampling).
 
     ``make_pipeline`` builds the pipeline over a backend; its fingerprint must be
     ``held.fingerprint`` (the validation genres count as novel, so they can be re-invented).
+    With ``vocab`` (the training genres), the structure shares of the model's, markovify's and
+    the held-out genres themselves; with ``probes``, per seed the ``like:`` probe
+    (:func:`~model.quality.like_probe`) and, with pairs, the blend probe.
     """
     points: list[dict[str, Any]] = []
     baselines: list[dict[str, Any]] = []
+    likes: list[dict[str, Any]] = []
+    blends: list[dict[str, Any]] = []
     started = time.perf_counter()
     rerank = 1.0
     for seed in seeds:
@@ -583,13 +634,23 @@ async def fair_evaluation(
                     seed=seed,
                     weirdness=level,
                     temperature=temperature,
+                    vocab=vocab,
                 )
             )
             points[-1]["stream_sampled"] = replay.sampled
         rates = band_known_rates(make_pipeline(replay), replay, levels, rerank)
         for point in points[-len(levels) :]:
             point["band_known_rate"] = rates[point["weirdness"]]
-        baselines.append(markov_raw_novel(train_names, held, n, seed))
+        baselines.append(markov_raw_novel(train_names, held, markov_n, seed, vocab=vocab))
+        if probes is not None and probes.likes and vocab is not None:
+            likes.append(await like_probe(make_pipeline(backend), vocab, probes, seed))
+        if probes is not None and probes.pairs:
+            blends.append(await blend_probe(make_pipeline(backend), probes, seed))
+    summary = summarise(points, baselines)
+    summary["like_probe"] = {
+        m: spread([float(r[m]) for r in likes]) for m in ("verbatim", "honoured", "invented_word")
+    }
+    summary["blend"] = {m: spread([float(r[m]) for r in blends]) for m in ("both", "either")}
     return {
         "n": n,
         "seeds": list(seeds),
@@ -597,9 +658,13 @@ async def fair_evaluation(
         "temperature": temperature,
         "rerank": rerank,
         "targets": len(held.targets),
+        "markov_n": markov_n,
         "model": points,
         "baseline_raw_novel": baselines,
-        "summary": summarise(points, baselines),
+        "held_out_structure": vocab.shares(held.names) if vocab else {},
+        "like_probe": likes,
+        "blend": blends,
+        "summary": summary,
         "wall_s": round(time.perf_counter() - started, 1),
     }
 

@@ -1,6 +1,7 @@
 """The text format the model is trained on and sampled with.
 
-One example is one genre, optionally conditioned on a related genre or word::
+One example is one genre, optionally conditioned on a related genre or word, or on two parent
+genres at once (a *blend*, the parts joined by :data:`BLEND_SEPARATOR`)::
 
     genre: midwest shoegaze⏎
     like: shoegaze⏎genre: midwest shoegaze⏎

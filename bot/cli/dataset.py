@@ -1,7 +1,9 @@
 """`microgenre dataset build`: training and validation JSONL and the known-genre fingerprint.
 
 The genres come from the store (or a genres.csv table), plus optional extra genres; `train` and
-`server-run` build their dataset the same way when no --dataset folder is given.
+`server-run` build their dataset the same way when no --dataset folder is given. By default the
+held-out protocol splits them (:mod:`model.splits`): a dev tenth of the Every Noise names is the
+validation split and a lockbox tenth is set aside, both removed from every source.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ import click
 from bot.cli.common import open_store, state, store_configured
 from bot.config import Config
 from bot.errors import InputError
-from model.dataset import LIKE_FRACTION
+from model.dataset import BLEND_FRACTION, LIKE_FRACTION
+from model.splits import LOCKBOX_SEED
+
+SPLITS = ("everynoise", "random")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,9 +86,23 @@ def build_dataset_folder(
     valid_fraction: float,
     like_fraction: float = LIKE_FRACTION,
     source_weights: dict[str, float] | None = None,
+    split: str = "everynoise",
+    lockbox_seed: int = LOCKBOX_SEED,
+    blend_fraction: float = BLEND_FRACTION,
 ) -> dict[str, Any]:
-    """Build a dataset from a genres.csv table or the store into ``output``; its statistics."""
+    """Build a dataset from a genres.csv table or the store into ``output``; its statistics.
+
+    ``split`` "everynoise" is the held-out protocol (dev seed ``seed``, lockbox seed
+    ``lockbox_seed``; ``valid_fraction`` only applies when no genre comes from Every Noise),
+    "random" a random ``valid_fraction`` of all genres and no lockbox."""
     from model.dataset import build_dataset, write_dataset
+    from model.errors import DatasetError
+    from model.splits import HoldoutSpec
+
+    try:
+        holdout = HoldoutSpec(seed, lockbox_seed) if split == "everynoise" else None
+    except DatasetError as exc:
+        raise InputError(str(exc)) from None
 
     if from_csv and not Path(from_csv).is_file():
         raise InputError(f"{from_csv}: no such file")
@@ -97,6 +116,8 @@ def build_dataset_folder(
         extra_genres=extras,
         like_fraction=like_fraction,
         source_weights=source_weights,
+        holdout=holdout,
+        blend_fraction=blend_fraction,
     )
     ds.stats["source"] = source
     ds.stats["extra_genres"] = len(extras)
@@ -125,6 +146,21 @@ def _print_dataset_stats(stats: dict[str, Any], output: Path) -> None:
         f"({sum(stats['like_examples'].values())} with like:), {stats['valid']} validation "
         f"genres, {stats['known_genres']} known genres in the fingerprint "
         f"(source: {stats.get('source')})"
+    )
+    held = stats.get("held_out")
+    if held:
+        click.echo(
+            f"held out of every source (Every Noise names by loose key, dev seed "
+            f"{held['dev_seed']}, lockbox seed {held['lockbox_seed']}): dev {held['dev']} "
+            f"(the validation split), lockbox {held['lockbox']} (read only by `microgenre eval "
+            f"--lockbox`); {held['records_removed']} records removed, "
+            f"{held['parents_reattached']} parent links re-attached"
+        )
+    else:
+        click.echo("split: random (no lockbox)")
+    click.echo(
+        f"blend examples (like: a | b): {stats['like_examples'].get('blend', 0)} "
+        f"from {stats.get('blend_eligible', 0)} training genres with two or more parents"
     )
     click.echo(
         f"leading words capped at {stats['balance_cap']} ({stats['balance_dropped']} dropped)"
@@ -167,14 +203,44 @@ def genre_source_options(fn: F) -> F:
     help="Dataset folder (default: <data_dir>/dataset).",
 )
 @genre_source_options
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--valid-fraction", type=float, default=0.08, show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(SPLITS),
+    default="everynoise",
+    show_default=True,
+    help="everynoise: the held-out protocol (a dev tenth of the Every Noise names as the "
+    "validation split, a lockbox tenth set aside, both removed from every source); random: a "
+    "random --valid-fraction of all genres, no lockbox.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Dev split and sampling seed.")
+@click.option(
+    "--lockbox-seed",
+    type=int,
+    default=LOCKBOX_SEED,
+    show_default=True,
+    help="The lockbox's seed: keep the default, or every lockbox number so far is void.",
+)
+@click.option(
+    "--valid-fraction",
+    type=float,
+    default=0.08,
+    show_default=True,
+    help="Validation share of --split random (and of a store without Every Noise genres).",
+)
 @click.option(
     "--like-fraction",
     type=click.FloatRange(0, 1),
     default=LIKE_FRACTION,
     show_default=True,
     help="Share of training examples conditioned on a like: (a related genre or a word).",
+)
+@click.option(
+    "--blend-fraction",
+    type=click.FloatRange(0, 1),
+    default=BLEND_FRACTION,
+    show_default=True,
+    help="Share of the like: examples of genres with two or more parents that are blends "
+    "of two of them (like: a | b).",
 )
 @click.option(
     "--source-weight",
@@ -192,9 +258,12 @@ def dataset_build(
     from_csv: str | None,
     extra_genres: str | None,
     include_generated_min_score: int | None,
+    split: str,
     seed: int,
+    lockbox_seed: int,
     valid_fraction: float,
     like_fraction: float,
+    blend_fraction: float,
     source_weights: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -211,6 +280,9 @@ def dataset_build(
         valid_fraction=valid_fraction,
         like_fraction=like_fraction,
         source_weights=_parse_source_weights(source_weights),
+        split=split,
+        lockbox_seed=lockbox_seed,
+        blend_fraction=blend_fraction,
     )
     if as_json:
         click.echo(json.dumps(stats, indent=2, ensure_ascii=False))

@@ -40,7 +40,7 @@ from model.events import EventKind, StopReason, TrainEvent
 from model.filters import validate
 from model.pipeline import DEFAULT_TEMPERATURE
 from model.protocol import GenerationRequest
-from model.textformat import END_MARKER, build_prompt, parse_completion
+from model.textformat import END_MARKER, blend_like, build_prompt, parse_completion
 from model.train._common import (
     Encoded,
     LossCurve,
@@ -618,7 +618,13 @@ def _model_card(
         "name": name or f"lora-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}",
         "base_model": cfg.base_model,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "format": {"prompt": build_prompt(), "like_prompt": build_prompt("<text>"), "end": "\\n"},
+        "format": {
+            "prompt": build_prompt(),
+            "like_prompt": build_prompt("<text>"),
+            # A genre descended from two parents (model.textformat.blend_like).
+            "blend_prompt": build_prompt(blend_like("<a>", "<b>")),
+            "end": "\\n",
+        },
         "data": data,
         "hyperparameters": cfg.to_dict(),
         "trainable_params": trainer.n_trainable,
@@ -637,5 +643,7 @@ def _model_card(
             **({"reinvented_per_epoch": result.reinvented} if result.reinvented else {}),
         },
         "eval": {},
+        # `microgenre eval --lockbox` appends one entry per read (model.artifacts.log_lockbox_read).
+        "lockbox_reads": [],
         **({"notes": notes} if notes else {}),
     }

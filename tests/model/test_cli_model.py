@@ -165,3 +165,30 @@ def test_bad_source_weight_is_a_one_line_error(
     err = capsys.readouterr().err
     assert "--source-weight" in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()  # nothing written
+
+
+def test_dataset_build_holds_out_a_dev_and_a_lockbox_tenth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from model.splits import read_lockbox
+
+    words = ["velvet", "harbour", "glacier", "copper", "neon", "moss", "tidal", "amber"]
+    heads = ["polka", "drone", "dub", "gaze", "trap", "waltz", "grime", "chant", "jazz", "rock"]
+    rows = [f"{a} {b},everynoise,{b}" for a in words for b in heads]
+    rows += [f"{a} {b} fusion,rym,{a} {b}|{b}" for a in words for b in heads]
+    path = tmp_path / "genres.csv"
+    path.write_text("genre,source,parent\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "ds"
+    assert entry(["dataset", "build", "--from-csv", str(path), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    stats = json.loads((out / "stats.json").read_text())
+    lockbox = read_lockbox(out)
+    assert stats["split"] == "everynoise-holdout" and lockbox and stats["valid"] > 0
+    assert f"lockbox {len(lockbox)}" in printed and "blend" in printed
+    fp = Fingerprint.load(out / "known.fingerprint")
+    assert not any(g.genre in fp for g in lockbox)
+    other = tmp_path / "random"
+    args = ["dataset", "build", "--from-csv", str(path), "--output", str(other)]
+    assert entry([*args, "--split", "random", "--valid-fraction", "0.2"]) == 0
+    assert not (other / "lockbox.jsonl").exists()
+    assert json.loads((other / "stats.json").read_text())["split"] == "random"

@@ -102,11 +102,34 @@ async def test_fair_evaluation_reports_levels_seeds_and_the_ratio() -> None:
     for row in report["model"]:
         assert row["novel"] == row["unique"] == row["well_formed"] == 1.0
         assert 0.0 <= row["band_known_rate"] <= 1.0
-    base = {b["seed"]: b["reinvented"] for b in report["baseline_raw_novel"]}
+    # Re-invention per 1,000: the model's of its 30 delivered, markovify's of 1,000 raw novel.
+    assert report["markov_n"] == 1000
+    assert all(b["n"] == 1000 for b in report["baseline_raw_novel"])
+    base = {b["seed"]: b["reinvented_per_1000"] for b in report["baseline_raw_novel"]}
     ratios = [
-        p["reinvented"] / max(base[p["seed"]], 1) for p in report["model"] if p["weirdness"] == 1
+        (p["reinvented"] * 1000 / p["n"]) / max(base[p["seed"]], 1)
+        for p in report["model"]
+        if p["weirdness"] == 1
     ]
     assert levels["1"]["ratio"]["mean"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
+
+
+async def test_fair_evaluation_reports_structure_for_model_markov_and_held_out() -> None:
+    from model.quality import INVENTED_WORD, MODIFIER_KNOWN, OTHER, Vocabulary
+
+    vocab = Vocabulary([*TRAIN, "house", "techno"])
+    report = await fair_evaluation(
+        CountingBackend(), _pipeline, HELD, TRAIN, n=30, seeds=[1], levels=[1, 5], vocab=vocab
+    )
+    # The held-out genres themselves: "acid house" and "dream techno" are a seen modifier + a
+    # known genre; "deep jazz" and "rock post" other combinations of seen words.
+    assert report["held_out_structure"] == {MODIFIER_KNOWN: 0.5, OTHER: 0.5, INVENTED_WORD: 0.0}
+    level5 = report["summary"]["levels"]["5"]["structure"]
+    assert level5[INVENTED_WORD]["mean"] == 1.0  # "lunar12 house": an invented word
+    base = report["summary"]["baseline"]["structure"]
+    assert base[INVENTED_WORD]["mean"] == 0.0  # a word chain invents no word
+    assert base[MODIFIER_KNOWN]["mean"] + base[OTHER]["mean"] == pytest.approx(1.0)
+    assert report["like_probe"] == [] and report["blend"] == []
 
 
 async def test_weirdness_plot_is_a_png(tmp_path: Path) -> None:

@@ -68,6 +68,8 @@ def test_training_writes_a_complete_adapter(
     assert card["base_model"] == str(tiny_model_path)
     assert card["data"]["train_examples"] > 0 and len(card["data"]["hash"]) == 64
     assert card["hyperparameters"]["lora_r"] == 16
+    assert card["format"]["blend_prompt"] == "like: <a> | <b>\ngenre:"
+    assert card["lockbox_reads"] == []  # the lockbox was never read for it
     assert len(card["training"]["valid_loss_per_epoch"]) == 2
     assert (out / LOSS_CURVE).read_bytes()[:4] == b"\x89PNG"
 
