@@ -113,6 +113,10 @@ class PositionReporter:
     def __call__(self, position: int) -> None:
         if self.closed or position == self.last_position:
             return
+        # A shutdown fails the requests in line, which moves everyone's place; an edit started
+        # then would run after discord.py has closed its HTTP session.
+        if getattr(self.interaction.client, "closing", False):
+            return
         now = time.monotonic()
         # Always show "generating now" (0); other changes at most every interval.
         if position != 0 and now - self.last_edit < self.interval_s:
