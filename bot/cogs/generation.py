@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -102,9 +103,15 @@ def user_cooldown(interaction: discord.Interaction[Any]) -> app_commands.Cooldow
 class PositionReporter:
     """Edits the placeholder with the caller's place in line, throttled, never blocking."""
 
-    def __init__(self, interaction: discord.Interaction[Any], interval_s: float) -> None:
+    def __init__(
+        self,
+        interaction: discord.Interaction[Any],
+        interval_s: float,
+        closing: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.interaction = interaction
         self.interval_s = interval_s
+        self.closing = closing
         self.last_position: int | None = None
         self.last_edit = 0.0
         self.task: asyncio.Task[None] | None = None
@@ -115,7 +122,7 @@ class PositionReporter:
             return
         # A shutdown fails the requests in line, which moves everyone's place; an edit started
         # then would run after discord.py has closed its HTTP session.
-        if getattr(self.interaction.client, "closing", False):
+        if self.closing():
             return
         now = time.monotonic()
         # Always show "generating now" (0); other changes at most every interval.
@@ -254,7 +261,9 @@ class GenerationCog(commands.Cog):
             weirdness=weirdness,
             lineage=lineage,
         )
-        reporter = PositionReporter(interaction, POSITION_EDIT_INTERVAL_S)
+        reporter = PositionReporter(
+            interaction, POSITION_EDIT_INTERVAL_S, closing=lambda: self.bot.closing
+        )
         try:
             delivery = await self.bot.service.deliver(request, on_position=reporter)
         finally:

@@ -44,6 +44,7 @@ class FakeBot:
         channel.get_partial_message.return_value = self.partial
         self.get_partial_messageable = MagicMock(return_value=channel)
         self.get_user = MagicMock(return_value=None)
+        self.closing = False
 
     def track_work(self) -> Any:
         import contextlib

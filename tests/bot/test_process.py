@@ -98,7 +98,9 @@ async def test_sigterm_right_after_a_retrain_cancel_exits_0_and_frees_the_slot(
     from bot.store import runs as runs_store
     from tests.bot.test_retrain import ADMIN, commands
 
-    retrain = commands("ok", 1.0)
+    # 6 steps of 5 s: the cancel lands mid-run even on a loaded machine (at 1 s a step, CI
+    # once saw the run succeed before the cancel reached it).
+    retrain = commands("ok", 5.0)
     (tmp_path / "config.toml").write_text(
         "[bot]\nretrain_min_votes = 0\nretrain_cooldown_h = 0\n"
         f"train_command = {json.dumps(retrain['train_command'])}\n"

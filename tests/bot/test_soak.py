@@ -26,7 +26,14 @@ def test_two_minute_soak_passes_every_check(tmp_path: Path) -> None:
     summary = json.loads(out.read_text(encoding="utf-8"))
     # null: not judged (the RSS slopes are judged for runs of 10 minutes or more).
     failed = [name for name, ok in summary["checks"].items() if ok is False]
-    assert run.returncode == 0 and not failed, (failed, summary)
+    # The details first: pytest cuts a long message, and the summary is long.
+    details = {
+        "failed": failed,
+        "vote_mismatches": summary["vote_mismatches"][:5],
+        "unrecorded_posts": summary["unrecorded_posts"][:5],
+        "bot_log_tail": summary.get("bot_log_tail", "")[-1500:],
+    }
+    assert run.returncode == 0 and not failed, details
     assert summary["genres_delivered"] > 0 and summary["votes_stored"] > 0
     assert len(summary["faults"]["worker_kills"]) == 3
     rss = summary["rss"]
