@@ -8,8 +8,10 @@ a server with one waiting by at most one dispatch. Waiting callers hear their pl
 round-robin order (1 = next) through ``on_position`` whenever it changes.
 
 A request is refused only when it could not be served in time: its estimated wait, the genres
-ahead of it divided by the measured throughput, exceeds ``max_wait_s``, or its server already
-has ``guild_cap`` waiting, or its user already has ``user_cap`` in line or generating.
+ahead of it divided by the measured throughput, exceeds ``max_wait_s`` (once a throughput has
+been measured: until then the estimate rests on a prior guess, and only the caps refuse), or
+its server already has ``guild_cap`` waiting, or its user already has ``user_cap`` in line or
+generating.
 
 >>> order = round_robin([["a1", "a2", "a3"], ["b1"], ["c1", "c2"]])
 >>> order
@@ -287,7 +289,9 @@ class FairQueue:
             refusal = UserQueueFullError(user_active, wait_s)
         elif guild_waiting >= s.guild_cap:
             refusal = GuildQueueFullError(guild_waiting, wait_s)
-        elif not has_free_slot and wait_s > s.max_wait_s:
+        elif not has_free_slot and self.meter.samples and wait_s > s.max_wait_s:
+            # Only a measured rate refuses: the prior is a guess, and a fresh bot's first burst
+            # would be refused on it (100 clicks, 17 refused, served in half the estimate).
             refusal = WaitTooLongError(wait_s, s.max_wait_s)
         if refusal is not None:
             self._remove(ticket)

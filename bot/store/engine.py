@@ -12,12 +12,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+from bot.config import DatabaseConfig
 from bot.errors import StoreError
 
 SessionMaker = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str, *, echo: bool = False, busy_timeout_ms: int = 5000) -> AsyncEngine:
+# How long a SQLite write waits for the lock (see DatabaseConfig.sqlite_busy_timeout_ms).
+BUSY_TIMEOUT_MS = DatabaseConfig.sqlite_busy_timeout_ms
+
+
+def create_engine(
+    url: str, *, echo: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> AsyncEngine:
     """Create the async engine for ``url`` (``sqlite+aiosqlite`` or ``postgresql+asyncpg``).
 
     SQLite gets WAL mode, a busy timeout and enforced foreign keys on every connection; the

@@ -24,6 +24,7 @@ from model.errors import ModelError
 from model.worker.errors import WorkerBusyError, WorkerCrashedError, WorkerTimeoutError
 from tests.bot.fakes import ScriptedGenerator
 from tests.bot.test_cogs import FakeBot, fake_interaction, reaction
+from tests.bot.test_queue import measured_queue
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -61,7 +62,7 @@ async def _hold_a_slot(service: GenreService, gen: ScriptedGenerator) -> asyncio
 QUEUE_REFUSALS = [
     (QueueSettings(slots=1, user_cap=1), [(1, 1)], "user_cap"),
     (QueueSettings(slots=1, guild_cap=1), [(1, 2), (1, 3)], "guild_cap"),
-    (QueueSettings(slots=1, max_wait_s=60, prior_genres_per_s=0.01), [(2, 2)], "max_wait"),
+    (QueueSettings(slots=1, max_wait_s=60), [(2, 2)], "max_wait"),
 ]
 
 
@@ -71,7 +72,10 @@ async def test_queue_refusals_count_by_reason(
 ) -> None:
     gen = ScriptedGenerator()
     gen.enqueue(["a", "b", "c"])
-    service = GenreService(gen, sessions, queue=FairQueue(settings))
+    # For the wait: a measured rate of 0.01 genres/s (a prior alone refuses nothing).
+    measured = reason == "max_wait"
+    queue = await measured_queue(settings, 1, 100.0) if measured else FairQueue(settings)
+    service = GenreService(gen, sessions, queue=queue)
     first = await _hold_a_slot(service, gen)
     tasks = [
         asyncio.ensure_future(service.deliver(GenreRequest(1, guild_id=g, user_id=u)))

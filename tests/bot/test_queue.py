@@ -92,8 +92,33 @@ async def test_a_server_with_one_waiting_is_not_stuck_behind_a_server_with_150()
     assert crowd[1].position == 1
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def measured_queue(settings: QueueSettings, genres: int, seconds: float) -> FairQueue:
+    """A queue that has measured ``genres`` in ``seconds`` of full slots, then gone idle."""
+    clock = Clock()
+    queue = FairQueue(settings, clock=clock)
+    holders = [await arrive(queue, 0, 100 + i) for i in range(settings.slots)]
+    waiter = await arrive(queue, 0, 99)  # waits: the measuring window opens
+    clock.now = seconds
+    for i, holder in enumerate(holders):
+        finish(queue, holder, delivered=genres if i == 0 else 0)
+    await drain()
+    finish(queue, waiter, delivered=0)
+    await drain()
+    assert queue.meter.samples == 1 and queue.meter.rate == pytest.approx(genres / seconds)
+    assert queue.running == 0 and queue.waiting == 0
+    return queue
+
+
 async def test_refuses_what_would_wait_too_long_with_the_estimate() -> None:
-    queue = FairQueue(QueueSettings(slots=1, max_wait_s=10.0, prior_genres_per_s=1.0))
+    queue = await measured_queue(QueueSettings(slots=1, max_wait_s=10.0), genres=1, seconds=1.0)
     running = await arrive(queue, 1, 1, count=5)
     waiting = await arrive(queue, 1, 2, count=5)  # 10 genres ahead at 1/s: exactly 10 s
     assert waiting.task is not None and not waiting.task.done()
@@ -107,6 +132,18 @@ async def test_refuses_what_would_wait_too_long_with_the_estimate() -> None:
     finish(queue, running, delivered=5)
     await drain()
     assert waiting.ticket is not None
+
+
+async def test_the_prior_alone_refuses_nothing() -> None:
+    """A fresh bot's first burst is admitted: its prior (a guess) once refused 17 of 100
+    'More like this' clicks that the bot then served in half the estimated time. The caps
+    still bound the line, and the first measured second makes the estimate count."""
+    queue = FairQueue(QueueSettings(slots=1, max_wait_s=10.0, prior_genres_per_s=1.0))
+    running = await arrive(queue, 1, 1, count=5)
+    later = [await arrive(queue, 1 + i % 2, 2 + i, count=5) for i in range(4)]
+    assert all(c.task is not None and not c.task.done() for c in later)
+    assert queue.waiting == 4 and queue.estimate_wait_s(25) == pytest.approx(25.0)
+    assert running.ticket is not None
 
 
 async def test_a_free_slot_is_never_refused_for_its_estimate() -> None:
