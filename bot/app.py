@@ -50,6 +50,9 @@ COG_MODULES = (
     "bot.cogs.daily",
 )
 SYNC_STATE_FILE = "command_sync.json"
+# Past the shutdown grace period, commands still generating are failed: this long for their
+# error replies to go out before the bot disconnects.
+FAIL_REPLY_GRACE_S = 5.0
 
 
 class DiscordConnectionError(MicrogenreError):
@@ -249,7 +252,14 @@ class MicrogenreBotMixin:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self.config.bot.shutdown_grace_s)
         if self._work:
-            log.warning("shutting down with %d commands still in flight", self._work)
+            # Fail their generations now, while discord.py can still deliver the error replies
+            # (after its close, each one logged "Session is closed" and its user heard nothing).
+            log.warning("shutting down with %d commands still in flight: failing them", self._work)
+            await self.service.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), FAIL_REPLY_GRACE_S)
+        if self._work:
+            log.warning("%d commands did not answer before the shutdown", self._work)
 
     @contextlib.contextmanager
     def track_work(self) -> Iterator[None]:

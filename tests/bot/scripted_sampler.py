@@ -13,6 +13,7 @@ names it generates do not depend on the adapter.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from pathlib import Path
 
@@ -68,3 +69,8 @@ def scripted_factory(spec: SamplerSpec) -> ScriptedSampler:
 def slow_factory(spec: SamplerSpec) -> ScriptedSampler:
     """Like :func:`scripted_factory`, 0.2 s per batch (a stand-in for a real model)."""
     return ScriptedSampler(delay_s=0.2)
+
+
+def env_delay_factory(spec: SamplerSpec) -> ScriptedSampler:
+    """Like :func:`scripted_factory`, ``MICROGENRE_TEST_SAMPLER_DELAY_S`` seconds per batch."""
+    return ScriptedSampler(delay_s=float(os.environ.get("MICROGENRE_TEST_SAMPLER_DELAY_S", "0")))

@@ -82,6 +82,51 @@ async def test_bot_process_serves_and_stops_cleanly(
     assert stats["generated_genres"] == 2
 
 
+async def test_a_command_still_generating_at_shutdown_is_told_before_the_bot_disconnects(
+    fake_discord: FakeDiscord, sessions: Any, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The 60-minute soak ended with 18 interactions unanswered: their generations were failed
+    after discord.py had closed its HTTP session ("could not deliver an error message ...:
+    Session is closed"). Past the grace period, a stopping bot fails them while it can still
+    answer."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
+        "DISCORD_TOKEN": "fake-token",
+        "MICROGENRE_DATABASE_URL": sqlite_url,
+        "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
+        "MICROGENRE_BOT_SHUTDOWN_GRACE_S": "1",
+        "MICROGENRE_TEST_SAMPLER_DELAY_S": "60",  # every batch outlasts the grace period
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LAUNCHER),
+        fake_discord.api_base,
+        fake_discord.gateway_url,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await asyncio.wait_for(fake_discord.identified.wait(), 60)
+        inter = await fake_discord.invoke(fake_discord.member("ann"), "genre", "new")
+        await fake_discord.wait_for(
+            lambda: fake_discord.calls_matching("POST", f"/interactions/{inter.id}/")
+        )
+        await asyncio.sleep(0.5)  # the request is with the worker
+        proc.send_signal(signal.SIGTERM)
+        rc = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.stderr is not None
+    err = (await proc.stderr.read()).decode()
+    assert rc == 0, err[-3000:]
+    assert "could not deliver" not in err, err[-3000:]
+    answers = fake_discord.followups(inter)
+    assert answers and "⚠️" in answers[-1]["content"], answers
+
+
 def test_missing_token_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
     from bot.cli import entry
 

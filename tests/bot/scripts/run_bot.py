@@ -91,12 +91,12 @@ def main() -> int:
         from model.worker import WorkerClient
         from model.worker.factory import sampler_spec
         from model.worker.health import HEALTH_FILE
-        from tests.bot.scripted_sampler import scripted_factory
+        from tests.bot.scripted_sampler import env_delay_factory
 
         client = WorkerClient(
             sampler_spec(config),
             config.worker,
-            sampler_factory=scripted_factory,
+            sampler_factory=env_delay_factory,  # MICROGENRE_TEST_SAMPLER_DELAY_S, default 0
             health_file=Path(config.data_dir) / HEALTH_FILE,
         )
         await client.start()
