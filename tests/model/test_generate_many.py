@@ -155,7 +155,15 @@ def test_an_interruption_loses_at_most_one_chunk(
 
     use_sampler(monkeypatch, PatternSampler(lambda i: i % 2 == 1, after=interrupt))
     before = set(stored(store))
-    assert entry(["generate", "-n", "5000", "--seed", "1"]) == 130
+    # Ctrl-C as a fresh process gets it: CI once saw this SIGINT have no effect at all (all
+    # 5000 printed, exit 0), so the disposition it found is part of the failure message.
+    found = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        status = entry(["generate", "-n", "5000", "--seed", "1"])
+    finally:
+        signal.signal(signal.SIGINT, found)
+    assert status == 130, f"SIGINT disposition before the test: {found!r}"
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) >= 1000
     new = set(stored(store)) - before
