@@ -36,7 +36,8 @@ give up takes the acceptable candidates its rounds held back.
 
 A ``like:`` call is ``like_choose`` times larger and deals first, in the order above, the
 candidates that share a word with its condition (:func:`~model.filters.theme_words`); the others
-fill in only when too few do, and the rest stay ``surplus``.
+fill in only when too few do, and the rest stay ``surplus``. A blend's condition (``like: a |
+b``) deals those that share a word with both parents before those that share one.
 
 Concurrent unseeded calls with the same ``like`` and temperature share rounds: one request,
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
@@ -70,7 +71,7 @@ from model.filters import (
 )
 from model.outcome import GenerationOutcome
 from model.protocol import AdapterRef, CompletionBackend, GenerationRequest, PositionCallback
-from model.textformat import END_MARKER, build_prompt, parse_completion
+from model.textformat import BLEND_SEPARATOR, END_MARKER, build_prompt, clean_like, parse_completion
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +371,7 @@ class GenrePipeline:
             count=count,
             steer=like is not None,
             theme=theme_words(like) if like else frozenset(),
+            parents=_blend_parents(like),
             excluded={near_key(name) for name in exclude},
             lead_cap=self._lead_cap(count),
             recent=deque(maxlen=self.collapse_window),
@@ -519,7 +521,7 @@ class GenrePipeline:
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: dict[int, bool] = {}
         order, band = _dealing_order(
-            judged, result.scores, weirdness, choose, theme, 1 / self.rerank
+            judged, result.scores, weirdness, choose, theme, 1 / self.rerank, callers[0].parents
         )
         dealt = 0
         for index in order:
@@ -612,6 +614,19 @@ class GenrePipeline:
         return None, reason
 
 
+def _blend_parents(like: str | None) -> tuple[frozenset[str], ...]:
+    """The theme words of each parent of a blend's condition; empty unless it has two parts.
+
+    >>> [sorted(p) for p in _blend_parents("Shoegaze | Finnish Polkas")]
+    [['shoegaze'], ['finnish', 'polka']]
+    >>> _blend_parents("dub"), _blend_parents(None)
+    ((), ())
+    """
+    cleaned = clean_like(like)
+    parts = cleaned.split(BLEND_SEPARATOR) if cleaned else []
+    return tuple(theme_words(p) for p in parts) if len(parts) == 2 else ()
+
+
 def _dealing_order(
     judged: list[_Judged],
     scores: tuple[float, ...],
@@ -619,12 +634,14 @@ def _dealing_order(
     choose: float,
     theme: frozenset[str] = frozenset(),
     band_share: float = 1 / RERANK,
+    parents: tuple[frozenset[str], ...] = (),
 ) -> tuple[list[int], int]:
     """The order to deal a round's candidates in, and how many acceptable ones it may deal.
 
     The acceptable ones first: in sampling order, or with scores and a level in
     :func:`band_order` (bands ``band_share`` wide); with a ``theme`` (a ``like:`` call's
-    words), those sharing a word with it before the others. At most a ``1 / choose`` share of
+    words), those sharing a word with it before the others, and for a blend's ``parents``
+    those sharing a word with both before those sharing one. At most a ``1 / choose`` share of
     them (the round sampled ``choose`` times its need to choose from; also when its request
     was capped lower), then the rest.
     """
@@ -635,8 +652,10 @@ def _dealing_order(
     if weirdness is not None and ranked:
         ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness, band_share)]
     if theme:
-        on = {i for i in ok if theme & theme_words(judged[i].name or "")}
-        ok = [i for i in ok if i in on] + [i for i in ok if i not in on]
+        words = {i: theme_words(judged[i].name or "") for i in ok}
+        groups = parents if len(parents) > 1 else (theme,)
+        shared = {i: sum(1 for group in groups if group & words[i]) for i in ok}
+        ok = sorted(ok, key=lambda i: -shared[i])  # stable: the order above within a tier
     rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
     return ok + rest, math.ceil(len(ok) / choose)
 
@@ -677,6 +696,9 @@ class _Caller:
     # Whether each of the last candidates sampled for this call was accepted (collapse rule).
     recent: deque[bool]
     on_position: PositionCallback | None = None
+    # A blend's (``like: a | b``) words per parent: candidates sharing a word with both are
+    # dealt before those sharing one (empty unless the condition has two parts).
+    parents: tuple[frozenset[str], ...] = ()
     future: asyncio.Future[None] | None = None
     # Set whenever the call is dealt a genre or settled (what a shared stream waits on).
     changed: asyncio.Event = field(default_factory=asyncio.Event)

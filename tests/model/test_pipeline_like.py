@@ -86,3 +86,20 @@ async def test_a_call_about_to_give_up_takes_the_candidates_it_held_back() -> No
         )  # fmt: skip
         streamed = [name async for name in pipeline.stream(6, like="dub")]
         assert sorted(streamed) == sorted(_pool(3, 3))
+
+
+async def test_a_blend_deals_the_candidates_of_both_parents_before_those_of_one() -> None:
+    """``like: a | b`` asks for a child of both: a candidate sharing a word with each parent
+    comes before one that shares a word with only one (both were merely "on theme")."""
+    both = [f"dub polka {i}" for i in range(20)]
+    one = [f"dub wave {i}" for i in range(200)] + [f"polka wave {i}" for i in range(200)]
+    outcome = await _pipeline(pool_backend(both + one)).generate(30, like="dub | polka", seed=5)
+    assert len(outcome.genres) == 30
+    assert any("wave" in g for g in outcome.genres), "too few of both parents to fill the call"
+    left_over = [
+        c
+        for c, verdict in outcome.candidates
+        if verdict == "ok" and c.startswith("dub polka") and c not in outcome.genres
+    ]
+    assert left_over == []
+    assert any(g.startswith("dub polka") for g in outcome.genres)
