@@ -20,6 +20,29 @@ pytestmark = pytest.mark.timeout(120)
 LAUNCHER = Path(__file__).parent / "scripts" / "run_bot.py"
 
 
+async def launch_bot(
+    fake_discord: FakeDiscord, sqlite_url: str, tmp_path: Path, **env: str
+) -> asyncio.subprocess.Process:
+    """`microgenre bot` against ``fake_discord``, run from ``tmp_path`` (where it finds a
+    config.toml), with the fake token, the store and data folder, and ``env`` besides."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(LAUNCHER),
+        fake_discord.api_base,
+        fake_discord.gateway_url,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
+            "DISCORD_TOKEN": "fake-token",
+            "MICROGENRE_DATABASE_URL": sqlite_url,
+            "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
+            **env,
+        },
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 async def test_bot_process_serves_and_stops_cleanly(
     fake_discord: FakeDiscord,
@@ -28,22 +51,12 @@ async def test_bot_process_serves_and_stops_cleanly(
     tmp_path: Path,
     stop_signal: signal.Signals,
 ) -> None:
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
-        "DISCORD_TOKEN": "fake-token",
-        "MICROGENRE_DATABASE_URL": sqlite_url,
-        "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
-        "MICROGENRE_BOT_COOLDOWN_S": "0",
-        "MICROGENRE_TEST_WORKER_PID_FILE": str(tmp_path / "worker.pid"),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(LAUNCHER),
-        fake_discord.api_base,
-        fake_discord.gateway_url,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    proc = await launch_bot(
+        fake_discord,
+        sqlite_url,
+        tmp_path,
+        MICROGENRE_BOT_COOLDOWN_S="0",
+        MICROGENRE_TEST_WORKER_PID_FILE=str(tmp_path / "worker.pid"),
     )
     try:
         await asyncio.wait_for(fake_discord.identified.wait(), 60)
@@ -89,22 +102,12 @@ async def test_a_command_still_generating_at_shutdown_is_told_before_the_bot_dis
     after discord.py had closed its HTTP session ("could not deliver an error message ...:
     Session is closed"). Past the grace period, a stopping bot fails them while it can still
     answer."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
-        "DISCORD_TOKEN": "fake-token",
-        "MICROGENRE_DATABASE_URL": sqlite_url,
-        "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
-        "MICROGENRE_BOT_SHUTDOWN_GRACE_S": "1",
-        "MICROGENRE_TEST_SAMPLER_DELAY_S": "60",  # every batch outlasts the grace period
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(LAUNCHER),
-        fake_discord.api_base,
-        fake_discord.gateway_url,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    proc = await launch_bot(
+        fake_discord,
+        sqlite_url,
+        tmp_path,
+        MICROGENRE_BOT_SHUTDOWN_GRACE_S="1",
+        MICROGENRE_TEST_SAMPLER_DELAY_S="60",  # every batch outlasts the grace period
     )
     try:
         await asyncio.wait_for(fake_discord.identified.wait(), 60)
@@ -151,22 +154,7 @@ async def test_sigterm_right_after_a_retrain_cancel_exits_0_and_frees_the_slot(
         f"train_command = {json.dumps(retrain['train_command'])}\n"
         f"eval_command = {json.dumps(retrain['eval_command'])}\n"
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("MICROGENRE_")},
-        "DISCORD_TOKEN": "fake-token",
-        "MICROGENRE_DATABASE_URL": sqlite_url,
-        "MICROGENRE_PATHS_DATA_DIR": str(tmp_path / "data"),
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(LAUNCHER),
-        fake_discord.api_base,
-        fake_discord.gateway_url,
-        env=env,
-        cwd=tmp_path,  # where `microgenre bot` finds config.toml
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await launch_bot(fake_discord, sqlite_url, tmp_path)  # finds the config.toml
     try:
         await asyncio.wait_for(fake_discord.identified.wait(), 60)
         admin = fake_discord.member("admin")
