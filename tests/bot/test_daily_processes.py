@@ -48,6 +48,14 @@ async def start(fake: FakeDiscord, url: str, tmp_path: Path, name: str, clock: P
     )
 
 
+def set_clock(clock: Path, when: str) -> None:
+    """Write the time in one step (a rename): the bots read the file every 0.2 s, and a plain
+    write lets them see it empty (CI once did: "Invalid isoformat string: ''")."""
+    partial_file = clock.with_suffix(".tmp")
+    partial_file.write_text(when, encoding="utf-8")
+    partial_file.replace(clock)
+
+
 async def test_two_bot_processes_post_one_genre_a_day(
     fake_discord: FakeDiscord, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -55,7 +63,7 @@ async def test_two_bot_processes_post_one_genre_a_day(
     engine = create_engine(postgres_url)
     sessions = create_sessionmaker(engine)
     clock = tmp_path / "clock.txt"
-    clock.write_text("2027-03-01T08:59:00+00:00")
+    set_clock(clock, "2027-03-01T08:59:00+00:00")
     channel = fake_discord.channel_id
     await daily_store.set_schedule(
         sessions,
@@ -84,7 +92,7 @@ async def test_two_bot_processes_post_one_genre_a_day(
         else:
             raise AssertionError("the bots did not connect")
         for day, expected in (("2027-03-01", 1), ("2027-03-02", 2)):
-            clock.write_text(f"{day}T09:00:30+00:00")
+            set_clock(clock, f"{day}T09:00:30+00:00")
             await fake_discord.wait_for(partial(reached, expected), within=60)
             await asyncio.sleep(SETTLE_S)
             assert posts() == expected
