@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/bench_generate.py [--n 200] [--loop-calls 8] [--skip-cli]
     .venv/bin/python benchmarks/bench_generate.py --compare [--n 200] [--runs 3] [--levels 2,0]
 
-``--compare`` loads the adapter twice, without the fast path (old: fp32, full head) and with
-the configured levers (new, or those ``--quantize``/``--restrict-head`` pick), and times
+``--compare`` loads the adapter twice, without the fast path (old: fp32, full head, samples may
+end on known genres) and with the configured levers (new, or those ``--quantize``,
+``--restrict-head`` and ``--avoid-known`` pick), and times
 ``generate -n N`` after load for each weirdness level (0: unranked), old and new alternated
 (A/B/A/B) with seeds 1..runs; it prints novel genres/s (median, min–max), raw candidates per
 delivered genre, what each rejection class costs per delivered genre, and re-checks that every
@@ -157,12 +158,16 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
         "old": FastSettings(quantize=False, restrict_head=False),
         "new": FastSettings(quantize=args.quantize, restrict_head=args.restrict_head),
     }
+    # Old: the pipeline of before (samples may end on known genres); new: as configured.
+    avoid = {"old": False, "new": args.avoid_known}
     fingerprint = load_fingerprint(path)
     moderator = Moderator()
     pipelines = {}
     for name, fast in variants.items():
         sampler = Sampler.load(spec, path, data_dir=data_dir, fast=fast)
-        pipelines[name] = GenrePipeline(LocalBackend(sampler), fingerprint, moderator)
+        pipelines[name] = GenrePipeline(
+            LocalBackend(sampler), fingerprint, moderator, avoid_known=avoid[name]
+        )
         asyncio.run(pipelines[name].generate(10, seed=999))  # warm-up
     levels = [int(x) for x in args.levels.split(",")]
     runs: dict[str, list[dict[str, object]]] = {}
@@ -216,6 +221,12 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="holds the converted base model")
     parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--restrict-head", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--avoid-known",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="new never ends a sample on a known genre (old always may)",
+    )
     args = parser.parse_args()
     if args.compare:
         data = Path(args.data_dir) if args.data_dir else ROOT / "data"

@@ -137,6 +137,13 @@ class FastPath:
         kept = set(self.keep.tolist())
         return all(i in kept for i in stop_ids)
 
+    def positions(self, ids: list[int]) -> list[int]:
+        """Where the vocabulary ids ``ids`` sit in the head's index space (those it keeps)."""
+        if self.keep is None:
+            return list(ids)
+        where = {token: at for at, token in enumerate(self.keep.tolist())}
+        return [where[i] for i in ids if i in where]
+
     def logits(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """Float logits over the head's tokens of the last position, and the output."""
         out = self.decoder(**kwargs)

@@ -97,6 +97,11 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     adapter: AdapterRef | None = None
+    # Never end a completion on a genre the adapter was trained on (its known_genres
+    # fingerprint): while a row's text is one, its stop tokens are masked and it goes on. The
+    # pipeline drops known genres anyway, so this only saves the samples it would waste; a
+    # backend without the fingerprint (or a server that ignores the field) samples as usual.
+    avoid_known: bool = False
 
     def sampling_key(self) -> tuple[float, float, int, tuple[str, ...]]:
         """Requests with equal keys may share one batch (prompts may differ)."""
@@ -231,6 +236,8 @@ def check_request(request: GenerationRequest) -> Problem | None:
     seed = request.seed
     if seed is not None and (not _is_int(seed) or not 0 <= seed <= MAX_SEED):
         return Problem("seed", f"'seed' must be an integer between 0 and {MAX_SEED}.")
+    if not isinstance(request.avoid_known, bool):
+        return Problem("avoid_known", "'avoid_known' must be true or false.")
     return None
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -28,10 +29,16 @@ from typing import Any
 from model.base import ModelSpec, load_model
 from model.errors import ModelLoadError
 from model.fastpath import FastPath, FastSettings, head_tokens
+from model.filters import Fingerprint
 from model.protocol import GenerationRequest, GenerationResult, PositionCallback
+from model.textformat import parse_completion
+
+log = logging.getLogger(__name__)
 
 # Most stop strings whose token ids are remembered (least recently used are forgotten first).
 STOP_CACHE_SIZE = 256
+# The file of an adapter folder naming the genres it was trained on (model.filters.Fingerprint).
+KNOWN_GENRES = "known_genres.fingerprint"
 
 
 def _adapter_name(adapter: Path) -> str:
@@ -88,6 +95,8 @@ class Sampler:
         self._hooks: list[Any] = []
         self._rows: list[str] = []
         self._merged = False  # whether the default adapter is merged into the base weights
+        # The known genres each loaded adapter's rows avoid ending on (``avoid_known``).
+        self._known: dict[str, Fingerprint] = {}
         # Cheaper steps for the default weights alone (model.fastpath): int8 linear layers
         # and/or the head restricted to these token ids; built while the default serves alone.
         self.quantize = quantize
@@ -199,10 +208,25 @@ class Sampler:
                 if self._peft is not None:
                     self._hook_lora_layers()
                     self._sync_merge()
+            self.avoid(name, _known_genres(adapter_path))
+
+    def avoid(self, name: str, known: Fingerprint | None) -> None:
+        """The known genres that rows of adapter ``name`` asking ``avoid_known`` may not end on
+        (None: none). Loading an adapter sets its ``known_genres.fingerprint``."""
+        with self._lock:
+            if known is None:
+                self._known.pop(name, None)
+            else:
+                self._known[name] = known
+
+    def known_of(self, name: str) -> Fingerprint | None:
+        """The known genres the rows of adapter ``name`` avoid (None: none)."""
+        return self._known.get(name)
 
     def unload_adapter(self, name: str) -> None:
         """Free adapter ``name`` (a no-op when it is not loaded)."""
         with self._lock:
+            self._known.pop(name, None)
             if self._peft is not None and name in self._peft.peft_config:
                 self._unmerge()
                 if len(self._peft.peft_config) == 1:
@@ -348,6 +372,7 @@ class Sampler:
         stop_ids: list[int],
         adapters: list[str] | None = None,
         logprobs: list[list[float]] | None = None,
+        avoid: list[Fingerprint | None] | None = None,
     ) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` per row of a left-padded batch; rows stop at a stop id.
 
@@ -360,6 +385,10 @@ class Sampler:
         A plain KV-cache loop: the logits of the last position only, nucleus sampling within
         the ``TOP_K`` most likely tokens (a partial sort instead of sorting the vocabulary), and
         finished rows dropped from the batch and its cache so the cost shrinks as rows end.
+
+        ``avoid`` gives per row the known genres it may not end on (None: any end): while the
+        row's text is one, its stop tokens are masked for the pick (the log-probabilities stay
+        the model's own), so it goes on to a longer name instead of one the filter would drop.
         """
         import torch
 
@@ -374,10 +403,12 @@ class Sampler:
         fast = None if self._rows else self.fast_path()
         if fast is not None and not fast.covers(stop_ids):
             fast = None  # a stop token the restricted head cannot emit: the full head serves
+        guard = _EndGuard(self.tokenizer, avoid, stop_ids, fast) if avoid else None
         with torch.inference_mode():
             logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None, fast)
             for step in range(max_new_tokens):
-                picked_at = _pick(logits, temperature, top_p)  # in the head's index space
+                pickable = logits if guard is None else guard.mask(logits, active, tokens)
+                picked_at = _pick(pickable, temperature, top_p)  # in the head's index space
                 chosen = picked_at if fast is None else fast.to_vocab(picked_at)
                 for row, token in zip(active.tolist(), chosen.tolist(), strict=True):
                     tokens[row].append(token)
@@ -439,6 +470,11 @@ class Sampler:
             for _ in range(max(r.n, 0))
         ]
         row_adapters = [self.adapter_of(r) for r in requests for _ in range(max(r.n, 0))]
+        row_avoid = [
+            self._known.get(self.adapter_of(r)) if r.avoid_known else None
+            for r in requests
+            for _ in range(max(r.n, 0))
+        ]
         stop_ids = self.stop_token_ids(first.stop)
         texts: list[list[str]] = [[] for _ in requests]
         finished: list[list[bool]] = [[] for _ in requests]
@@ -461,6 +497,7 @@ class Sampler:
                 stop_ids=stop_ids,
                 adapters=row_adapters[chunk_start : chunk_start + self.max_batch],
                 logprobs=token_lps,
+                avoid=row_avoid[chunk_start : chunk_start + self.max_batch],
             )
             stop_set = set(stop_ids)
             for (req_index, _), token_ids, mask, lps in zip(
@@ -496,6 +533,62 @@ class Sampler:
 
 
 TOP_K = 1000
+
+
+def _known_genres(adapter: Path) -> Fingerprint | None:
+    """The adapter's known genres (None without the file; an unreadable one is logged)."""
+    path = adapter / KNOWN_GENRES
+    if not path.is_file():
+        return None
+    try:
+        return Fingerprint.load(path)
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None
+
+
+class _EndGuard:
+    """Masks the stop tokens of the rows whose text so far is a known genre (``avoid``)."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        avoid: list[Fingerprint | None],
+        stop_ids: list[int],
+        fast: FastPath | None,
+    ) -> None:
+        import torch
+
+        self.tokenizer = tokenizer
+        self.avoid = avoid
+        # The stop tokens in the head's index space (the restricted head keeps every one).
+        columns = stop_ids if fast is None else fast.positions(stop_ids)
+        self.columns = torch.tensor(columns, dtype=torch.long)
+        self._verdicts: dict[tuple[int, ...], bool] = {}
+
+    def known(self, row: int, tokens: list[int]) -> bool:
+        fingerprint = self.avoid[row]
+        if fingerprint is None or not tokens:
+            return False
+        key = tuple(tokens)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            name = parse_completion(self.tokenizer.decode(tokens), require_end=False)
+            verdict = name is not None and fingerprint.match(name) is not None
+            self._verdicts[key] = verdict
+        return verdict
+
+    def mask(self, logits: Any, active: Any, tokens: list[list[int]]) -> Any:
+        """``logits`` with the stop tokens of the rows that spell a known genre at -inf."""
+        rows = [i for i, row in enumerate(active.tolist()) if self.known(row, tokens[row])]
+        if not rows:
+            return logits
+        import torch
+
+        masked = logits.clone()
+        index = torch.tensor(rows, dtype=torch.long, device=logits.device)
+        masked[index[:, None], self.columns.to(logits.device)[None, :]] = float("-inf")
+        return masked
 
 
 def mean_logprob(logprobs: list[float]) -> float:

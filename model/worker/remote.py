@@ -63,6 +63,9 @@ def request_body(request: GenerationRequest, model: str) -> dict[str, Any]:
         body["stop"] = list(request.stop)
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.avoid_known:
+        # This project's extension; other OpenAI-compatible servers (vLLM) ignore the field.
+        body["avoid_known"] = True
     return body
 
 

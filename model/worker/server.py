@@ -3,7 +3,9 @@
 The subset served::
 
     POST /v1/completions         model, prompt (string or list), n, max_tokens, temperature,
-                                 top_p, stop, seed  → OpenAI "text_completion" object
+                                 top_p, stop, seed  → OpenAI "text_completion" object;
+                                 and ``avoid_known`` (this project's extension: never end a
+                                 completion on a genre the adapter was trained on)
     GET  /v1/models              the served models: the default, then every loaded adapter
     POST /v1/load_lora_adapter   {"lora_name", "lora_path"} (vLLM's endpoint): the configured
                                  name hot-reloads the default; any other name registers (or
@@ -319,6 +321,9 @@ def parse_completion_body(
         raise _BadRequest("'seed' must be an integer.", "seed")
     if seed is not None and not 0 <= seed <= MAX_SEED:
         raise _BadRequest(f"'seed' must be between 0 and {MAX_SEED}, got {seed}.", "seed")
+    avoid_known = body.get("avoid_known", False)
+    if not isinstance(avoid_known, bool):
+        raise _BadRequest("'avoid_known' must be true or false.", "avoid_known")
     requests = [
         GenerationRequest(
             prompt=text,
@@ -329,6 +334,7 @@ def parse_completion_body(
             stop=stop,
             seed=seed,
             adapter=adapter,
+            avoid_known=avoid_known,
         )
         for text in prompts
     ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,51 @@ def test_unloading_the_merged_default_restores_the_base(
     sampler.unload_adapter("default")
     assert not sampler.merged and sampler.adapters == []
     assert _texts(sampler, [_greedy(None, "genre:")]) == base
+
+
+def _finished_names(result: Any) -> list[str]:
+    from model.textformat import parse_completion
+
+    names = [
+        parse_completion(text, require_end=False)
+        for text, done in zip(result.texts, result.finished, strict=True)
+        if done
+    ]
+    return [n for n in names if n]
+
+
+def test_a_row_that_spells_a_known_genre_may_not_end_there(sampler: Sampler) -> None:
+    """``avoid_known``: the stop tokens are masked while a row's text is a known genre, so
+    the row goes on (or runs out of tokens) instead of ending on a name the filter drops."""
+    request = GenerationRequest(
+        prompt="genre:", n=200, temperature=1.0, max_tokens=6, stop=("\n",), seed=5
+    )
+    plain = _finished_names(sampler.complete_batch([request])[0])
+    # The random tiny model ends some rows; call what they spelled "known".
+    known = Fingerprint.from_names(plain)
+    assert sum(name in known for name in plain) >= 5  # a few have no genre key at all
+    sampler.avoid(sampler.adapter_of(request), known)
+    try:
+        blocked = sampler.complete_batch([replace(request, avoid_known=True)])[0]
+        again = sampler.complete_batch([request])[0]
+    finally:
+        sampler.avoid(sampler.adapter_of(request), None)
+    assert [n for n in _finished_names(blocked) if n in known] == []
+    assert _finished_names(again) == plain  # without the flag nothing changes
+    # Scores stay the model's own log-probabilities, not the masked distribution's.
+    assert all(s <= 0 for s in blocked.scores)
+
+
+def test_an_adapters_fingerprint_is_what_its_rows_avoid(
+    tiny_spec: ModelSpec, tiny_model_path: Path, tmp_path: Path
+) -> None:
+    adapter = _random_lora(tiny_model_path, tmp_path / "a", seed=3)
+    Fingerprint.from_names(["dream pop"]).save(adapter / "known_genres.fingerprint")
+    loaded = Sampler.load(tiny_spec, adapter)
+    known = loaded.known_of(loaded.adapter_of(GenerationRequest(prompt="genre:")))
+    assert known is not None and "dream pop" in known and "post rock" not in known
+    bare = _random_lora(tiny_model_path, tmp_path / "b", seed=4)
+    loaded.load_adapter("other", bare)
+    assert loaded.known_of("other") is None
+    loaded.unload_adapter("default")
+    assert loaded.known_of("default") is None

@@ -29,3 +29,11 @@ def test_joined_parts_keep_their_scores_only_when_all_scored() -> None:
     b = GenerationResult(("y", "z"), "m", scores=(-2.0, -3.0))
     assert join_results([a, b]).scores == (-1.0, -2.0, -3.0)
     assert join_results([a, GenerationResult(("y",), "m")]).scores == ()
+
+
+def test_the_remote_body_asks_to_avoid_known_genres_only_when_the_request_does() -> None:
+    from model.worker.remote import request_body
+
+    plain = request_body(GenerationRequest(prompt="genre:"), "m")
+    assert "avoid_known" not in plain  # a plain OpenAI body for a plain request
+    assert request_body(GenerationRequest(prompt="genre:", avoid_known=True), "m")["avoid_known"]

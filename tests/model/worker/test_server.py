@@ -114,6 +114,7 @@ async def test_completion_in_openai_shape(server: tuple[str, ScriptedBackend]) -
         "top_p": 0.9,
         "stop": "\n",
         "seed": 7,
+        "avoid_known": True,
     }
     status, data, _ = await _post(url, "/v1/completions", body)
     assert status == 200, data
@@ -129,7 +130,14 @@ async def test_completion_in_openai_shape(server: tuple[str, ScriptedBackend]) -
     assert [c["finish_reason"] for c in data["choices"]] == ["stop", "length"] * 2
     assert data["usage"] == {"prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16}
     assert backend.requests[0] == GenerationRequest(
-        "genre:", n=2, temperature=0.8, top_p=0.9, max_tokens=12, stop=("\n",), seed=7
+        "genre:",
+        n=2,
+        temperature=0.8,
+        top_p=0.9,
+        max_tokens=12,
+        stop=("\n",),
+        seed=7,
+        avoid_known=True,
     )
 
 
@@ -171,6 +179,8 @@ async def test_completion_in_openai_shape(server: tuple[str, ScriptedBackend]) -
         ({"prompt": "x", "seed": True}, "seed"),
         ({"prompt": "x", "model": ["genre"]}, "model"),
         ({"prompt": "x", "logprobs": 2}, "logprobs"),
+        ({"prompt": "x", "avoid_known": "yes"}, "avoid_known"),
+        ({"prompt": "x", "avoid_known": 1}, "avoid_known"),
     ],
 )
 async def test_invalid_requests_are_400(
