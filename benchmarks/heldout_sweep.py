@@ -34,6 +34,8 @@ held = HeldOut.build(ds.known, ds.train, ds.valid)
 fp = load_fingerprint(adapter)
 prior = fp.leading or LeadingPrior.from_names(e.genre for e in ds.train)
 sampler = load_sampler(config, adapter)
+# Avoid ending on the split's training genres only (see bot/cli/evaluate.py).
+sampler.avoid(sampler.adapter_of_default(), held.fingerprint)
 backend = LocalBackend(sampler)
 sizes = {"max_attempts": 30, "max_request": max(512, 4 * n), "max_candidates": 30 * n}
 

@@ -376,6 +376,12 @@ async def _evaluate(
     fair = None
     if options.fair_levels:
         held = HeldOut.build(known_names, train_examples, valid_examples)
+        # The sampler never ends on what the pipeline rejects as known (``avoid_known``): here
+        # the split's training genres only. The adapter's own fingerprint knows the held-out
+        # genres too, and avoiding them would forbid the very names the split counts.
+        avoid = getattr(sampler, "avoid", None)
+        if avoid is not None:
+            avoid(sampler.adapter_of_default(), held.fingerprint)
         # The adapter's leading-word prior, as in production (else the split's own).
         prior = fingerprint.leading or LeadingPrior.from_names(e.genre for e in train_examples)
 

@@ -6,6 +6,7 @@ import csv
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,41 @@ def test_weirdness_levels_are_not_cut_short_by_the_weak_model_cap(
     points = result.fair["model"]
     assert [p["n"] for p in points] == [40, 40, 40], [p["shortfall"] for p in points]
     assert max(p["raw"] for p in points) > 10 * 40  # the levels needed more than 10 per genre
+
+
+class AvoidingSampler(GenreSampler):
+    """Records the known genres each ``avoid_known`` request was sampled to avoid."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.known: Any = None
+        self.seen: list[Any] = []
+
+    def adapter_of_default(self) -> str:
+        return "default"
+
+    def avoid(self, name: str, known: Any) -> None:
+        assert name == "default"
+        self.known = known
+
+    def complete_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.seen.extend(self.known for r in requests if r.avoid_known)
+        return super().complete_batch(requests)
+
+
+def test_the_held_out_evaluation_lets_the_sampler_end_on_held_out_genres(
+    genres_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shipped fingerprint knows every genre, held-out ones too: a sampler avoiding it
+    could never re-invent one. The held-out part avoids only the split's training genres."""
+    sampler = AvoidingSampler()
+    monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: sampler)
+    code = entry(
+        ["eval", "-n", "20", "--from-csv", str(genres_csv), "--seeds", "1", "--levels", "0",
+         "--likes", "0", "--blends", "0", "--no-like-probes"]
+    )  # fmt: skip
+    assert code == 0
+    assert sampler.seen and sampler.seen[-1] is not None
+    avoided = sampler.seen[-1]
+    held_out = [g for g in GENRES if g not in avoided]
+    assert held_out and len(held_out) < len(GENRES)
