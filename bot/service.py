@@ -528,10 +528,11 @@ async def create_generator(
         await asyncio.to_thread(moderator.scores, ["warm up"])
     except Exception as exc:  # the classifier is optional
         log.warning("moderation is off: %s", exc)
+    options = {"avoid_known": config.model.avoid_known, **dict(pipeline_options or {})}
     return PipelineGenerator(
         client,
         known=known,
         fingerprint=fingerprint,
         moderator=moderator,
-        pipeline_options=pipeline_options,
+        pipeline_options=options,
     )

@@ -331,21 +331,6 @@ class Fingerprint:
         """
         return all(_hash(word) in self._doubled for word in doubled_words(genre_key(name)))
 
-    def verbatim(self, name: str, condition: str) -> bool:
-        """Whether ``name`` is ``condition`` word for word plus words real genres use: a copy
-        of a ``like:`` condition ("turkish shoegaze" for shoegaze) rather than a relative.
-
-        >>> fp = Fingerprint.from_names(["turkish pop", "shoegaze"])
-        >>> fp.verbatim("turkish shoegaze", "shoegaze"), fp.verbatim("glimmer shoegaze", "shoegaze")
-        (True, False)
-        """
-        words, cond = genre_key(name).split(), genre_key(condition).split()
-        for at in range(len(words) - len(cond) + 1):
-            if cond and words[at : at + len(cond)] == cond:
-                rest = words[:at] + words[at + len(cond) :]
-                return all(_hash(w) in self._words for w in rest)
-        return False
-
     def __len__(self) -> int:
         return len(self._exact)
 

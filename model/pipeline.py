@@ -36,11 +36,8 @@ give up takes the acceptable candidates its rounds held back.
 
 A ``like:`` call is ``like_choose`` times larger and deals first, in the order above, the
 candidates that share a word with its condition (:func:`~model.filters.theme_words`); the others
-fill in only when too few do, and the rest stay ``surplus``. Among those that share one, the
-copies of a one-part condition (the condition word for word plus words real genres use,
-"turkish shoegaze" for shoegaze: :meth:`~model.filters.Fingerprint.verbatim`) come after its
-relatives. A blend's condition (``like: a | b``) deals those that share a word with both
-parents before those that share one.
+fill in only when too few do, and the rest stay ``surplus``. A blend's condition (``like: a |
+b``) deals those that share a word with both parents before those that share one.
 
 Concurrent unseeded calls with the same ``like`` and temperature share rounds: one request,
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
@@ -61,7 +58,6 @@ import math
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 
 from model.errors import GenerationError
 from model.filters import (
@@ -234,7 +230,7 @@ class GenrePipeline:
         share_rounds: bool = True,
         rerank: float = RERANK,
         like_choose: float = LIKE_CHOOSE,
-        avoid_known: bool = True,
+        avoid_known: bool = False,
     ) -> None:
         if collapse_window < 1 or not 0 <= collapse_rate <= 1:
             raise ValueError("collapse_window must be positive and collapse_rate in [0, 1]")
@@ -266,7 +262,9 @@ class GenrePipeline:
         # Oversampling of ``like:`` calls (they deal the candidates on their theme first).
         self.like_choose = max(1.0, like_choose)
         # Ask the backend not to end a sample on a genre its adapter knows (the request's
-        # ``avoid_known``): the samples the filter would drop as ``known`` are not drawn.
+        # ``avoid_known``, ``[model] avoid_known``): the samples the filter would drop as
+        # ``known`` are not drawn. Opt-in: about twice as fast, but the forced continuations
+        # ("shoegaze" -> "shoegaze revival") re-invent real genres far less (docs/benchmarks.md).
         self.avoid_known = avoid_known
         # Unseeded calls waiting for a shared round, and the task running those rounds, by
         # (prompt, temperature, adapter).
@@ -380,7 +378,6 @@ class GenrePipeline:
             steer=like is not None,
             theme=theme_words(like) if like else frozenset(),
             parents=_blend_parents(like),
-            condition=clean_like(like) if like and not _blend_parents(like) else None,
             excluded={near_key(name) for name in exclude},
             lead_cap=self._lead_cap(count),
             recent=deque(maxlen=self.collapse_window),
@@ -530,16 +527,8 @@ class GenrePipeline:
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: dict[int, bool] = {}
-        condition = callers[0].condition
         order, band = _dealing_order(
-            judged,
-            result.scores,
-            weirdness,
-            choose,
-            theme,
-            1 / self.rerank,
-            callers[0].parents,
-            None if condition is None else partial(self.fingerprint.verbatim, condition=condition),
+            judged, result.scores, weirdness, choose, theme, 1 / self.rerank, callers[0].parents
         )
         dealt = 0
         for index in order:
@@ -653,15 +642,13 @@ def _dealing_order(
     theme: frozenset[str] = frozenset(),
     band_share: float = 1 / RERANK,
     parents: tuple[frozenset[str], ...] = (),
-    copies: Callable[[str], bool] | None = None,
 ) -> tuple[list[int], int]:
     """The order to deal a round's candidates in, and how many acceptable ones it may deal.
 
     The acceptable ones first: in sampling order, or with scores and a level in
     :func:`band_order` (bands ``band_share`` wide); with a ``theme`` (a ``like:`` call's
     words), those sharing a word with it before the others, and for a blend's ``parents``
-    those sharing a word with both before those sharing one, and those that ``copies`` calls
-    a copy of the condition after the other sharing ones. At most a ``1 / choose`` share of
+    those sharing a word with both before those sharing one. At most a ``1 / choose`` share of
     them (the round sampled ``choose`` times its need to choose from; also when its request
     was capped lower), then the rest.
     """
@@ -675,9 +662,7 @@ def _dealing_order(
         words = {i: theme_words(judged[i].name or "") for i in ok}
         groups = parents if len(parents) > 1 else (theme,)
         shared = {i: sum(1 for group in groups if group & words[i]) for i in ok}
-        copied = {i: copies is not None and copies(judged[i].name or "") for i in ok}
-        # Stable: the order above within a tier.
-        ok = sorted(ok, key=lambda i: (-shared[i], copied[i]))
+        ok = sorted(ok, key=lambda i: -shared[i])  # stable: the order above within a tier
     rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
     return ok + rest, math.ceil(len(ok) / choose)
 
@@ -721,9 +706,6 @@ class _Caller:
     # A blend's (``like: a | b``) words per parent: candidates sharing a word with both are
     # dealt before those sharing one (empty unless the condition has two parts).
     parents: tuple[frozenset[str], ...] = ()
-    # A one-part ``like`` condition, cleaned: its on-theme copies (the condition word for word
-    # plus seen words) are dealt after its other on-theme candidates (None: no such order).
-    condition: str | None = None
     future: asyncio.Future[None] | None = None
     # Set whenever the call is dealt a genre or settled (what a shared stream waits on).
     changed: asyncio.Event = field(default_factory=asyncio.Event)

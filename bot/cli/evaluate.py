@@ -342,6 +342,7 @@ async def _evaluate(
     # measured on what it delivered by then. 30 requests: a strong one's last few genres can
     # take more than 10 small ones (the leading-word cap refuses most of them; 999 of 1 000).
     sizes: dict[str, Any] = {
+        "avoid_known": config.model.avoid_known,
         "max_attempts": 30,
         "max_request": max(512, 4 * count),
         "max_candidates": 10 * count,

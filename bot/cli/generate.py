@@ -173,14 +173,18 @@ async def run_generate(
     from model.filters import Moderator
 
     if not use_store:
-        pipeline = GenrePipeline(backend, fingerprint, Moderator())
+        pipeline = GenrePipeline(
+            backend, fingerprint, Moderator(), avoid_known=config.model.avoid_known
+        )
         return await _print_stream(_stream(pipeline, options, ()), options, None)
     from bot.store.generated import generated_names, training_names
 
     async with open_store(config) as sessions:
         known = await training_names(sessions)
         previous = await generated_names(sessions)
-        pipeline = GenrePipeline(backend, fingerprint, Moderator(), known=known)
+        pipeline = GenrePipeline(
+            backend, fingerprint, Moderator(), known=known, avoid_known=config.model.avoid_known
+        )
         recorder = _Recorder(sessions, options) if options.record else None
         return await _print_stream(_stream(pipeline, options, previous), options, recorder)
 

@@ -151,6 +151,7 @@ def test_the_held_out_evaluation_lets_the_sampler_end_on_held_out_genres(
 ) -> None:
     """The shipped fingerprint knows every genre, held-out ones too: a sampler avoiding it
     could never re-invent one. The held-out part avoids only the split's training genres."""
+    monkeypatch.setenv("MICROGENRE_MODEL_AVOID_KNOWN", "true")
     sampler = AvoidingSampler()
     monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: sampler)
     code = entry(

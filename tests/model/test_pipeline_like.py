@@ -103,23 +103,3 @@ async def test_a_blend_deals_the_candidates_of_both_parents_before_those_of_one(
     ]
     assert left_over == []
     assert any(g.startswith("dub polka") for g in outcome.genres)
-
-
-async def test_relatives_are_dealt_before_copies_of_the_condition() -> None:
-    """A ``like:`` call deals first the on-theme names that are not its condition word for
-    word plus words real genres use ("dub pop"): those that add a new word ("dub zorpwave")
-    or a word of their own; the copies come after them (quality issue: 77 % were copies)."""
-    copies = [f"dub {w}" for w in ("pop", "jazz", "rock", "post")]
-    relatives = [f"dub zorp{i}" for i in range(60)]
-    backend = pool_backend(copies * 40 + relatives)
-    outcome = await _pipeline(backend).generate(10, like="dub", seed=6)
-    assert len(outcome.genres) == 10
-    assert all(g.startswith("dub zorp") for g in outcome.genres), outcome.genres
-
-
-def test_a_fingerprint_tells_a_copy_of_the_condition() -> None:
-    known = Fingerprint.from_names(["turkish pop", "progressive metal", "metal"])
-    assert known.verbatim("turkish metal", "metal")
-    assert known.verbatim("progressive metal revival", "progressive metal") is False
-    assert known.verbatim("metallic pop", "metal") is False
-    assert known.verbatim("pop", "turkish pop") is False

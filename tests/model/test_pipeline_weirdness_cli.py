@@ -64,3 +64,19 @@ def test_weirdness_outside_1_to_5_is_refused(
 ) -> None:
     monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: ScoredSampler())
     assert entry(["generate", "-n", "3", "--weirdness", "6"]) == 2
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_generate_asks_to_avoid_known_genres_as_the_config_says(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    setting: str,
+) -> None:
+    monkeypatch.setenv("MICROGENRE_DATABASE_URL", "")
+    monkeypatch.setenv("MICROGENRE_MODEL_AVOID_KNOWN", setting)
+    monkeypatch.chdir(tmp_path)
+    sampler = ScoredSampler()
+    monkeypatch.setattr(cli_generate, "load_sampler", lambda config, adapter: sampler)
+    assert entry(["generate", "-n", "3", "--no-record", "--seed", "1"]) == 0
+    assert sampler.requests and {r.avoid_known for r in sampler.requests} == {setting == "true"}
