@@ -1,14 +1,17 @@
 """Taste benchmark: does a server run teach a server's taste from its 👍/👎 votes?
 
-    .venv/bin/python benchmarks/bench_taste.py [--seed 0] [--votes 300] [-n 300]
+    .venv/bin/python benchmarks/bench_taste.py [--seed 0] [--votes 600] [--per-theme 30] [-n 300]
 
-Simulates a server that likes metal. With the shipped adapter, through :class:`GenrePipeline`
-(in-process :class:`~model.sampler.LocalBackend`), it generates ``--votes`` genres and votes
-each one: 👍 when a word of it contains a theme word (:data:`THEME`), 👎 otherwise. It then runs
+Simulates a server that likes metal and dislikes pop. With the shipped adapter, through
+:class:`GenrePipeline` (in-process :class:`~model.sampler.LocalBackend`), it generates
+``--votes`` genres and votes the first ``--per-theme`` of each theme: 👍 on those with a word
+containing a metal word (:data:`THEME`), 👎 on those with a word containing "pop"
+(:data:`DISLIKED`) and no metal word; the rest get no vote. It then runs
 the server run exactly as the bot does (``microgenre server-run --votes FILE --from-adapter
 DEFAULT --progress-json``, a subprocess, timed) and generates again with the new adapter. Reported:
 
-* the theme's share of delivered genres before and after (the goal: at least 2x);
+* each theme's share of delivered genres before and after (the goals: the 👍 theme at least
+  2x, the 👎 theme at most half);
 * delivered novelty (not a real genre, not a near-copy of one, not one of the server's earlier
   genres: 100 % by construction of the pipeline) and the raw well-formed rate (>= 95 %);
 * the server run's wall time (<= 5 min on the 2-core machine);
@@ -56,6 +59,8 @@ THEME = (
     "power",
     "drone",
 )
+#: A word of a genre containing one of these (and no :data:`THEME` word) makes it "pop".
+DISLIKED = ("pop",)
 OTHER_SERVER_SEED = 4242
 
 
@@ -68,6 +73,18 @@ def on_theme(name: str) -> bool:
     from scraping.normalize import genre_key
 
     return any(t in word for word in genre_key(name).split() for t in THEME)
+
+
+def disliked(name: str) -> bool:
+    """True when a word of ``name`` contains a :data:`DISLIKED` word and none a theme word.
+
+    >>> disliked("k-pop sludge"), disliked("sunny pop"), disliked("polka")
+    (False, True, False)
+    """
+    from scraping.normalize import genre_key
+
+    words = genre_key(name).split()
+    return not on_theme(name) and any(t in word for word in words for t in DISLIKED)
 
 
 def load_pipeline(adapter: Path, fingerprint: Any, args: argparse.Namespace) -> Any:
@@ -97,6 +114,7 @@ def generate(pipeline: Any, n: int, seed: int, exclude: list[str]) -> dict[str, 
     return {
         "genres": outcome.genres,
         "theme_share": sum(map(on_theme, outcome.genres)) / max(len(outcome.genres), 1),
+        "disliked_share": sum(map(disliked, outcome.genres)) / max(len(outcome.genres), 1),
         "delivered_novel": len(novel) / max(len(outcome.genres), 1),
         "raw_well_formed": 1 - bad / max(len(verdicts), 1),
         "raw": len(verdicts),
@@ -156,7 +174,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         other_before = generate(pipeline, args.other_n, OTHER_SERVER_SEED, [])["genres"]
         voted = generate(pipeline, args.votes, seed * 1000 + 1, [])
         names = voted["genres"]
-        votes = [Vote(g, "up" if on_theme(g) else "down") for g in names]
+        ups = [g for g in names if on_theme(g)][: args.per_theme]
+        downs = [g for g in names if disliked(g)][: args.per_theme]
+        votes = [Vote(g, "up") for g in ups] + [Vote(g, "down") for g in downs]
         before = generate(pipeline, args.n, seed * 1000 + 2, names)
         del pipeline
         votes_file = Path(tmp) / "votes.jsonl"
@@ -166,13 +186,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         after = generate(load_pipeline(adapter, fingerprint, args), args.n, seed * 1000 + 2, names)
         other = load_pipeline(DEFAULT_ADAPTER_DIR, fingerprint, args)
         other_after = generate(other, args.other_n, OTHER_SERVER_SEED, [])["genres"]
-    ups = sum(v.desirable for v in votes)
+    ups_count = sum(v.desirable for v in votes)
     return {
         "seed": seed,
-        "votes": {"up": ups, "down": len(votes) - ups},
+        "votes": {"up": ups_count, "down": len(votes) - ups_count},
         "before": {k: v for k, v in before.items() if k != "genres"},
         "after": {k: v for k, v in after.items() if k != "genres"},
         "theme_ratio": round(after["theme_share"] / max(before["theme_share"], 1e-9), 2),
+        "disliked_ratio": round(after["disliked_share"] / max(before["disliked_share"], 1e-9), 2),
         "server_run": trained,
         "other_server_unchanged": other_before == other_after,
         "default_adapter_unchanged": folder_hash(DEFAULT_ADAPTER_DIR) == default_hash,
@@ -186,7 +207,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--votes", type=int, default=300, help="genres generated and voted")
+    parser.add_argument("--votes", type=int, default=600, help="genres generated to vote on")
+    parser.add_argument("--per-theme", type=int, default=30, help="votes per theme (up, down)")
     parser.add_argument("-n", type=int, default=300, help="genres measured before and after")
     parser.add_argument("--other-n", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
