@@ -37,8 +37,11 @@ def adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An adapter folder with a card (the sampler is scripted: no weights are loaded)."""
     folder = tmp_path / "adapter"
     folder.mkdir()
-    for name in ("adapter_config.json", "model_card.json"):
-        shutil.copy(DEFAULT_ADAPTER_DIR / name, folder / name)
+    shutil.copy(DEFAULT_ADAPTER_DIR / "adapter_config.json", folder / "adapter_config.json")
+    # A fresh adapter's card: the shipped one records its own lockbox read and results.
+    card = json.loads((DEFAULT_ADAPTER_DIR / "model_card.json").read_text(encoding="utf-8"))
+    fresh = {k: v for k, v in card.items() if k not in ("lockbox_reads", "eval_lockbox")}
+    (folder / "model_card.json").write_text(json.dumps(fresh), encoding="utf-8")
     monkeypatch.setattr(cli_evaluate, "load_sampler", lambda config, adapter: GenreSampler())
     return folder
 
