@@ -95,8 +95,9 @@ class Sampler:
         self._hooks: list[Any] = []
         self._rows: list[str] = []
         self._merged = False  # whether the default adapter is merged into the base weights
-        # The known genres each loaded adapter's rows avoid ending on (``avoid_known``).
-        self._known: dict[str, Fingerprint] = {}
+        # The known genres each loaded adapter's rows avoid ending on (``avoid_known``): the
+        # adapter's fingerprint file until a request first asks, then the loaded fingerprint.
+        self._known: dict[str, Fingerprint | Path] = {}
         # Cheaper steps for the default weights alone (model.fastpath): int8 linear layers
         # and/or the head restricted to these token ids; built while the default serves alone.
         self.quantize = quantize
@@ -208,7 +209,10 @@ class Sampler:
                 if self._peft is not None:
                     self._hook_lora_layers()
                     self._sync_merge()
-            self.avoid(name, _known_genres(adapter_path))
+            with self._lock:
+                self._known.pop(name, None)
+                if (adapter_path / KNOWN_GENRES).is_file():
+                    self._known[name] = adapter_path / KNOWN_GENRES
 
     def avoid(self, name: str, known: Fingerprint | None) -> None:
         """The known genres that rows of adapter ``name`` asking ``avoid_known`` may not end on
@@ -220,8 +224,14 @@ class Sampler:
                 self._known[name] = known
 
     def known_of(self, name: str) -> Fingerprint | None:
-        """The known genres the rows of adapter ``name`` avoid (None: none)."""
-        return self._known.get(name)
+        """The known genres the rows of adapter ``name`` avoid (None: none); an adapter's file
+        is read on first use, so a sampler nobody asks to avoid never loads one."""
+        with self._lock:
+            known = self._known.get(name)
+            if isinstance(known, Path):
+                known = _known_genres(known)
+                self.avoid(name, known)
+            return known
 
     def unload_adapter(self, name: str) -> None:
         """Free adapter ``name`` (a no-op when it is not loaded)."""
@@ -403,7 +413,9 @@ class Sampler:
         fast = None if self._rows else self.fast_path()
         if fast is not None and not fast.covers(stop_ids):
             fast = None  # a stop token the restricted head cannot emit: the full head serves
-        guard = _EndGuard(self.tokenizer, avoid, stop_ids, fast) if avoid else None
+        guard = None  # built only when a row has known genres to avoid (not by default)
+        if avoid is not None and any(known is not None for known in avoid):
+            guard = _EndGuard(self.tokenizer, avoid, stop_ids, fast)
         with torch.inference_mode():
             logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None, fast)
             for step in range(max_new_tokens):
@@ -471,7 +483,7 @@ class Sampler:
         ]
         row_adapters = [self.adapter_of(r) for r in requests for _ in range(max(r.n, 0))]
         row_avoid = [
-            self._known.get(self.adapter_of(r)) if r.avoid_known else None
+            self.known_of(self.adapter_of(r)) if r.avoid_known else None
             for r in requests
             for _ in range(max(r.n, 0))
         ]
@@ -535,11 +547,8 @@ class Sampler:
 TOP_K = 1000
 
 
-def _known_genres(adapter: Path) -> Fingerprint | None:
-    """The adapter's known genres (None without the file; an unreadable one is logged)."""
-    path = adapter / KNOWN_GENRES
-    if not path.is_file():
-        return None
+def _known_genres(path: Path) -> Fingerprint | None:
+    """An adapter's known genres from ``path`` (None when it cannot be read: logged)."""
     try:
         return Fingerprint.load(path)
     except (OSError, ValueError) as exc:
