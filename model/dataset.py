@@ -68,6 +68,11 @@ LIKE_FRACTION = 0.3
 # Share of the like: examples of a genre with two or more parents whose condition is a blend of
 # two of them ("like: a | b"), the others keeping a single related genre or word.
 BLEND_FRACTION = 0.5
+# Chance that a genre with a related genre is conditioned on one of its own words instead
+# ("like: malaysian" -> "malaysian traditional"): such an example teaches `like:` to repeat its
+# condition verbatim, where a related genre teaches it to name relatives. Genres with no related
+# genre fall back to one of their words unless it is 0.
+WORD_LIKE_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -159,6 +164,7 @@ def build_dataset(
     source_weights: Mapping[str, float] | None = None,
     holdout: HoldoutSpec | None = None,
     blend_fraction: float = BLEND_FRACTION,
+    word_like_share: float = WORD_LIKE_SHARE,
 ) -> Dataset:
     """Split, balance and condition the records (see the module docstring).
 
@@ -167,7 +173,8 @@ def build_dataset(
     record comes from Every Noise. ``extra_genres`` (e.g. well-voted generated genres) are added
     to the training split only (held-out names excepted), and are not counted as known real
     genres. ``blend_fraction``: the share of the ``like:`` examples of genres with two or more
-    parents that are blends of two of them.
+    parents that are blends of two of them. ``word_like_share``: the chance that a genre with a
+    related genre is conditioned on one of its own words instead (genres with none always are).
 
     ``source_weights`` (source name -> keep probability, default 1) thin the *training* split
     of genres only those sources list (a genre's weight is its best source's): the validation
@@ -176,6 +183,7 @@ def build_dataset(
     for name, value, top in (
         ("like_fraction", like_fraction, 1),
         ("blend_fraction", blend_fraction, 1),
+        ("word_like_share", word_like_share, 1),
     ):
         if not 0 <= value <= top:
             raise DatasetError(f"{name} must be in [0, 1].")
@@ -224,7 +232,13 @@ def build_dataset(
             key = genre_key(name)
             parents = table.parents.get(key, [])
             like, kind = _pick_like(
-                name, table.related.get(key, []), rng, parents, blend_fraction, held
+                name,
+                table.related.get(key, []),
+                rng,
+                parents,
+                blend_fraction,
+                held,
+                word_like_share=word_like_share,
             )
             if like is not None:
                 like_kinds[kind] += 1
@@ -244,6 +258,7 @@ def build_dataset(
         "source_thinned": thinned,
         "like_fraction": like_fraction,
         "blend_fraction": blend_fraction,
+        "word_like_share": word_like_share,
         "blend_eligible": sum(len(table.parents.get(genre_key(n), [])) >= 2 for n in balanced),
         "like_examples": dict(like_kinds),
         "leading_before": [[w, c, round(s, 4)] for w, c, s in before],
@@ -324,18 +339,21 @@ def _pick_like(
     parents: Sequence[str] = (),
     blend_fraction: float = 0.0,
     held: Callable[[str], bool] = lambda word: False,
+    *,
+    word_like_share: float = WORD_LIKE_SHARE,
 ) -> tuple[str | None, str]:
     """A condition for ``name``: with two or more ``parents``, a ``blend_fraction`` chance of a
-    blend of two of them; else a related genre when there is one, else one of its words (never
-    a ``held`` one)."""
+    blend of two of them; else a related genre when there is one (one of its words instead with
+    chance ``word_like_share``), else one of its words (never a ``held`` one; none at all when
+    ``word_like_share`` is 0)."""
     if len(parents) >= 2 and blend_fraction > 0 and rng.random() < blend_fraction:
         a, b = rng.sample(list(parents), 2)
         return blend_like(a, b), "blend"
     others = [r for r in related if genre_key(r) != genre_key(name)]
-    if others and rng.random() < 0.7:
+    if others and rng.random() < 1 - word_like_share:
         return rng.choice(others), "related"
     words = [w for w in name.split() if len(w) > 2 and not held(w)]
-    if len(name.split()) > 1 and words:
+    if word_like_share > 0 and len(name.split()) > 1 and words:
         return rng.choice(words), "word"
     if others:
         return rng.choice(others), "related"

@@ -19,7 +19,7 @@ import click
 from bot.cli.common import open_store, state, store_configured
 from bot.config import Config
 from bot.errors import InputError
-from model.dataset import BLEND_FRACTION, LIKE_FRACTION
+from model.dataset import BLEND_FRACTION, LIKE_FRACTION, WORD_LIKE_SHARE
 from model.splits import LOCKBOX_SEED
 
 SPLITS = ("everynoise", "random")
@@ -89,6 +89,7 @@ def build_dataset_folder(
     split: str = "everynoise",
     lockbox_seed: int = LOCKBOX_SEED,
     blend_fraction: float = BLEND_FRACTION,
+    word_like_share: float = WORD_LIKE_SHARE,
 ) -> dict[str, Any]:
     """Build a dataset from a genres.csv table or the store into ``output``; its statistics.
 
@@ -118,6 +119,7 @@ def build_dataset_folder(
         source_weights=source_weights,
         holdout=holdout,
         blend_fraction=blend_fraction,
+        word_like_share=word_like_share,
     )
     ds.stats["source"] = source
     ds.stats["extra_genres"] = len(extras)
@@ -243,6 +245,14 @@ def genre_source_options(fn: F) -> F:
     "of two of them (like: a | b).",
 )
 @click.option(
+    "--word-like-share",
+    type=click.FloatRange(0, 1),
+    default=WORD_LIKE_SHARE,
+    show_default=True,
+    help="Chance that a like: example of a genre with a related genre uses one of the genre's "
+    "own words instead (which teaches like: to repeat its condition); 0: no such examples at all.",
+)
+@click.option(
     "--source-weight",
     "source_weights",
     multiple=True,
@@ -264,6 +274,7 @@ def dataset_build(
     valid_fraction: float,
     like_fraction: float,
     blend_fraction: float,
+    word_like_share: float,
     source_weights: tuple[str, ...],
     as_json: bool,
 ) -> None:
@@ -283,6 +294,7 @@ def dataset_build(
         split=split,
         lockbox_seed=lockbox_seed,
         blend_fraction=blend_fraction,
+        word_like_share=word_like_share,
     )
     if as_json:
         click.echo(json.dumps(stats, indent=2, ensure_ascii=False))

@@ -147,8 +147,35 @@ def test_a_genre_listed_by_a_full_weight_source_is_kept() -> None:
     )
 
 
+def test_word_like_share_zero_conditions_on_related_genres_only() -> None:
+    """With share 0 no genre is conditioned on one of its own words (which it contains
+    verbatim): a genre with a related genre is conditioned on it, one without none stays
+    unconditioned. The rest of the dataset does not move."""
+    names = [f"genre{i} rock" for i in range(200)]
+    related = {n: ["classic rock"] for n in names[:100]}
+    records = _records(names, related)
+    common = {"valid_fraction": 0.0, "like_fraction": 0.5, "min_leading_cap": 1000}
+    before = build_dataset(records, **common)
+    after = build_dataset(records, word_like_share=0.0, **common)
+    assert [e.genre for e in after.train] == [e.genre for e in before.train]
+    assert all(e.like in (None, "classic rock") for e in after.train)
+    assert not any(e.like for e in after.train if e.genre not in related)
+    conditioned = [e for e in after.train if e.genre in related and e.like]
+    assert 30 < len(conditioned) < 70  # like_fraction 0.5 of the 100 with a related genre
+    assert after.stats["like_examples"].get("word", 0) == 0
+    # the default keeps some own-word conditions for genres that have a related one
+    assert any(e.like not in (None, "classic rock") and e.genre in related for e in before.train)
+    assert after.stats["word_like_share"] == 0.0
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"source_weights": {"rym": 1.5}}, {"like_fraction": -0.1}, {"like_fraction": 2}]
+    "kwargs",
+    [
+        {"source_weights": {"rym": 1.5}},
+        {"like_fraction": -0.1},
+        {"like_fraction": 2},
+        {"word_like_share": 1.5},
+    ],
 )
 def test_bad_weights_are_dataset_errors(kwargs: dict) -> None:
     with pytest.raises(DatasetError):
