@@ -184,12 +184,15 @@ class BotConfig:
     gate_min_novel: float = 0.5
     # ...and neither rate may fall more than this below the active model's.
     gate_max_regression: float = 0.05
+    # Genres the gate's evaluation samples per adapter (the default eval command's -n).
+    gate_samples: int = 300
     # The retraining progress message is edited at most this often, in seconds.
     progress_edit_interval_s: float = 5.0
     # Command run for retraining; empty: this Python running `microgenre server-run`. Arguments
     # `--progress-json --output DIR --votes FILE [--from-adapter DIR]` are appended.
     train_command: tuple[str, ...] = ()
-    # Command run to evaluate an adapter; empty: `microgenre eval --no-baseline --likes 0 -n 300`.
+    # Command run to evaluate an adapter; empty: `microgenre eval --no-baseline --likes 0 -n N`
+    # (N: gate_samples).
     # `--adapter DIR [--dataset DIR] --json` are appended.
     eval_command: tuple[str, ...] = ()
     # Seconds a shutdown waits for in-flight /genre new requests before failing them.
@@ -227,6 +230,8 @@ class BotConfig:
         for name in ("gate_min_well_formed", "gate_min_novel", "gate_max_regression"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.gate_samples < 20:
+            raise ValueError("gate_samples must be >= 20")
         if self.progress_edit_interval_s < 0:
             raise ValueError("progress_edit_interval_s must be >= 0")
         if self.shutdown_grace_s < 0:

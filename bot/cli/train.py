@@ -155,24 +155,26 @@ def _store_has_genres(config: Config) -> bool:
     return asyncio.run(count()) > 0
 
 
-def _self_replay_folder(config: Config, out: Path, start: Path, seed: int) -> Path:
+def _self_replay_folder(
+    config: Config, out: Path, start: Path, seed: int, count: int | None = None
+) -> Path:
     """A dataset of genres the starting adapter writes itself (see model.train.replay), under
-    ``<data_dir>/datasets/``: for a deployment that never imported real genres."""
+    ``<data_dir>/datasets/``: for a deployment that never imported real genres. ``count``: how
+    many (default and at most SELF_REPLAY_GENRES: the run replays no more than its ``--replay``)."""
     from model.artifacts import load_fingerprint
     from model.filters import Fingerprint
     from model.sampler import LocalBackend
     from model.train.replay import SELF_REPLAY_GENRES, sample_own_genres, write_self_replay_dataset
 
+    # --replay 0 still needs genres for the evaluation split: the default number then.
+    count = min(count or SELF_REPLAY_GENRES, SELF_REPLAY_GENRES)
     click.echo(
-        f"The store has no real genres: replaying {SELF_REPLAY_GENRES} genres of the starting "
-        "adapter instead.",
+        f"The store has no real genres: replaying {count} genres of the starting adapter instead.",
         err=True,
     )
     sampler = load_sampler(config, start)
     fingerprint = load_fingerprint(start) or Fingerprint()
-    names = asyncio.run(
-        sample_own_genres(LocalBackend(sampler), fingerprint, SELF_REPLAY_GENRES, seed=seed)
-    )
+    names = asyncio.run(sample_own_genres(LocalBackend(sampler), fingerprint, count, seed=seed))
     del sampler  # the server run loads its own copy of the model
     folder = config.data_dir / "datasets" / out.name
     write_self_replay_dataset(names, folder, start, seed=seed)
@@ -376,7 +378,7 @@ def server_run(
         if sources.given or _store_has_genres(config):
             folder = _dataset_folder(config, out, sources, seed)
         else:
-            folder = _self_replay_folder(config, out, start, seed)
+            folder = _self_replay_folder(config, out, start, seed, replay)
         cfg = ServerRunConfig(
             **dataclasses.asdict(config.model.spec()),
             seed=seed,

@@ -29,7 +29,7 @@ from bot.retrain.progress import (
     call_safely,
 )
 from bot.retrain.queue import LeaseQueue
-from bot.retrain.steps import DEFAULT_EVAL_ARGS, RunControl, default_command
+from bot.retrain.steps import RunControl, default_command, default_eval_args
 from bot.store import runs as runs_store
 from bot.store.models import RUN_CANCELLED, RUN_RUNNING
 from bot.tasks import cancel_and_wait
@@ -85,7 +85,10 @@ class RetrainManager:
             list(
                 eval_command
                 or bot_cfg.eval_command
-                or [*default_command("eval", config_file), *DEFAULT_EVAL_ARGS]
+                or [
+                    *default_command("eval", config_file),
+                    *default_eval_args(bot_cfg.gate_samples),
+                ]
             ),
         )
         self.queue = LeaseQueue(sessions, lease_s)

@@ -39,20 +39,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Evaluation settings of the default `microgenre eval` command line: no markovify baseline and no
-# like: conditions (the gate needs neither), 300 samples per adapter.
+# like: conditions (the gate needs neither), `[bot] gate_samples` samples per adapter.
 # The gate measures raw novelty at the temperature its thresholds ([bot] retrain_min_*) were set
 # for: 0.85. Generation defaults to 0.75 since, where more raw outputs are real genres (the
 # shipped adapter's raw novelty 53.5 % at 0.85, 41.3 % at 0.75), though delivered ones never are.
 GATE_TEMPERATURE = "0.85"
-DEFAULT_EVAL_ARGS = (
-    "--no-baseline",
-    "--likes",
-    "0",
-    "-n",
-    "300",
-    "--temperature",
-    GATE_TEMPERATURE,
-)
+
+
+def default_eval_args(samples: int) -> list[str]:
+    """The arguments of the default evaluation command after ``eval``.
+
+    >>> default_eval_args(300)
+    ['--no-baseline', '--likes', '0', '-n', '300', '--temperature', '0.85']
+    """
+    return ["--no-baseline", "--likes", "0", "-n", str(samples), "--temperature", GATE_TEMPERATURE]
+
+
 GATE_METRICS = ("well_formed", "novel")
 # Not passed on to the training and evaluation processes, which never talk to Discord.
 SECRET_VARIABLES = frozenset({"DISCORD_TOKEN", "MICROGENRE_DISCORD_TOKEN"})

@@ -274,6 +274,18 @@ def test_quality_gate_bounds() -> None:
     assert quality_gate({}, None, bounds)[0] is False
 
 
+def test_the_default_eval_command_samples_gate_samples(sessions: Any, tmp_path: Path) -> None:
+    """The gate's evaluation samples `[bot] gate_samples` genres per adapter (default 300)."""
+    service = GenreService(ScriptedGenerator(), sessions)
+    for options, n in (({}, "300"), ({"gate_samples": 120}, "120")):
+        manager = RetrainManager(make_config(tmp_path, **options), sessions, service)
+        command = manager.plan.eval_command
+        assert command[command.index("eval") :].count("-n") == 1
+        assert command[command.index("-n") + 1] == n
+    with pytest.raises(ValueError, match="gate_samples"):
+        BotConfig(gate_samples=5).validate()
+
+
 def test_gate_reads_the_models_raw_rates_of_an_eval_result() -> None:
     table = {"raw": {"n": 10, "well_formed": 1, "novel": 0.5}}
     result = EvalResult.from_json(EvalResult(10, "a", "valid", 9, 1, 0.85, table).to_json())

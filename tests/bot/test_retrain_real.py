@@ -81,11 +81,13 @@ async def test_a_servers_real_run_gives_it_its_own_adapter(tmp_path: Path) -> No
     (data / "models").symlink_to(REPO / "data" / "models")
     config_file = tmp_path / "config.toml"
     train = [sys.executable, "-m", "bot", "--config", str(config_file), "server-run"]
-    train += ["--max-steps", "2"]
+    # Two steps need few replayed genres: the adapter writes 120, not the default 600; and the
+    # gate's evaluation samples 150 per adapter, not 300 (minutes saved, the same code path).
+    train += ["--max-steps", "2", "--replay", "120"]
     config_file.write_text(
         f"[paths]\ndata_dir = {json.dumps(str(data))}\n"
         f"[bot]\ntrain_command = {json.dumps(train)}\n"
-        "retrain_min_votes = 20\nretrain_cooldown_h = 24\n"
+        "retrain_min_votes = 20\nretrain_cooldown_h = 24\ngate_samples = 150\n"
     )
     microgenre(config_file, "db", "upgrade")
     config = load_config(config_file)

@@ -292,3 +292,31 @@ def test_a_fresh_store_server_run_replays_the_adapters_own_genres(
     assert (out / FINGERPRINT).read_bytes() == (start_adapter / FINGERPRINT).read_bytes()
     card = json.loads((out / MODEL_CARD).read_text())
     assert card["replay_source"] == SELF_REPLAY_SOURCE
+
+
+def test_a_self_replay_writes_no_more_genres_than_replay_asks(
+    tiny_model_path: Path,
+    start_adapter: Path,
+    votes_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--replay N` sizes a self-replay too: the starting adapter writes N genres, not the
+    default's 600 (a short run need not wait for genres it will not replay)."""
+    from model.train.replay import PROVENANCE_FILE
+    from tests.bot.scripted_sampler import ScriptedSampler
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("MICROGENRE_PATHS_DATA_DIR", str(data))
+    use_tiny_model(monkeypatch, tiny_model_path)
+    assert entry(["db", "upgrade"]) == 0
+    monkeypatch.setattr("bot.cli.train.load_sampler", lambda config, adapter: ScriptedSampler())
+    out = data / "adapters" / "run-0001"
+    argv = ["server-run", "--from-adapter", str(start_adapter), "--votes", str(votes_file)]
+    argv += ["--max-steps", "1", "--replay", "20", "--output", str(out), "--progress-json"]
+    capsys.readouterr()
+    assert entry(argv) == 0, capsys.readouterr().err
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    provenance = json.loads((Path(events[-1]["dataset"]) / PROVENANCE_FILE).read_text())
+    assert provenance["genres"] == 20
