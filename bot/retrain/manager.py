@@ -29,7 +29,7 @@ from bot.retrain.progress import (
     call_safely,
 )
 from bot.retrain.queue import LeaseQueue
-from bot.retrain.steps import RunControl, default_command, default_eval_args
+from bot.retrain.steps import RunControl, default_command, default_eval
 from bot.store import runs as runs_store
 from bot.store.models import RUN_CANCELLED, RUN_RUNNING
 from bot.tasks import cancel_and_wait
@@ -82,14 +82,7 @@ class RetrainManager:
             list(
                 train_command or bot_cfg.train_command or default_command("server-run", config_file)
             ),
-            list(
-                eval_command
-                or bot_cfg.eval_command
-                or [
-                    *default_command("eval", config_file),
-                    *default_eval_args(bot_cfg.gate_samples),
-                ]
-            ),
+            list(eval_command or bot_cfg.eval_command or default_eval(config_file, bot_cfg)),
         )
         self.queue = LeaseQueue(sessions, lease_s)
         self.poll_s = poll_s

@@ -72,6 +72,11 @@ def default_command(subcommand: str, config_file: str | None = None) -> list[str
     return [sys.executable, "-m", "bot", *config, subcommand]
 
 
+def default_eval(config_file: str | None, bot: BotConfig) -> list[str]:
+    """The evaluation command a run starts when ``[bot] eval_command`` is empty."""
+    return [*default_command("eval", config_file), *default_eval_args(bot.gate_samples)]
+
+
 def child_environment() -> dict[str, str]:
     """The bot's environment for training/evaluation processes, without the Discord token."""
     return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
