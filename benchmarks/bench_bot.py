@@ -528,6 +528,7 @@ async def click_burst(
             )
         await asyncio.sleep(1.0)  # a fresh window for every rate limit
         limited_before = fake.too_many_requests
+        scopes_before = dict(fake.rate_limited)
         members = [fake.member(f"clicker{i}") for i in range(plan.users)]
         targets = [sources[seat] for seat in plan.seats()]
         started = time.monotonic()
@@ -554,6 +555,15 @@ async def click_burst(
             await fake.wait_for(settled, within=300)
         settled_at = time.monotonic()
         too_many = fake.too_many_requests - limited_before
+        by_scope = {k: v - scopes_before.get(k, 0) for k, v in fake.rate_limited.items()}
+        by_route: dict[str, int] = {}
+        for call in fake.calls:
+            if call.status == 429 and call.at >= started:
+                route = f"{call.method} " + "/".join(
+                    "{id}" if part.isdigit() or len(part) > 40 else part
+                    for part in call.path.split("/")
+                )
+                by_route[route] = by_route.get(route, 0) + 1
     async with sessions.begin() as session:
         rows = (
             await session.execute(
@@ -606,6 +616,8 @@ async def click_burst(
         "ack": summary(acks),
         "settled_after_s": round(settled_at - started, 2),
         "too_many_requests": too_many,
+        "too_many_by_route": by_route,
+        "too_many_by_scope": {k: v for k, v in by_scope.items() if v},
         "targets": checks,
         "pass": all(t["pass"] for t in checks.values()),
     }
@@ -625,6 +637,11 @@ def print_clicks(row: dict[str, Any]) -> None:
         f"  first reply {json.dumps(row['first_reply'])}; all 3 replies for "
         f"{row['all_three']} clicks, {json.dumps(row['all_replies'])}"
     )
+    if row["too_many_by_route"]:
+        print(
+            f"  429s by route: {json.dumps(row['too_many_by_route'])}; "
+            f"by scope: {json.dumps(row['too_many_by_scope'])}"
+        )
 
 
 def print_burst(row: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""Paced per-channel queues for the vote reactions, so the bot stays within Discord's limits.
+"""Paced per-channel queues for the vote reactions, and turns for the messages a bot sends into
+a channel, so the bot stays within Discord's limits.
 
 Discord lets a bot add about 4 reactions per second in a channel (and 50 requests per second in
 all). A burst of `/genre new` would otherwise queue dozens of reactions at once, get 429s, and
@@ -6,14 +7,22 @@ fail commands whose genres were already posted. Here each channel with pending r
 task that adds them in order, at most ``per_channel_per_s``, and all channels together at most
 ``global_per_s``. The queues are bounded; a lane's task ends when its queue is empty. A failed
 reaction is logged and dropped: reactions are a convenience, users can react themselves.
+
+Messages sent into a channel (the replies of the "More like this" buttons) share a limit of 5
+per 5 seconds per channel. :class:`MessagePacer` gives each send a turn: one at a time per
+channel, each at least ``window_s`` (plus a margin) after the answer to the send ``per_window``
+turns before it, in the order they asked, so a burst of clicks on one genre waits its turn
+instead of meeting 429s. (Interaction follow-ups go through webhooks, which
+Discord limits per interaction instead.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +33,37 @@ log = logging.getLogger(__name__)
 
 AddReaction = Callable[[int, int, str], Awaitable[None]]  # (channel_id, message_id, emoji)
 OnForbidden = Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class GlobalPace:
+    """The spacing that the paced calls of a process share: at most ``per_s`` calls per second
+    (Discord's global limit, 50 requests/s, counts reactions and messages alike).
+
+    >>> GlobalPace(40.0).interval
+    0.025
+    """
+
+    per_s: float = 40.0
+    next_at: float = 0.0  # the loop time of the next free slot
+
+    def __post_init__(self) -> None:
+        if self.per_s <= 0:
+            raise ValueError("the global rate must be positive")
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.per_s
+
+    async def wait(self) -> None:
+        """Wait for the next free slot and take it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if self.next_at <= now:
+                break
+            await asyncio.sleep(self.next_at - now)
+        self.next_at = now + self.interval
 
 
 @dataclass(frozen=True)
@@ -58,13 +98,14 @@ class ReactionPacer:
         global_per_s: float = 40.0,
         max_pending_per_channel: int = 600,
         max_pending: int = 6000,
+        global_pace: GlobalPace | None = None,
     ) -> None:
         if per_channel_per_s <= 0 or global_per_s <= 0:
             raise ValueError("reaction rates must be positive")
         self._add = add
         self._channel_interval = 1.0 / per_channel_per_s
-        self._global_interval = 1.0 / global_per_s
-        self._global_next = 0.0
+        # Shared with the process's other paced calls when given (then global_per_s is its).
+        self._global = global_pace if global_pace is not None else GlobalPace(global_per_s)
         self.max_pending_per_channel = max_pending_per_channel
         self.max_pending = max_pending
         self._lanes: dict[int, _Lane] = {}
@@ -166,12 +207,12 @@ class ReactionPacer:
         """
         while True:
             now = loop.time()
-            start = max(lane.next_at, self._global_next)
+            start = max(lane.next_at, self._global.next_at)
             if start <= now:
                 break
             await asyncio.sleep(start - now)
         lane.next_at = now + self._channel_interval
-        self._global_next = now + self._global_interval
+        self._global.next_at = now + self._global.interval
 
     async def _add_one(self, channel_id: int, lane: _Lane, job: ReactionJob, emoji: str) -> None:
         try:
@@ -230,3 +271,76 @@ async def _guarded(coro: Awaitable[Any], what: str) -> None:
         await coro
     except Exception:
         log.exception("%s failed", what)
+
+
+@dataclass(eq=False)
+class _ChannelTurns:
+    """One channel's recent sends, its turn lock, and how many sends hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sent: deque[float] = field(default_factory=deque)
+    users: int = 0
+
+
+class MessagePacer:
+    """See the module docstring: ``async with pacer.turn(channel_id): await channel.send(...)``.
+
+    A channel's state is dropped once nobody waits and its window has passed, so the pacer stays
+    small however many channels it has seen.
+    """
+
+    def __init__(
+        self,
+        *,
+        per_window: int = 5,
+        window_s: float = 5.0,
+        margin_s: float = 0.25,
+        global_pace: GlobalPace | None = None,
+    ) -> None:
+        if per_window < 1 or window_s <= 0 or margin_s < 0:
+            raise ValueError("per_window must be >= 1, window_s > 0 and margin_s >= 0")
+        self.per_window = per_window
+        self.window_s = window_s + margin_s
+        self._global = global_pace
+        self._channels: dict[int, _ChannelTurns] = {}
+
+    @property
+    def channels(self) -> int:
+        """Channels with a send in their current window, or one waiting."""
+        return len(self._channels)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, channel_id: int) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        turns = self._channels.setdefault(channel_id, _ChannelTurns())
+        turns.users += 1
+        try:
+            async with turns.lock:
+                self._expire(turns.sent, loop.time())
+                if len(turns.sent) >= self.per_window:
+                    await asyncio.sleep(turns.sent[0] + self.window_s - loop.time())
+                    self._expire(turns.sent, loop.time())
+                if self._global is not None:
+                    await self._global.wait()
+                try:
+                    yield
+                finally:
+                    # Counted from the answer: Discord received the send at some time before
+                    # it, so the next turn is a full window after, however slow the send was.
+                    turns.sent.append(loop.time())
+        finally:
+            turns.users -= 1
+            self._forget_quiet_channels(loop.time())
+
+    def _expire(self, sent: deque[float], now: float) -> None:
+        while sent and now - sent[0] >= self.window_s:
+            sent.popleft()
+
+    def _forget_quiet_channels(self, now: float) -> None:
+        quiet = [
+            channel_id
+            for channel_id, turns in self._channels.items()
+            if turns.users == 0 and (not turns.sent or now - turns.sent[-1] >= self.window_s)
+        ]
+        for channel_id in quiet:
+            del self._channels[channel_id]

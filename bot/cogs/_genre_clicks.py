@@ -192,19 +192,21 @@ class ClickHandler:
         self, interaction: discord.Interaction[Any], source: GenerationSource, issued: list[Any]
     ) -> None:
         assert source.channel_id is not None and source.message_id is not None
-        channel = self.bot.get_partial_messageable(source.channel_id, guild_id=source.guild_id)
+        channel_id = source.channel_id
+        channel = self.bot.get_partial_messageable(channel_id, guild_id=source.guild_id)
         reference = discord.MessageReference(
             message_id=source.message_id, channel_id=source.channel_id, guild_id=source.guild_id
         )
 
         async def send(text: str, view: discord.ui.View) -> discord.Message:
-            return await channel.send(
-                text,
-                view=view,
-                reference=reference,
-                mention_author=False,
-                allowed_mentions=NO_MENTIONS,
-            )
+            async with self.poster.messages.turn(channel_id):
+                return await channel.send(
+                    text,
+                    view=view,
+                    reference=reference,
+                    mention_author=False,
+                    allowed_mentions=NO_MENTIONS,
+                )
 
         try:
             await self.poster.post(

@@ -17,7 +17,7 @@ import discord
 from bot.cogs._genre_buttons import genre_view
 from bot.cogs.common import REACTIONS
 from bot.errors import MicrogenreError
-from bot.pacing import OnForbidden, ReactionJob, ReactionPacer
+from bot.pacing import GlobalPace, MessagePacer, OnForbidden, ReactionJob, ReactionPacer
 from bot.store.generations import Reserved, attach_message
 from bot.text import MESSAGE, clip, escape
 
@@ -52,7 +52,12 @@ class GenrePoster:
 
     def __init__(self, bot: MicrogenreBot) -> None:
         self.bot = bot
-        self.pacer = ReactionPacer(self._add_reaction)
+        # Vote reactions and replies share one global pace (Discord's 50 requests/s counts
+        # both), leaving room for the bot's other calls.
+        pace = GlobalPace(40.0)
+        self.pacer = ReactionPacer(self._add_reaction, global_pace=pace)
+        # Turns for messages sent into a channel (replies), within its 5 per 5 s.
+        self.messages = MessagePacer(global_pace=pace)
 
     async def post(
         self,

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.pacing import ReactionJob, ReactionPacer
+from bot.pacing import GlobalPace, MessagePacer, ReactionJob, ReactionPacer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -232,3 +232,56 @@ def test_every_reaction_is_accounted_for_and_order_is_kept(
             assert all(item in it for item in attempted)
 
     asyncio.run(scenario())
+
+
+async def test_message_turns_keep_each_channels_window_and_are_forgotten() -> None:
+    """7 sends in one channel and 2 in another, at once: never more than 3 per 0.3 s (+margin)
+    in a channel, the other channel never waits for the first, and no state is left after."""
+    pacer = MessagePacer(per_window=3, window_s=0.3, margin_s=0.02)
+    loop = asyncio.get_running_loop()
+    sent: dict[int, list[float]] = defaultdict(list)
+
+    async def send(channel_id: int) -> None:
+        async with pacer.turn(channel_id):
+            sent[channel_id].append(loop.time())
+            await asyncio.sleep(0.01)
+
+    start = loop.time()
+    await asyncio.gather(*(send(1) for _ in range(7)), *(send(2) for _ in range(2)))
+    for times in sent.values():
+        for i in range(len(times) - 3):
+            assert times[i + 3] - times[i] >= 0.32 - 1e-3
+    assert len(sent[1]) == 7 and max(sent[2]) - start < 0.1
+    await asyncio.sleep(0.35)
+    async with pacer.turn(3):
+        pass
+    assert pacer.channels == 1  # only the channel just used
+
+
+@pytest.mark.parametrize("kwargs", [{"per_window": 0}, {"window_s": 0}, {"margin_s": -1}])
+def test_message_pacer_rejects_bad_limits(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        MessagePacer(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_reactions_and_messages_share_one_global_pace() -> None:
+    """Reactions in 4 channels and message turns in 4 others, sharing a GlobalPace of 50/s:
+    all calls together keep 1/50 s apart (Discord's global limit counts both)."""
+    pace = GlobalPace(per_s=50.0)
+    add = Recorder()
+    reactions = ReactionPacer(add, per_channel_per_s=1000, global_pace=pace)
+    messages = MessagePacer(per_window=100, window_s=1.0, global_pace=pace)
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []
+
+    async def send(channel_id: int) -> None:
+        async with messages.turn(channel_id):
+            sent.append(loop.time())
+
+    for channel in (1, 2, 3, 4):
+        assert reactions.submit(ReactionJob(channel, channel, ("a", "b", "c", "d", "e")))
+    await asyncio.gather(*(send(10 + i % 4) for i in range(20)), drained(reactions))
+    times = sorted([t for t, *_ in add.calls] + sent)
+    assert len(times) == 40
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 0.02 - 2e-3

@@ -115,6 +115,30 @@ async def test_more_like_this_and_weirder(
     ]
 
 
+async def test_a_click_burst_on_one_genre_stays_within_the_channels_message_limit(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    """Six users click "More like this" at once: 18 replies in one channel, whose limit is 5
+    messages per 5 s. The bot paces its replies instead of meeting 429s."""
+    gen = ScriptedGenerator()
+    gen.enqueue(["bubblegrunge"])
+    gen.enqueue([f"bubblegrunge {i}" for i in range(18)])
+    ann = fake_discord.member("ann")
+    clickers = [fake_discord.member(f"clicker{i}") for i in range(6)]
+    async with running_bot(make_config(tmp_path), sessions, gen):
+        [source] = await new_genres(fake_discord, ann, 1)
+        gid = await generation_id(sessions, source)
+        await asyncio.sleep(5.1)  # a fresh window for the channel's message limit
+        clicks = await asyncio.gather(
+            *(fake_discord.click(c, source, f"mg:more:{gid}") for c in clickers)
+        )
+        await fake_discord.wait_for(lambda: len(fake_discord.replies_to(source)) >= 18, within=40)
+        assert all(c.ack_latency is not None and c.ack_latency < 3.0 for c in clicks)
+    limited = [c for c in fake_discord.calls_matching("POST", "/messages") if c.status == 429]
+    assert limited == []
+    assert all(ephemeral_texts(fake_discord, c) == [] for c in clicks)
+
+
 async def test_weirder_is_capped_at_five_and_works_after_a_restart(
     fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
 ) -> None:
