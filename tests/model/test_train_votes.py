@@ -253,6 +253,33 @@ def test_cli_server_run_progress_json(
     assert card["hyperparameters"]["replay"] == 8 and card["hyperparameters"]["max_steps"] == 2
 
 
+def _fresh_store_server_run(
+    tiny_model_path: Path,
+    start_adapter: Path,
+    votes_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    *options: str,
+) -> tuple[Path, list[dict[str, Any]]]:
+    """`server-run` with ``options`` on a store that never imported real genres: the output
+    folder and the --progress-json events. The tiny model writes noise, so the replay is
+    sampled through the same pipeline from a scripted sampler that writes genre-like names."""
+    from tests.bot.scripted_sampler import ScriptedSampler
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("MICROGENRE_PATHS_DATA_DIR", str(data))
+    use_tiny_model(monkeypatch, tiny_model_path)
+    assert entry(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("bot.cli.train.load_sampler", lambda config, adapter: ScriptedSampler())
+    out = data / "adapters" / "run-0001"
+    argv = ["server-run", "--from-adapter", str(start_adapter), "--votes", str(votes_file)]
+    code = entry([*argv, *options, "--output", str(out), "--progress-json"])
+    assert code == 0, capsys.readouterr().err
+    return out, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
 def test_a_fresh_store_server_run_replays_the_adapters_own_genres(
     tiny_model_path: Path,
     start_adapter: Path,
@@ -267,21 +294,17 @@ def test_a_fresh_store_server_run_replays_the_adapters_own_genres(
     real genres."""
     from model.artifacts import FINGERPRINT
     from model.train.replay import PROVENANCE_FILE, SELF_REPLAY_SOURCE
-    from tests.bot.scripted_sampler import ScriptedSampler
 
-    data = tmp_path / "data"
-    monkeypatch.setenv("MICROGENRE_PATHS_DATA_DIR", str(data))
-    use_tiny_model(monkeypatch, tiny_model_path)
-    assert entry(["db", "upgrade"]) == 0
-    capsys.readouterr()
-    # The tiny model writes noise; the replay is sampled through the same pipeline from a
-    # scripted sampler that writes genre-like names.
-    monkeypatch.setattr("bot.cli.train.load_sampler", lambda config, adapter: ScriptedSampler())
-    out = data / "adapters" / "run-0001"
-    argv = ["server-run", "--from-adapter", str(start_adapter), "--votes", str(votes_file)]
-    code = entry([*argv, "--max-steps", "2", "--output", str(out), "--progress-json"])
-    assert code == 0, capsys.readouterr().err
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    out, events = _fresh_store_server_run(
+        tiny_model_path,
+        start_adapter,
+        votes_file,
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "--max-steps",
+        "2",
+    )
     assert events[-1]["event"] == "done"
     dataset = Path(events[-1]["dataset"])
     provenance = json.loads((dataset / PROVENANCE_FILE).read_text())
@@ -305,18 +328,18 @@ def test_a_self_replay_writes_no_more_genres_than_replay_asks(
     """`--replay N` sizes a self-replay too: the starting adapter writes N genres, not the
     default's 600 (a short run need not wait for genres it will not replay)."""
     from model.train.replay import PROVENANCE_FILE
-    from tests.bot.scripted_sampler import ScriptedSampler
 
-    data = tmp_path / "data"
-    monkeypatch.setenv("MICROGENRE_PATHS_DATA_DIR", str(data))
-    use_tiny_model(monkeypatch, tiny_model_path)
-    assert entry(["db", "upgrade"]) == 0
-    monkeypatch.setattr("bot.cli.train.load_sampler", lambda config, adapter: ScriptedSampler())
-    out = data / "adapters" / "run-0001"
-    argv = ["server-run", "--from-adapter", str(start_adapter), "--votes", str(votes_file)]
-    argv += ["--max-steps", "1", "--replay", "20", "--output", str(out), "--progress-json"]
-    capsys.readouterr()
-    assert entry(argv) == 0, capsys.readouterr().err
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    _, events = _fresh_store_server_run(
+        tiny_model_path,
+        start_adapter,
+        votes_file,
+        tmp_path,
+        monkeypatch,
+        capsys,
+        "--max-steps",
+        "1",
+        "--replay",
+        "20",
+    )
     provenance = json.loads((Path(events[-1]["dataset"]) / PROVENANCE_FILE).read_text())
     assert provenance["genres"] == 20
