@@ -137,7 +137,7 @@ def _convert(source: Path, folder: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
     # The de-quantised weights are plain float tensors: drop the GGUF quantizer so that
     # save_pretrained writes ordinary safetensors.
-    model.hf_quantizer = None  # type: ignore[assignment]
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(folder))
@@ -231,7 +231,7 @@ def load_base(
         raise ModelLoadError(f"Cannot load base model {name!r}: {exc}".splitlines()[0]) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)  # type: ignore[arg-type]
+    model.to(device)
     return model, tokenizer
 
 
