@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import early_soak
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -16,13 +18,23 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's config.toml or MICROGENRE_* variables."""
     for name in list(os.environ):
-        if (
-            name.startswith("MICROGENRE_")
-            and not name.startswith("MICROGENRE_TEST_")
-            and name != "MICROGENRE_REQUIRE_POSTGRES"
-        ) or name == "DISCORD_TOKEN":
+        if early_soak.private_variable(name):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    early_soak.soak_last(items)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the soak run now if its test is selected: it goes on beside the other tests."""
+    if not session.config.option.collectonly and any(map(early_soak.is_soak, session.items)):
+        early_soak.RUN.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    early_soak.RUN.stop()
 
 
 @pytest.fixture
