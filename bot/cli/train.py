@@ -225,6 +225,19 @@ def _common_options(fn: F) -> F:
     default=None,
     help="Epochs without improvement before stopping early (default 1).",
 )
+@click.option(
+    "--copy-floor",
+    type=click.FloatRange(0),
+    default=None,
+    help="Hold back memorisation: a plain genre the model gives a log-likelihood above "
+    "-FLOOR nats is pushed down to it (default 0: off; docs/model.md).",
+)
+@click.option(
+    "--copy-weight",
+    type=click.FloatRange(0),
+    default=None,
+    help="Weight of the --copy-floor term in the loss (default 0.5).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by an interrupted run.")
 @click.option("--progress-json", is_flag=True, help="JSON lines on stdout instead of a bar.")
@@ -246,6 +259,8 @@ def train(
     max_steps: int | None,
     select_by: str | None,
     patience: int | None,
+    copy_floor: float | None,
+    copy_weight: float | None,
     seed: int,
     no_resume: bool,
     progress_json: bool,
@@ -264,6 +279,8 @@ def train(
         "max_steps": max_steps,
         "select_by": select_by,
         "patience": patience,
+        "copy_floor": copy_floor,
+        "copy_weight": copy_weight,
         "target_modules": tuple(m.strip() for m in target_modules.split(",") if m.strip())
         if target_modules
         else None,

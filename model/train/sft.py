@@ -90,6 +90,14 @@ class TrainConfig(ModelSpec):
     select_by: str = "loss"
     select_samples: int = 1000
     checkpoint_every_s: float = 300.0
+    # A floor on memorisation (0: off). A plain ``genre:`` example whose completion the model
+    # already gives a negative log-likelihood (summed over its tokens, end marker included)
+    # under ``copy_floor`` nats adds ``copy_weight`` times the shortfall to the loss, per
+    # example of the batch: the likeliest real genres, which sampling would mostly give back
+    # as copies, are held near exp(-copy_floor) instead of being learned ever more strongly.
+    # ``like:`` examples are not held back.
+    copy_floor: float = 0.0
+    copy_weight: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -240,6 +248,7 @@ class Trainer:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in self.trainable)
         self.train_data = encode(tokenizer, train)
+        self.plain = [ex.like is None for ex in train]  # what the copy floor holds back
         self.valid_data = encode(tokenizer, valid)
         self.pad_id = int(tokenizer.pad_token_id)
         self.steps_per_epoch = math.ceil(len(self.train_data) / cfg.batch_size)
@@ -277,12 +286,27 @@ class Trainer:
             attention_mask=mask.to(self.device),
             labels=labels.to(self.device),
         )
-        outputs.loss.backward()
+        loss = outputs.loss
+        if self.cfg.copy_floor > 0:
+            loss = loss + self.cfg.copy_weight * self._copy_penalty(outputs.logits, labels, indices)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(outputs.loss.detach())
+
+    def _copy_penalty(self, logits: Any, labels: Any, indices: list[int]) -> Any:
+        """Mean over the batch of how far each plain example's sequence NLL is under the floor."""
+        import torch
+
+        target = labels[:, 1:].to(self.device)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+        ).sum(dim=1)
+        plain = torch.tensor([self.plain[i] for i in indices], device=nll.device)
+        shortfall = torch.relu(self.cfg.copy_floor - nll) * plain
+        return shortfall.sum() / len(indices)
 
     @property
     def lr(self) -> float:
@@ -587,6 +611,11 @@ def _read_split(dataset: Path, cfg: TrainConfig) -> tuple[list[Example], list[Ex
         raise TrainingError(f"{dataset / TRAIN_FILE} has no examples.")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise TrainingError("epochs and batch_size must be at least 1.")
+    if cfg.copy_floor < 0 or cfg.copy_weight < 0:
+        raise TrainingError(
+            f"copy_floor and copy_weight must be at least 0, not {cfg.copy_floor} and "
+            f"{cfg.copy_weight}."
+        )
     if cfg.select_by not in SELECT_BY:
         raise TrainingError(
             f"select_by must be one of {', '.join(SELECT_BY)}, not {cfg.select_by!r}."

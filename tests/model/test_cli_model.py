@@ -104,6 +104,10 @@ def test_train_progress_json_and_generate_with_tiny_model(
             "1",
             "--batch-size",
             "2",
+            "--copy-floor",
+            "30",
+            "--copy-weight",
+            "0.25",
             "--progress-json",
         ]
     )
@@ -113,6 +117,8 @@ def test_train_progress_json_and_generate_with_tiny_model(
     assert {"step", "total_steps", "loss", "eta_s"} <= events[1].keys()
     card = json.loads((out / "model_card.json").read_text())
     assert card["data"]["dataset"]["extra_genres"] == 2
+    assert card["hyperparameters"]["copy_floor"] == 30.0
+    assert card["hyperparameters"]["copy_weight"] == 0.25
     # The random tiny model cannot write genres: generate fails with one readable line.
     code = entry(["generate", "-n", "2", "--adapter", str(out)])
     err = capsys.readouterr().err

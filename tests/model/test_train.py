@@ -221,3 +221,69 @@ def test_unknown_selection_is_a_training_error(
 
     with pytest.raises(TrainingError, match="select_by"):
         train(tiny_dataset, tmp_path / "out", _config(tiny_model_path, select_by="vibes"))
+
+
+def _sequence_nll(trainer: Any, examples: list[Any]) -> list[float]:
+    """Sum negative log-likelihood of each example's completion (end marker included)."""
+    import torch
+
+    from model.train._common import collate, encode
+
+    encoded = encode(trainer.tokenizer, examples)
+    ids, mask, labels = collate(encoded, list(range(len(encoded))), trainer.pad_id)
+    with torch.inference_mode():
+        logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+    )
+    return [float(x) for x in nll.sum(dim=1)]
+
+
+def test_a_copy_floor_makes_genres_likelier_than_it_less_likely_and_spares_like_examples(
+    tiny_model_path: Path, tiny_dataset: Path
+) -> None:
+    from model.dataset import read_examples
+    from model.train.sft import Trainer
+
+    train_ex = read_examples(tiny_dataset / "train.jsonl")
+    plain = [i for i, e in enumerate(train_ex) if e.like is None][:4]
+    conditioned = [i for i, e in enumerate(train_ex) if e.like is not None][:4]
+    assert len(plain) == len(conditioned) == 4
+
+    def after_steps(**kw: Any) -> tuple[float, float]:
+        """Sum NLL of the plain and the like: examples after 5 steps on a batch of both."""
+        cfg = _config(tiny_model_path, epochs=50, learning_rate=2e-2, lora_dropout=0.0, **kw)
+        trainer = Trainer(cfg, None, train_ex, [])
+        for step in range(5):
+            trainer.step(plain + conditioned, seed=step)
+        trainer.model.eval()
+        nll = _sequence_nll(trainer, train_ex)
+        return sum(nll[i] for i in plain), sum(nll[i] for i in conditioned)
+
+    before = _sequence_nll(Trainer(_config(tiny_model_path), None, train_ex, []), train_ex)
+    plain_before, like_before = sum(before[i] for i in plain), sum(before[i] for i in conditioned)
+    plain_free, like_free = after_steps()
+    # A floor above every example's NLL: each plain one is "memorised" and held back.
+    plain_held, like_held = after_steps(copy_floor=max(before) + 50.0, copy_weight=1.0)
+    assert plain_free < plain_before and like_free < like_before  # plain training learns both
+    assert plain_held > plain_before  # the floor pushes the plain genres down
+    assert like_held < like_before  # and leaves the like: examples to be learned
+
+
+def test_a_copy_floor_off_trains_exactly_as_before(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    train(tiny_dataset, tmp_path / "a", _config(tiny_model_path, epochs=1))
+    train(tiny_dataset, tmp_path / "b", _config(tiny_model_path, epochs=1, copy_floor=0.0))
+    a, b = _weights(tmp_path / "a" / ADAPTER_WEIGHTS), _weights(tmp_path / "b" / ADAPTER_WEIGHTS)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+@pytest.mark.parametrize("kw", [{"copy_floor": -1.0}, {"copy_weight": -0.5}])
+def test_a_negative_copy_floor_or_weight_is_a_training_error(
+    tiny_model_path: Path, tiny_dataset: Path, tmp_path: Path, kw: dict[str, float]
+) -> None:
+    from model.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="copy_"):
+        train(tiny_dataset, tmp_path / "out", _config(tiny_model_path, **kw))
