@@ -5,11 +5,12 @@
 
 ``--compare`` loads the adapter twice, without the fast path (old: fp32, full head, samples may
 end on known genres) and with the configured levers (new, or those ``--quantize``,
-``--restrict-head`` and ``--avoid-known`` pick), and times
-``generate -n N`` after load for each weirdness level (0: unranked), old and new alternated
-(A/B/A/B) with seeds 1..runs; it prints novel genres/s (median, min–max), raw candidates per
-delivered genre, what each rejection class costs per delivered genre, and re-checks that every
-delivered genre is well-formed, novel and unique.
+``--restrict-head`` and ``--avoid-known`` pick), and times ``generate -n N`` after load for each
+weirdness level (0: unranked), old and new alternated (A/B/A/B) with seeds 1..runs.
+``--old-adapter`` gives old its own adapter: with ``--no-quantize --no-restrict-head
+--no-avoid-known`` only the adapter differs. It prints novel genres/s (median, min–max), raw
+candidates per delivered genre, what each rejection class costs per delivered genre, and
+re-checks that every delivered genre is well-formed, novel and unique.
 
 1. ``microgenre generate -n 20`` in a fresh data folder (first run: includes the GGUF
    conversion), then again (warm); checks the 20 genres are distinct, well-formed and absent from
@@ -153,6 +154,7 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     from model.sampler import LocalBackend, Sampler
 
     path = Path(args.adapter) if args.adapter else DEFAULT_ADAPTER_DIR
+    paths = {"old": Path(args.old_adapter) if args.old_adapter else path, "new": path}
     spec = ModelSpec(threads=args.threads)
     variants = {
         "old": FastSettings(quantize=False, restrict_head=False),
@@ -160,13 +162,13 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     }
     # Old: the pipeline of before (samples may end on known genres); new: as configured.
     avoid = {"old": False, "new": args.avoid_known}
-    fingerprint = load_fingerprint(path)
+    fingerprints = {name: load_fingerprint(p) for name, p in paths.items()}
     moderator = Moderator()
     pipelines = {}
     for name, fast in variants.items():
-        sampler = Sampler.load(spec, path, data_dir=data_dir, fast=fast)
+        sampler = Sampler.load(spec, paths[name], data_dir=data_dir, fast=fast)
         pipelines[name] = GenrePipeline(
-            LocalBackend(sampler), fingerprint, moderator, avoid_known=avoid[name]
+            LocalBackend(sampler), fingerprints[name], moderator, avoid_known=avoid[name]
         )
         asyncio.run(pipelines[name].generate(10, seed=999))  # warm-up
     levels = [int(x) for x in args.levels.split(",")]
@@ -192,7 +194,8 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
                             if k.startswith("rejected:") or k == "surplus"
                         },
                         "well_formed": sum(validate(g) is None for g in genres) / delivered,
-                        "novel": sum(fingerprint.match(g) is None for g in genres) / delivered,
+                        "novel": sum(fingerprints[name].match(g) is None for g in genres)
+                        / delivered,
                         "unique": len({near_key(g) for g in genres}) / delivered,
                     }
                 )
@@ -205,7 +208,8 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
         }
         for key, rows in runs.items()
     }
-    return {"adapter": str(path), "n": args.n, "threads": torch.get_num_threads(), **summary}
+    adapters = {name: str(p) for name, p in paths.items()}
+    return {"adapters": adapters, "n": args.n, "threads": torch.get_num_threads(), **summary}
 
 
 def main() -> None:
@@ -213,6 +217,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--loop-calls", type=int, default=8)
     parser.add_argument("--adapter", default=None)
+    parser.add_argument("--old-adapter", default=None, help="--compare: old's adapter")
     parser.add_argument("--skip-cli", action="store_true")
     parser.add_argument("--compare", action="store_true", help="old vs new, alternated")
     parser.add_argument("--runs", type=int, default=3)
