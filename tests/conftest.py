@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import early_soak
+from tests.isolation import private_variable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -18,7 +19,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's config.toml or MICROGENRE_* variables."""
     for name in list(os.environ):
-        if early_soak.private_variable(name):
+        if private_variable(name):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 

@@ -16,10 +16,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, MutableSequence
+from collections.abc import MutableSequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from tests.isolation import isolated_environment
 
 SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
 SOAK_ARGS = ["--minutes", "2", "--sampler", "scripted"]
@@ -36,19 +38,6 @@ def is_soak(item: _Item) -> bool:
 def soak_last(items: MutableSequence[Any]) -> None:
     """Move the soak tests to the end, in place; the others keep their order."""
     items[:] = [i for i in items if not is_soak(i)] + [i for i in items if is_soak(i)]
-
-
-def private_variable(name: str) -> bool:
-    """Whether a test must not see the variable: the developer's settings and token."""
-    return (
-        name.startswith("MICROGENRE_")
-        and not name.startswith("MICROGENRE_TEST_")
-        and name != "MICROGENRE_REQUIRE_POSTGRES"
-    ) or name == "DISCORD_TOKEN"
-
-
-def isolated_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if not private_variable(k)}
 
 
 @dataclass

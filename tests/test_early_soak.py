@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests import early_soak
+from tests.isolation import isolated_environment
 
 
 @dataclass
@@ -27,7 +28,7 @@ def test_soak_tests_move_last_and_the_others_keep_their_order() -> None:
 
 
 def test_the_early_run_gets_no_developer_variable() -> None:
-    env = early_soak.isolated_environment(
+    env = isolated_environment(
         {
             "PATH": "/bin",
             "MICROGENRE_DATA_DIR": "/home/me/data",
