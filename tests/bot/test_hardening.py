@@ -264,8 +264,19 @@ async def test_a_guild_with_a_request_in_flight_is_never_evicted(
     service = GenreService(gen, sessions, max_cached_guilds=1)
     gate = gen.gate = asyncio.Event()
     gen.enqueue(["other dub", "slow dub"])
+    # Know when the slow request reaches the generator (a fixed 50 ms sleep was too short on a
+    # loaded CI): with no queue positions it then waits on ``gate`` in the same step.
+    entered = asyncio.Event()
+    generate = gen.generate
+
+    async def generate_and_tell(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        return await generate(*args, **kwargs)
+
+    gen.generate = generate_and_tell
     slow = asyncio.create_task(service.deliver(GenreRequest(1, guild_id=1, user_id=1)))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    gen.generate = generate
     gen.gate = None  # the slow request keeps waiting on ``gate``
     await service.deliver(GenreRequest(1, guild_id=2, user_id=1))
     gate.set()
