@@ -30,7 +30,7 @@ def scores(model: Any, tokenizer: Any, genres: list[str]) -> dict[str, float]:
     import torch
 
     from model.dataset import Example
-    from model.train._common import collate, encode
+    from model.train._common import collate, encode, sequence_nll
 
     encoded = encode(tokenizer, [Example(genre=g, like=None) for g in genres])
     out: dict[str, float] = {}
@@ -38,10 +38,7 @@ def scores(model: Any, tokenizer: Any, genres: list[str]) -> dict[str, float]:
         rows = list(range(start, min(start + 64, len(encoded))))
         ids, mask, labels = collate(encoded, rows, int(tokenizer.pad_token_id))
         with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
-        ).sum(dim=1)
+            nll = sequence_nll(model(input_ids=ids, attention_mask=mask).logits, labels)
         for row, value in zip(rows, nll.tolist(), strict=True):
             out[genres[row]] = -value
     return out

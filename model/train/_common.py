@@ -61,6 +61,17 @@ def encode(tokenizer: Any, examples: Sequence[Example]) -> list[Encoded]:
     return out
 
 
+def sequence_nll(logits: Any, labels: Any) -> Any:
+    """Per row, the summed negative log-likelihood of its labelled tokens (the completion, end
+    marker included) under ``logits`` from the same ``input_ids``: ``-log p(completion)``."""
+    import torch
+
+    target = labels[:, 1:].to(logits.device)
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
+    ).sum(dim=1)
+
+
 def collate(encoded: Sequence[Encoded], indices: list[int], pad_id: int) -> Any:
     """``(input_ids, attention_mask, labels)`` of the rows ``indices``, right-padded; labels
     are -100 over the prompt and the padding."""

@@ -50,6 +50,7 @@ from model.train._common import (
     encode,
     lr_lambda,
     publish_adapter,
+    sequence_nll,
     write_adapter,
 )
 
@@ -300,10 +301,7 @@ class Trainer:
         """Mean over the batch of how far each plain example's sequence NLL is under the floor."""
         import torch
 
-        target = labels[:, 1:].to(self.device)
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2), target, ignore_index=-100, reduction="none"
-        ).sum(dim=1)
+        nll = sequence_nll(logits, labels)
         plain = torch.tensor([self.plain[i] for i in indices], device=nll.device)
         shortfall = torch.relu(self.cfg.copy_floor - nll) * plain
         return shortfall.sum() / len(indices)

@@ -227,16 +227,13 @@ def _sequence_nll(trainer: Any, examples: list[Any]) -> list[float]:
     """Sum negative log-likelihood of each example's completion (end marker included)."""
     import torch
 
-    from model.train._common import collate, encode
+    from model.train._common import collate, encode, sequence_nll
 
     encoded = encode(trainer.tokenizer, examples)
     ids, mask, labels = collate(encoded, list(range(len(encoded))), trainer.pad_id)
     with torch.inference_mode():
-        logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    nll = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
-    )
-    return [float(x) for x in nll.sum(dim=1)]
+        logits = trainer.model(input_ids=ids, attention_mask=mask).logits
+    return [float(x) for x in sequence_nll(logits, labels)]
 
 
 def test_a_copy_floor_makes_genres_likelier_than_it_less_likely_and_spares_like_examples(
