@@ -34,10 +34,13 @@ candidates, 5 the least plausible that still pass every filter, and the rest sta
 ``surplus``. Without scores or a level, candidates are dealt in sampling order. A call about to
 give up takes the acceptable candidates its rounds held back.
 
-A ``like:`` call is ``like_choose`` times larger and deals first, in the order above, the
-candidates that share a word with its condition (:func:`~model.filters.theme_words`); the others
-fill in only when too few do, and the rest stay ``surplus``. A blend's condition (``like: a |
-b``) deals those that share a word with both parents before those that share one.
+A ``like:`` call deals first, in the order above, the candidates that share a word with its
+condition (:func:`~model.filters.theme_words`): with a level, the on-theme third of the band
+(a third of the on-theme candidates' ranks), unranked all of them. The others fill in only when
+fewer than ``1 / like_choose`` of the acceptable candidates are on theme, and the rest stay
+``surplus``. Its requests are larger by the inverse of the on-theme share, measured as rounds
+go (at most ``like_choose`` times; a seeded call starts from that bound). A blend's condition
+(``like: a | b``) deals those that share a word with both parents before those that share one.
 
 Concurrent unseeded calls with the same ``like`` and temperature share rounds: one request,
 oversampled for their combined need, whose accepted candidates are dealt out in arrival order.
@@ -99,8 +102,9 @@ OVERSAMPLE = 3.0
 WEIRDNESS_LEVELS = range(1, 6)
 # A call with a weirdness level samples this many times the candidates it needs, to choose from.
 RERANK = 3.0
-# A ``like:`` call samples this many times the candidates it needs and deals first the ones that
-# share a word with its condition (docs/benchmarks.md, quality experiments, run 9).
+# A ``like:`` call deals first the candidates that share a word with its condition
+# (docs/benchmarks.md, quality experiments, run 9), and samples at most this many times the
+# candidates it needs for that: the inverse of the measured on-theme share, at most this.
 LIKE_CHOOSE = 2.0
 
 
@@ -270,8 +274,10 @@ class GenrePipeline:
         # (prompt, temperature, adapter).
         self._waiting: dict[_RoundKey, list[_Caller]] = {}
         self._drivers: dict[_RoundKey, asyncio.Task[None]] = {}
-        # Acceptance estimate of unseeded calls, carried over from call to call.
+        # Acceptance estimate of unseeded calls, carried over from call to call, and the share
+        # of acceptable candidates of their ``like:`` rounds that share the condition's word.
         self._yield = _YieldEstimate(1.0 / oversample)
+        self._on_theme = _YieldEstimate(1.0 / self.like_choose)
 
     def judge(
         self, texts: Iterable[str], finished: Iterable[bool] | None, seen: set[str]
@@ -394,6 +400,7 @@ class GenrePipeline:
         # A seeded call sizes its requests from its own estimate: its requests, and so its
         # genres, must not depend on what the pipeline served before.
         estimate = self._yield if seed is None else _YieldEstimate(1.0 / self.oversample)
+        on_theme = self._on_theme if seed is None else _YieldEstimate(1.0 / self.like_choose)
         while caller.missing > 0:
             if self._spent(caller):
                 complete = self._fall_back(caller)
@@ -403,7 +410,7 @@ class GenrePipeline:
                     raise self._exhausted(caller)
                 return
             seed_now = None if seed is None else round_seed(seed, caller.attempts)
-            await self._round([caller], key, seed_now, estimate)
+            await self._round([caller], key, seed_now, estimate, on_theme)
             for name in caller.unsent():
                 yield name
 
@@ -449,7 +456,7 @@ class GenrePipeline:
                     chosen.append(caller)
                     budget += caller.missing
                 try:
-                    await self._round(chosen, key, None, self._yield)
+                    await self._round(chosen, key, None, self._yield, self._on_theme)
                 except Exception as exc:  # the backend failed: every caller of it hears why
                     for caller in chosen:
                         caller.fail(exc)
@@ -495,12 +502,17 @@ class GenrePipeline:
         key: _RoundKey,
         seed: int | None,
         estimate: _YieldEstimate,
+        on_theme: _YieldEstimate,
     ) -> None:
-        """One backend request for ``callers``; deal out what survives the filters."""
+        """One backend request for ``callers``; deal out what survives the filters.
+
+        ``estimate`` is the share of candidates expected to pass the filters and ``on_theme``
+        the share of those on a ``like:`` call's theme; both learn from this round."""
         prompt, temp, adapter, weirdness = key
         theme = callers[0].theme  # callers of one round share the prompt, so the condition
-        choose = (1.0 if weirdness is None else self.rerank) * (self.like_choose if theme else 1.0)
-        n = self._request_size(callers, estimate, choose)
+        rank_choose = 1.0 if weirdness is None else self.rerank
+        theme_choose = 1.0 / max(on_theme.value, 1.0 / self.like_choose) if theme else 1.0
+        n = self._request_size(callers, estimate, rank_choose * theme_choose)
         request = GenerationRequest(
             prompt=prompt,
             n=n,
@@ -528,8 +540,19 @@ class GenrePipeline:
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: dict[int, bool] = {}
         order, band = _dealing_order(
-            judged, result.scores, weirdness, choose, theme, 1 / self.rerank, callers[0].parents
+            judged,
+            result.scores,
+            weirdness,
+            rank_choose,
+            theme,
+            1 / self.rerank,
+            callers[0].parents,
+            self.like_choose,
         )
+        if theme:
+            ok = [j.name for j in judged if j.verdict == "ok" and j.name is not None]
+            if ok:
+                on_theme.update(sum(bool(theme & theme_words(n)) for n in ok) / len(ok))
         dealt = 0
         for index in order:
             j = judged[index]
@@ -642,6 +665,7 @@ def _dealing_order(
     theme: frozenset[str] = frozenset(),
     band_share: float = 1 / RERANK,
     parents: tuple[frozenset[str], ...] = (),
+    like_choose: float = LIKE_CHOOSE,
 ) -> tuple[list[int], int]:
     """The order to deal a round's candidates in, and how many acceptable ones it may deal.
 
@@ -649,8 +673,9 @@ def _dealing_order(
     :func:`band_order` (bands ``band_share`` wide); with a ``theme`` (a ``like:`` call's
     words), those sharing a word with it before the others, and for a blend's ``parents``
     those sharing a word with both before those sharing one. At most a ``1 / choose`` share of
-    them (the round sampled ``choose`` times its need to choose from; also when its request
-    was capped lower), then the rest.
+    them (a ranked round sampled ``choose`` times its need to choose from; also when its
+    request was capped lower), then the rest. With a ``theme``, the share is of the on-theme
+    ones, or of ``1 / like_choose`` of all when fewer are on theme (the others fill in).
     """
     ok = [i for i, j in enumerate(judged) if j.verdict == "ok"]
     ranked = weirdness is not None and len(scores) == len(judged)
@@ -663,6 +688,9 @@ def _dealing_order(
         groups = parents if len(parents) > 1 else (theme,)
         shared = {i: sum(1 for group in groups if group & words[i]) for i in ok}
         ok = sorted(ok, key=lambda i: -shared[i])  # stable: the order above within a tier
+        rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
+        on = sum(1 for i in ok if shared[i])
+        return ok + rest, math.ceil(max(on, len(ok) / max(like_choose, 1.0)) / choose)
     rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
     return ok + rest, math.ceil(len(ok) / choose)
 

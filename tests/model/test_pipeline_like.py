@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from model.filters import Fingerprint, theme_words
-from model.pipeline import GenrePipeline
+from model.pipeline import RERANK, GenrePipeline, _dealing_order, _Judged
 from tests.model.test_pipeline_ranking import ScoredBackend
 
 KNOWN = Fingerprint.from_names(["post rock", "jazz", "dub", "pop"])
@@ -103,3 +103,50 @@ async def test_a_blend_deals_the_candidates_of_both_parents_before_those_of_one(
     ]
     assert left_over == []
     assert any(g.startswith("dub polka") for g in outcome.genres)
+
+
+def _judged(on_theme: int, off_theme: int) -> list[_Judged]:
+    return [_Judged(f" {g}", g, "ok") for g in _pool(on_theme, off_theme)]
+
+
+def test_a_ranked_like_round_deals_the_on_theme_third_of_its_band() -> None:
+    """30 on-theme of 40 acceptable at weirdness 2: the band is a third of the on-theme ranks
+    (10), not a sixth of all (7): with most candidates on theme, choosing a sixth of all threw
+    away on-theme candidates of the level's own band (a third of variations' samples)."""
+    judged = _judged(30, 10)
+    scores = tuple(-0.01 * i for i in range(40))
+    order, band = _dealing_order(judged, scores, 2, RERANK, frozenset({"dub"}), 1 / RERANK)
+    assert band == 10
+    assert all(_on_theme(judged[i].name or "") for i in order[:band])
+    # Few on theme: a sixth of all (the off-theme ones fill in), as before.
+    judged = _judged(3, 37)
+    _, band = _dealing_order(judged, scores, 2, RERANK, frozenset({"dub"}), 1 / RERANK)
+    assert band == 7
+
+
+def test_an_unranked_like_round_deals_every_on_theme_candidate() -> None:
+    judged = _judged(30, 10)
+    order, band = _dealing_order(judged, (), None, 1.0, frozenset({"dub"}))
+    assert band == 30 and all(_on_theme(judged[i].name or "") for i in order[:band])
+
+
+async def test_like_requests_shrink_to_the_measured_on_theme_share() -> None:
+    """Unseeded calls learn how many candidates share the condition's word and stop
+    sampling twice their need for it; a seeded call still starts from the prior, so its
+    genres depend only on its seed."""
+    plain, liked = pool_backend(_pool(400, 0)), pool_backend(_pool(400, 0))
+    plain_pipeline = GenrePipeline(plain, KNOWN, max_leading_share=1.0)
+    pipeline = GenrePipeline(liked, KNOWN, max_leading_share=1.0)
+    for _ in range(5):
+        await plain_pipeline.generate(20)
+        await pipeline.generate(20, like="dub")
+    # Every candidate is on theme: once measured, nothing more is sampled than without like.
+    assert liked.requests[0].n > 1.5 * plain.requests[0].n
+    assert liked.requests[-1].n <= 1.15 * plain.requests[-1].n, (liked.requests, plain.requests)
+    seeded = [await _pipeline(pool_backend(_pool(400, 0))).generate(20, like="dub", seed=9)]
+    await pipeline.generate(20, like="dub", seed=9)
+    alone = pool_backend(_pool(400, 0))
+    again = await GenrePipeline(alone, KNOWN, max_leading_share=1.0).generate(
+        20, like="dub", seed=9
+    )
+    assert again.genres == seeded[0].genres
