@@ -383,8 +383,15 @@ class Sampler:
         adapters: list[str] | None = None,
         logprobs: list[list[float]] | None = None,
         avoid: list[Fingerprint | None] | None = None,
+        rows: Any = None,
     ) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` per row of a left-padded batch; rows stop at a stop id.
+
+        ``rows`` (a long tensor), when given, maps each row to the prompt it continues:
+        ``input_ids`` then hold each distinct prompt once, the prompts are run through the model
+        once, and their cache and last logits are copied to their rows (the rows of a prompt
+        share its prefill). ``adapters`` and ``avoid`` are per row, and each prompt's rows share
+        one adapter.
 
         ``adapters`` names the loaded adapter of each row (None: every row uses the default).
         ``logprobs``, when given (an empty list), receives per row the log-probability of each
@@ -402,14 +409,20 @@ class Sampler:
         """
         import torch
 
-        batch = int(input_ids.shape[0])
+        batch = int(input_ids.shape[0]) if rows is None else int(rows.shape[0])
         stop = torch.tensor(stop_ids, dtype=torch.long, device=input_ids.device)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         tokens: list[list[int]] = [[] for _ in range(batch)]
         if logprobs is not None:
             logprobs[:] = [[] for _ in range(batch)]
         active = torch.arange(batch, device=input_ids.device)
-        self._select_rows(adapters or [self.adapter_of_default()] * batch)
+        row_adapters = adapters or [self.adapter_of_default()] * batch
+        prompt_adapters = row_adapters
+        if rows is not None:
+            prompt_adapters = [self.adapter_of_default()] * int(input_ids.shape[0])
+            for row, prompt in enumerate(rows.tolist()):
+                prompt_adapters[prompt] = row_adapters[row]
+        self._select_rows(prompt_adapters)
         fast = None if self._rows else self.fast_path()
         if fast is not None and not fast.covers(stop_ids):
             fast = None  # a stop token the restricted head cannot emit: the full head serves
@@ -418,6 +431,14 @@ class Sampler:
             guard = _EndGuard(self.tokenizer, avoid, stop_ids, fast)
         with torch.inference_mode():
             logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None, fast)
+            if rows is not None:  # each prompt's cache and logits, copied to its rows
+                cache.batch_select_indices(rows)
+                logits, attention_mask, position_ids = (
+                    logits[rows],
+                    attention_mask[rows],
+                    position_ids[rows],
+                )
+                self._select_rows(row_adapters)
             for step in range(max_new_tokens):
                 pickable = logits if guard is None else guard.mask(logits, active, tokens)
                 picked_at = _pick(pickable, temperature, top_p)  # in the head's index space
@@ -496,24 +517,36 @@ class Sampler:
         start = time.perf_counter()
         for chunk_start in range(0, len(rows), self.max_batch):
             chunk = rows[chunk_start : chunk_start + self.max_batch]
+            chunk_adapters = row_adapters[chunk_start : chunk_start + self.max_batch]
+            # Each distinct (prompt, adapter) is run through the model once (see decode).
+            distinct: dict[tuple[str, str], int] = {}
+            row_prompt = [
+                distinct.setdefault((p, adapter), len(distinct))
+                for (_, p), adapter in zip(chunk, chunk_adapters, strict=True)
+            ]
             enc = self.tokenizer(
-                [p for _, p in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+                [p for p, _ in distinct],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
             ).to(self.device)
+            prompt_lengths = enc["attention_mask"].sum(-1).tolist()
             token_lps: list[list[float]] = []
             new = self.decode(
                 enc["input_ids"],
                 enc["attention_mask"],
+                rows=torch.tensor(row_prompt, dtype=torch.long, device=self.device),
                 max_new_tokens=first.max_tokens,
                 temperature=first.temperature,
                 top_p=first.top_p,
                 stop_ids=stop_ids,
-                adapters=row_adapters[chunk_start : chunk_start + self.max_batch],
+                adapters=chunk_adapters,
                 logprobs=token_lps,
                 avoid=row_avoid[chunk_start : chunk_start + self.max_batch],
             )
             stop_set = set(stop_ids)
-            for (req_index, _), token_ids, mask, lps in zip(
-                chunk, new, enc["attention_mask"].tolist(), token_lps, strict=True
+            for (req_index, _), token_ids, prompt, lps in zip(
+                chunk, new, row_prompt, token_lps, strict=True
             ):
                 used = []
                 done = False
@@ -526,7 +559,7 @@ class Sampler:
                 cut = _cut(text, first.stop)
                 texts[req_index].append(cut if cut is not None else text)
                 finished[req_index].append(done or cut is not None)
-                prompt_tokens[req_index] += int(sum(mask))
+                prompt_tokens[req_index] += int(prompt_lengths[prompt])
                 completion_tokens[req_index] += len(used)
                 scores[req_index].append(mean_logprob(lps[: len(used)]))
         elapsed = time.perf_counter() - start

@@ -24,7 +24,8 @@ def _count_decode_calls(sampler: Sampler, monkeypatch: pytest.MonkeyPatch) -> li
     original = sampler.decode
 
     def counting(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(int(input_ids.shape[0]))
+        rows = kwargs.get("rows")  # the rows of the batch (input_ids: its distinct prompts)
+        calls.append(int(input_ids.shape[0] if rows is None else rows.shape[0]))
         return original(input_ids, *args, **kwargs)
 
     monkeypatch.setattr(sampler, "decode", counting)
@@ -46,6 +47,36 @@ def test_requests_sharing_a_key_share_one_batch(
     assert all(r.model == "model" for r in results)
     assert all(len(r.finished) == len(r.texts) for r in results)
     assert all(r.completion_tokens <= 5 * len(r.texts) for r in results)
+
+
+def test_the_rows_of_a_prompt_share_one_prefill(
+    sampler: Sampler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt is run through the model once per batch, not once per row: a `like:` prompt
+    is longer than the genre it asks for, so its prefill was most of a variation's cost."""
+    shapes: list[tuple[int, int]] = []
+    decoder = sampler.model.get_decoder()
+    original = decoder.forward
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", recording)
+    greedy = {"temperature": 0.0, "max_tokens": 4, "stop": ("\n",)}
+    requests = [
+        GenerationRequest(prompt="like: midwest shoegaze\ngenre:", n=6, **greedy),  # type: ignore[arg-type]
+        GenerationRequest(prompt="genre:", n=4, **greedy),  # type: ignore[arg-type]
+    ]
+    results = sampler.complete_batch(requests)
+    assert [len(r.texts) for r in results] == [6, 4]
+    assert shapes[0][0] == 2, shapes  # the prefill: one row per distinct prompt
+    assert shapes[1] == (10, 1), shapes  # then every row decodes its own token
+    # Greedy rows of one prompt are the prompt's greedy text, as if it were alone.
+    for request, result in zip(requests, results, strict=True):
+        (alone,) = sampler.complete_batch([replace(request, n=1)])
+        assert result.texts == alone.texts * request.n
+        assert result.scores == pytest.approx(alone.scores * request.n, abs=1e-4)
 
 
 def test_left_padding_gives_the_same_greedy_text_alone_or_batched(sampler: Sampler) -> None:
@@ -135,7 +166,7 @@ def test_stop_string_is_cut_and_marks_finished(
     word = sampler.tokenizer(" rock", add_special_tokens=False)["input_ids"]
 
     def scripted(input_ids: Any, *args: Any, logprobs: Any = None, **kwargs: Any) -> Any:
-        rows = [[*word, newline], [*word, *word, *word]][: input_ids.shape[0]]
+        rows = [[*word, newline], [*word, *word, *word]][: kwargs["rows"].shape[0]]
         if logprobs is not None:  # decode's contract: one log-prob per sampled token
             logprobs[:] = [[-1.0] * len(row) for row in rows]
         return rows
