@@ -531,6 +531,7 @@ async def click_burst(
         scopes_before = dict(fake.rate_limited)
         members = [fake.member(f"clicker{i}") for i in range(plan.users)]
         targets = [sources[seat] for seat in plan.seats()]
+        backend = CountingBackend.install(generator)
         started = time.monotonic()
         clicks = await asyncio.gather(
             *(
@@ -618,9 +619,55 @@ async def click_burst(
         "too_many_requests": too_many,
         "too_many_by_route": by_route,
         "too_many_by_scope": {k: v for k, v in by_scope.items() if v},
+        "backend": backend.summary(),
         "targets": checks,
         "pass": all(t["pass"] for t in checks.values()),
     }
+
+
+class CountingBackend:
+    """Wraps the pipeline's backend to count what a burst asked the model for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.requests = 0
+        self.completions = 0
+        self.tokens = 0
+        self.busy_s = 0.0
+        self.first_at: float | None = None
+        self.last_at = 0.0
+
+    @classmethod
+    def install(cls, generator: Any) -> CountingBackend:
+        pipeline = generator.pipeline
+        inner = pipeline.backend
+        counting = cls(inner.inner if isinstance(inner, CountingBackend) else inner)
+        pipeline.backend = counting
+        return counting
+
+    async def complete(self, request: Any, **kwargs: Any) -> Any:
+        start = time.monotonic()
+        self.first_at = start if self.first_at is None else self.first_at
+        self.requests += 1
+        self.completions += request.n
+        result = await self.inner.complete(request, **kwargs)
+        self.tokens += result.completion_tokens
+        self.last_at = time.monotonic()
+        self.busy_s += self.last_at - start
+        return result
+
+    def summary(self) -> dict[str, Any]:
+        span = self.last_at - self.first_at if self.first_at is not None else 0.0
+        return {
+            "requests": self.requests,
+            "completions": self.completions,
+            "completion_tokens": self.tokens,
+            "first_to_last_answer_s": round(span, 2),
+            "completions_per_s": round(self.completions / span, 1) if span else None,
+        }
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def print_clicks(row: dict[str, Any]) -> None:
@@ -637,6 +684,7 @@ def print_clicks(row: dict[str, Any]) -> None:
         f"  first reply {json.dumps(row['first_reply'])}; all 3 replies for "
         f"{row['all_three']} clicks, {json.dumps(row['all_replies'])}"
     )
+    print(f"  asked of the model: {json.dumps(row['backend'])}")
     if row["too_many_by_route"]:
         print(
             f"  429s by route: {json.dumps(row['too_many_by_route'])}; "
