@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/bench_generate.py [--n 200] [--loop-calls 8] [--skip-cli]
     .venv/bin/python benchmarks/bench_generate.py --compare [--n 200] [--runs 3] [--levels 2,0]
 
-``--compare`` loads the adapter twice, without the fast path (old: fp32, full head, samples may
-end on known genres) and with the configured levers (new, or those ``--quantize``,
-``--restrict-head`` and ``--avoid-known`` pick), and times ``generate -n N`` after load for each
-weirdness level (0: unranked), old and new alternated (A/B/A/B) with seeds 1..runs.
+``--compare`` loads the adapter twice, without the fast path (old: no int8, full head, samples
+may end on known genres, each row runs its own prompt) and with the configured levers (new, or
+those ``--quantize``, ``--restrict-head``, ``--avoid-known`` and ``--share-prefill`` pick), and
+times ``generate -n N`` after load for each weirdness level (0: unranked), old and new
+alternated (A/B/A/B) with seeds 1..runs.
 ``--old-adapter`` gives old its own adapter: with ``--no-quantize --no-restrict-head
 --no-avoid-known`` only the adapter differs. It prints novel genres/s (median, min–max), raw
 candidates per delivered genre, what each rejection class costs per delivered genre, and
@@ -167,6 +168,8 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     pipelines = {}
     for name, fast in variants.items():
         sampler = Sampler.load(spec, paths[name], data_dir=data_dir, fast=fast)
+        # Old runs each row's prompt through the model; new shares it when --share-prefill.
+        sampler.share_prefill = name == "new" and args.share_prefill
         pipelines[name] = GenrePipeline(
             LocalBackend(sampler), fingerprints[name], moderator, avoid_known=avoid[name]
         )
@@ -226,6 +229,12 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="holds the converted base model")
     parser.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--restrict-head", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--share-prefill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="new runs each distinct prompt once per batch (old once per row)",
+    )
     parser.add_argument(
         "--avoid-known",
         action=argparse.BooleanOptionalAction,

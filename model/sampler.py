@@ -68,6 +68,9 @@ class Sampler:
     mix_adapters = True
     # Merge the default adapter into the base weights while it is the only one loaded.
     merge_default = True
+    # Run each distinct prompt of a batch through the model once, for all its rows (False: once
+    # per row, as before; kept for benchmarks/bench_generate.py --compare).
+    share_prefill = True
 
     def __init__(
         self,
@@ -519,13 +522,13 @@ class Sampler:
             chunk = rows[chunk_start : chunk_start + self.max_batch]
             chunk_adapters = row_adapters[chunk_start : chunk_start + self.max_batch]
             # Each distinct (prompt, adapter) is run through the model once (see decode).
-            distinct: dict[tuple[str, str], int] = {}
+            distinct: dict[tuple[str, str, int], int] = {}
             row_prompt = [
-                distinct.setdefault((p, adapter), len(distinct))
-                for (_, p), adapter in zip(chunk, chunk_adapters, strict=True)
+                distinct.setdefault((p, adapter, 0 if self.share_prefill else i), len(distinct))
+                for i, ((_, p), adapter) in enumerate(zip(chunk, chunk_adapters, strict=True))
             ]
             enc = self.tokenizer(
-                [p for p, _ in distinct],
+                [p for p, _, _ in distinct],
                 return_tensors="pt",
                 padding=True,
                 add_special_tokens=False,

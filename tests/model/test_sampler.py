@@ -77,6 +77,11 @@ def test_the_rows_of_a_prompt_share_one_prefill(
         (alone,) = sampler.complete_batch([replace(request, n=1)])
         assert result.texts == alone.texts * request.n
         assert result.scores == pytest.approx(alone.scores * request.n, abs=1e-4)
+    # Without sharing (the benchmarks' "old"), every row runs its prompt: the same texts.
+    shapes.clear()
+    monkeypatch.setattr(sampler, "share_prefill", False)
+    assert [r.texts for r in sampler.complete_batch(requests)] == [r.texts for r in results]
+    assert shapes[0][0] == 10, shapes
 
 
 def test_left_padding_gives_the_same_greedy_text_alone_or_batched(sampler: Sampler) -> None:
