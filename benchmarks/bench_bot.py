@@ -493,7 +493,7 @@ async def click_burst(
 ) -> dict[str, Any]:
     """``plan.users`` "More like this" clicks at once on one genre per channel (see the module
     docstring)."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from bot.store.models import Generation
 
@@ -555,6 +555,18 @@ async def click_burst(
         with contextlib.suppress(TimeoutError):
             await fake.wait_for(settled, within=300)
         settled_at = time.monotonic()
+        # The store records a reply's message id just after it is posted: wait for the last.
+        replied = sum(len(fake.replies_to(t)) for t in per_source)
+        for _ in range(100):
+            async with sessions.begin() as session:
+                recorded = await session.scalar(
+                    select(func.count(Generation.id)).where(
+                        Generation.lineage_kind == "variation", Generation.message_id.is_not(None)
+                    )
+                )
+            if (recorded or 0) >= replied:
+                break
+            await asyncio.sleep(0.1)
         too_many = fake.too_many_requests - limited_before
         by_scope = {k: v - scopes_before.get(k, 0) for k, v in fake.rate_limited.items()}
         by_route: dict[str, int] = {}

@@ -90,17 +90,21 @@ async def test_more_like_this_and_weirder(
                 f"mg:more:{await generation_id(sessions, mid)}",
                 f"mg:weirder:{await generation_id(sessions, mid)}",
             ]
-        # Conditioned on the source, at its weirdness; lineage recorded.
-        assert gen.calls[1]["like"] == "bubblegrunge" and gen.calls[1]["weirdness"] == 3
-        kind, parent, text, options = await lineage_of(sessions, variations[0])
-        assert (kind, parent, text) == ("variation", gid, "bubblegrunge")
-        assert options == {"count": 3, "like": "bubblegrunge", "weirdness": 3}
+        # Conditioned on the source, at its weirdness; lineage recorded. The first variation
+        # is asked for alone, then the other two (test_the_first_variation_is_posted_...).
+        assert [c["count"] for c in gen.calls[1:]] == [1, 2]
+        for call in gen.calls[1:]:
+            assert call["like"] == "bubblegrunge" and call["weirdness"] == 3
+        for mid, count in zip(variations, (1, 2, 2), strict=True):
+            kind, parent, text, options = await lineage_of(sessions, mid)
+            assert (kind, parent, text) == ("variation", gid, "bubblegrunge")
+            assert options == {"count": count, "like": "bubblegrunge", "weirdness": 3}
         assert ephemeral_texts(fake_discord, click) == []
 
         # Weirder: one variation two bands up (3 -> 5).
         weird = await fake_discord.click(ben, source, f"mg:weirder:{gid}")
         [_, _, _, weirder] = await replies(fake_discord, source, 4)
-        assert gen.calls[2]["weirdness"] == 5 and gen.calls[2]["like"] == "bubblegrunge"
+        assert gen.calls[3]["weirdness"] == 5 and gen.calls[3]["like"] == "bubblegrunge"
         assert (await lineage_of(sessions, weirder))[:3] == ("weirder", gid, "bubblegrunge")
         assert weird.ack_latency is not None and weird.ack_latency < 3.0
 
@@ -137,6 +141,44 @@ async def test_a_click_burst_on_one_genre_stays_within_the_channels_message_limi
     limited = [c for c in fake_discord.calls_matching("POST", "/messages") if c.status == 429]
     assert limited == []
     assert all(ephemeral_texts(fake_discord, c) == [] for c in clicks)
+
+
+async def test_the_first_variation_is_posted_before_the_others_are_made(
+    fake_discord: FakeDiscord, sessions: Any, tmp_path: Path
+) -> None:
+    """A click's first variation goes out as soon as it is made; the other two wait their turn
+    in the fair queue behind everyone's first. In a burst every clicker sees a reply early,
+    instead of the last ones waiting for all the others' three."""
+    gen = ScriptedGenerator()
+    gen.enqueue(["bubblegrunge", "bubblegrunge revival", "neon bubblegrunge", "bubble sludge"])
+    ann, ben = fake_discord.member("ann"), fake_discord.member("ben")
+    async with running_bot(make_config(tmp_path), sessions, gen):
+        [source] = await new_genres(fake_discord, ann, 1, weirdness=3)
+        gid = await generation_id(sessions, source)
+        original = gen.generate
+        later = asyncio.Event()
+        held: list[int] = []
+
+        async def second_part_waits(count: int, options: Any, **kwargs: Any) -> Any:
+            if len(gen.calls) >= 2:  # after the source's and the first variation's calls
+                held.append(count)
+                await later.wait()
+            return await original(count, options, **kwargs)
+
+        gen.generate = second_part_waits  # type: ignore[method-assign]
+        click = await fake_discord.click(ben, source, f"mg:more:{gid}")
+        [first] = await replies(fake_discord, source, 1)
+        assert fake_discord.messages[first]["content"] == "🎵 **bubblegrunge revival**"
+        # Then the other two are asked for, through the queue again.
+        await fake_discord.wait_for(lambda: held)
+        assert [gen.calls[1]["count"], *held] == [1, 2]
+        assert len(fake_discord.replies_to(source)) == 1
+        later.set()
+        variations = await replies(fake_discord, source, 3)
+        contents = [fake_discord.messages[m]["content"] for m in variations]
+        assert contents[1:] == ["🎵 **neon bubblegrunge**", "🎵 **bubble sludge**"]
+        assert all(gen.calls[i]["like"] == "bubblegrunge" for i in (1, 2))
+        assert ephemeral_texts(fake_discord, click) == []
 
 
 async def test_weirder_is_capped_at_five_and_works_after_a_restart(
