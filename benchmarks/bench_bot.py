@@ -589,13 +589,16 @@ async def click_burst(
     posted: dict[int, list[float]] = {}
     for user_id, message_id in rows:
         posted.setdefault(int(user_id), []).append(float(fake.messages[message_id]["_at"]))
-    firsts, alls, refusals = [], [], {}
+    firsts, alls, refusals, short = [], [], {}, {}
     for c in clicks:
         times = posted.get(c.user.id, [])
         if times:
             firsts.append(min(times) - c.sent_at)
         if len(times) >= 3:
             alls.append(max(times) - c.sent_at)
+        elif times:  # served, but fewer than 3: what the clicker was told
+            key = (fake.ephemerals(c) or ["nothing"])[0][:80]
+            short[key] = short.get(key, 0) + 1
         if not times:
             key = (fake.ephemerals(c) or ["no answer"])[0][:60]
             refusals[key] = refusals.get(key, 0) + 1
@@ -624,6 +627,7 @@ async def click_burst(
         "served": len(firsts),
         "all_three": len(alls),
         "refused": refusals,
+        "fewer_than_three": short,
         "first_reply": summary(firsts),
         "all_replies": summary(alls),
         "ack": summary(acks),
@@ -696,6 +700,8 @@ def print_clicks(row: dict[str, Any]) -> None:
         f"  first reply {json.dumps(row['first_reply'])}; all 3 replies for "
         f"{row['all_three']} clicks, {json.dumps(row['all_replies'])}"
     )
+    if row["fewer_than_three"]:
+        print(f"  served with fewer than 3, and why: {json.dumps(row['fewer_than_three'])}")
     print(f"  asked of the model: {json.dumps(row['backend'])}")
     if row["too_many_by_route"]:
         print(

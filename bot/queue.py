@@ -171,6 +171,9 @@ class Ticket:
     position: int = 0
     running: bool = False
     done: bool = False
+    # The rest of a request admitted before (the last variations of a click): it waits its
+    # turn, but is never refused for the estimated wait or its server's full lane.
+    follow_up: bool = False
 
 
 class FairQueue:
@@ -224,13 +227,15 @@ class FairQueue:
         user_id: int | None,
         count: int,
         on_position: PositionCallback | None = None,
+        follow_up: bool = False,
     ) -> Ticket:
         """Wait for a slot; raises a :class:`~bot.errors.QueueRefusedError` when refused.
 
         Call :meth:`release` with the returned ticket when the generation is over. A caller
-        cancelled while waiting leaves the line; the others move up.
+        cancelled while waiting leaves the line; the others move up. A ``follow_up`` (the rest
+        of a request admitted before) is refused only by its user's cap.
         """
-        ticket = Ticket(guild_id, user_id, max(1, count), on_position)
+        ticket = Ticket(guild_id, user_id, max(1, count), on_position, follow_up=follow_up)
         self._admit(ticket)
         self._dispatch()
         if ticket.running:
@@ -287,6 +292,8 @@ class FairQueue:
         refusal: Exception | None = None
         if ticket.user_id is not None and user_active >= s.user_cap:
             refusal = UserQueueFullError(user_active, wait_s)
+        elif ticket.follow_up:
+            pass  # admitted once already: it waits its turn
         elif guild_waiting >= s.guild_cap:
             refusal = GuildQueueFullError(guild_waiting, wait_s)
         elif not has_free_slot and self.meter.samples and wait_s > s.max_wait_s:

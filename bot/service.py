@@ -273,13 +273,19 @@ class GenreService:
             self.issued.discard(guild_id, r.name)
 
     async def deliver(
-        self, request: GenreRequest, *, on_position: PositionCallback | None = None
+        self,
+        request: GenreRequest,
+        *,
+        on_position: PositionCallback | None = None,
+        follow_up: bool = False,
     ) -> Delivery:
         """Up to ``request.count`` genres, each reserved for its guild in the store.
 
         Waits for a slot in the fair queue first; raises a :class:`~bot.errors.QueueRefusedError`
-        when the line is too long. Model errors (busy, crashed, could not generate) propagate
-        unchanged. An empty delivery means the model found nothing new for this guild.
+        when the line is too long (a ``follow_up``, the rest of a request admitted before,
+        only when its user has too many in line). Model errors (busy, crashed, could not
+        generate) propagate unchanged. An empty delivery means the model found nothing new for
+        this guild.
         """
         try:
             ticket = await self.queue.acquire(
@@ -287,6 +293,7 @@ class GenreService:
                 user_id=request.user_id,
                 count=request.count,
                 on_position=on_position,
+                follow_up=follow_up,
             )
             reserved: list[Reserved] = []
             try:

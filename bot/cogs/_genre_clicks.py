@@ -10,7 +10,8 @@ message, each with its own 👍 👎 ⭐ and buttons:
 * **More like this**: up to :data:`VARIATIONS` genres at the source's weirdness. The first is
   posted as soon as it is made; the others are then asked for through the queue again, so in a
   burst they wait behind the first variations of everyone who clicked meanwhile, and every
-  clicker sees a reply early. (Measured: docs/benchmarks.md, "Button clicks".)
+  clicker sees a reply early. That follow-up waits its turn and is never refused for the wait
+  (measured: docs/benchmarks.md, "Button clicks").
 * **Weirder**: one genre :data:`WEIRDER_STEP` weirdness levels up (at most 5).
 
 A click never throws at the user: a genre the store no longer has, a button of another
@@ -171,7 +172,7 @@ class ClickHandler:
         await self._reply(interaction, source, first.reserved)
         rest = plan.count - len(first.reserved)
         if rest > 0:
-            more = await self.bot.service.deliver(replace(request, count=rest))
+            more = await self.bot.service.deliver(replace(request, count=rest), follow_up=True)
             if more.reserved:
                 await self._reply(interaction, source, more.reserved)
 

@@ -134,6 +134,27 @@ async def test_refuses_what_would_wait_too_long_with_the_estimate() -> None:
     assert waiting.ticket is not None
 
 
+async def test_the_rest_of_an_admitted_click_waits_instead_of_being_refused() -> None:
+    """'More like this' posts its first variation, then asks for the other two as a follow-up:
+    the click was admitted once, so its rest waits its turn (behind everyone's first) rather
+    than being refused for the wait, or for its server's full lane, after one reply."""
+    settings = QueueSettings(slots=1, max_wait_s=10.0, guild_cap=1)
+    queue = await measured_queue(settings, genres=1, seconds=1.0)
+    running = await arrive(queue, 1, 1, count=5)
+    waiting = await arrive(queue, 1, 2, count=5)  # its lane is now full, 10 s ahead
+    refused = await arrive(queue, 1, 3, count=2)
+    assert refused.task is not None and isinstance(refused.task.exception(), QueueRefusedError)
+    rest = Caller(1, 4)
+    rest.task = asyncio.create_task(queue.acquire(guild_id=1, user_id=4, count=2, follow_up=True))
+    await drain()
+    assert not rest.task.done() and queue.waiting == 2
+    finish(queue, running, delivered=5)
+    await drain()
+    finish(queue, waiting, delivered=5)
+    await drain()
+    assert rest.ticket is not None
+
+
 async def test_the_prior_alone_refuses_nothing() -> None:
     """A fresh bot's first burst is admitted: its prior (a guess) once refused 17 of 100
     'More like this' clicks that the bot then served in half the estimated time. The caps
