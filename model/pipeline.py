@@ -504,10 +504,8 @@ class GenrePipeline:
         estimate: _YieldEstimate,
         on_theme: _YieldEstimate,
     ) -> None:
-        """One backend request for ``callers``; deal out what survives the filters.
-
-        ``estimate`` is the share of candidates expected to pass the filters and ``on_theme``
-        the share of those on a ``like:`` call's theme; both learn from this round."""
+        """One backend request for ``callers``; deal out what survives the filters. Learns the
+        share that passes them (``estimate``) and of those the share on theme (``on_theme``)."""
         prompt, temp, adapter, weirdness = key
         theme = callers[0].theme  # callers of one round share the prompt, so the condition
         rank_choose = 1.0 if weirdness is None else self.rerank
@@ -539,20 +537,13 @@ class GenrePipeline:
         judged = await asyncio.to_thread(self.judge, result.texts, finished, taken)
         # Per candidate: did it pass everything, including the dealing (the collapse rule).
         accepted: dict[int, bool] = {}
+        share, parents = 1 / self.rerank, callers[0].parents
         order, band = _dealing_order(
-            judged,
-            result.scores,
-            weirdness,
-            rank_choose,
-            theme,
-            1 / self.rerank,
-            callers[0].parents,
-            self.like_choose,
+            judged, result.scores, weirdness, rank_choose, theme, share, parents, self.like_choose
         )
-        if theme:
-            ok = [j.name for j in judged if j.verdict == "ok" and j.name is not None]
-            if ok:
-                on_theme.update(sum(bool(theme & theme_words(n)) for n in ok) / len(ok))
+        ok = [j.name for j in judged if j.verdict == "ok" and j.name is not None]
+        if theme and ok:
+            on_theme.update(sum(bool(theme & theme_words(n)) for n in ok) / len(ok))
         dealt = 0
         for index in order:
             j = judged[index]
