@@ -649,7 +649,6 @@ class CountingBackend:
         self.requests = 0
         self.completions = 0
         self.tokens = 0
-        self.busy_s = 0.0
         self.first_at: float | None = None
         self.last_at = 0.0
 
@@ -662,14 +661,13 @@ class CountingBackend:
         return counting
 
     async def complete(self, request: Any, **kwargs: Any) -> Any:
-        start = time.monotonic()
-        self.first_at = start if self.first_at is None else self.first_at
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         self.requests += 1
         self.completions += request.n
         result = await self.inner.complete(request, **kwargs)
         self.tokens += result.completion_tokens
         self.last_at = time.monotonic()
-        self.busy_s += self.last_at - start
         return result
 
     def summary(self) -> dict[str, Any]:

@@ -672,6 +672,7 @@ def _dealing_order(
     ranked = weirdness is not None and len(scores) == len(judged)
     if not ranked and not theme:  # nothing to choose by: deal them all, in sampling order
         return list(range(len(judged))), len(ok)
+    dealable: float = len(ok)
     if weirdness is not None and ranked:
         ok = [ok[i] for i in band_order([scores[i] for i in ok], weirdness, band_share)]
     if theme:
@@ -679,11 +680,9 @@ def _dealing_order(
         groups = parents if len(parents) > 1 else (theme,)
         shared = {i: sum(1 for group in groups if group & words[i]) for i in ok}
         ok = sorted(ok, key=lambda i: -shared[i])  # stable: the order above within a tier
-        rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
-        on = sum(1 for i in ok if shared[i])
-        return ok + rest, math.ceil(max(on, len(ok) / max(like_choose, 1.0)) / choose)
+        dealable = max(sum(1 for i in ok if shared[i]), len(ok) / max(like_choose, 1.0))
     rest = [i for i, j in enumerate(judged) if j.verdict != "ok"]
-    return ok + rest, math.ceil(len(ok) / choose)
+    return ok + rest, math.ceil(dealable / choose)
 
 
 def _fan_out(listeners: list[PositionCallback]) -> PositionCallback:
