@@ -11,6 +11,12 @@ the mean absolute change of each completion's summed log-probability (what the w
 rank by), and how often the most likely next token is the same. With the adapter's
 ``head_tokens.json``, also how much of the reference's next-token mass lies outside the
 restricted head (``[model] restrict_head``).
+
+A second measure follows the fast path's own regime: the prompt "genre:" runs once, its cache
+is copied to every example's row, and the completion is fed one token per step (a step's input
+holds one token of each row, as in sampling). ``steps_kl_per_token`` is the mean KL from the
+reference over those steps, with the prompt run by the reference (or, for the variant that is
+``[model] quantize`` on a bf16 CPU, by the bf16 model, as the sampler does).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ def main() -> None:
     from model.artifacts import DEFAULT_ADAPTER_DIR
     from model.base import ModelSpec
     from model.fastpath import FastSettings, head_tokens, plain_copy
+    from model.int8 import quantise_linears
     from model.sampler import Sampler
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -105,28 +112,77 @@ def main() -> None:
         }
         return torch.ao.quantization.quantize_dynamic(model, layers, dtype=torch.qint8)
 
+    # The steps' regime: plain examples, the prompt once, one token per row per step.
+    tok = sampler.tokenizer
+    prompt = tok("genre:", return_tensors="pt", add_special_tokens=False)["input_ids"]
+    completions = [
+        tok(text[len("genre:") :], add_special_tokens=False)["input_ids"]
+        for text in texts
+        if text.startswith("genre:")
+    ]
+    steps = max(map(len, completions))
+    step_ids = torch.zeros(len(completions), steps, dtype=torch.long)
+    step_valid = torch.zeros(len(completions), steps, dtype=torch.bool)
+    for row, completion in enumerate(completions):
+        step_ids[row, : len(completion)] = torch.tensor(completion)
+        step_valid[row, : len(completion)] = True
+
+    def step_log_probs(model: Any, prompt_model: Any) -> Any:
+        with torch.inference_mode():
+            out = prompt_model(input_ids=prompt, use_cache=True)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(completions))
+            first = torch.log_softmax(out.logits[:, -1].float(), -1)
+            lps = [first.expand(len(completions), -1)]
+            for t in range(steps - 1):
+                out = model(input_ids=step_ids[:, t : t + 1], past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                lps.append(torch.log_softmax(out.logits[:, -1].float(), -1))
+        return torch.stack(lps, 1)
+
+    step_ref = step_log_probs(reference, reference)
+
+    def per_token(dtype: Any) -> Any:
+        model = copy.deepcopy(reference)
+        quantise_linears(model.get_decoder())  # the head stays in full precision
+        return model.to(dtype)
+
+    bf16 = copy.deepcopy(reference).to(torch.bfloat16)
+    # name: (build the variant, the model that runs the prompt in the steps' regime)
     variants = {
-        "bf16": lambda: copy.deepcopy(reference).to(torch.bfloat16),
-        "int8 per tensor": lambda: quantised(default_dynamic_qconfig),
-        "int8 per channel": lambda: quantised(per_channel_dynamic_qconfig),
-        "int8 per tensor, head kept": lambda: quantised(default_dynamic_qconfig, ("lm_head",)),
-        "int8 per tensor, head and down_proj kept": lambda: quantised(
-            default_dynamic_qconfig, ("lm_head", "down_proj")
+        "bf16": (lambda: bf16, bf16),
+        "int8 per tensor": (lambda: quantised(default_dynamic_qconfig), reference),
+        "int8 per channel": (lambda: quantised(per_channel_dynamic_qconfig), reference),
+        "int8 per tensor, head kept": (
+            lambda: quantised(default_dynamic_qconfig, ("lm_head",)),
+            reference,
+        ),
+        "int8 per tensor, head and down_proj kept": (
+            lambda: quantised(default_dynamic_qconfig, ("lm_head", "down_proj")),
+            reference,
+        ),
+        "int8 per token (fp32)": (lambda: per_token(torch.float32), reference),
+        "int8 per token in bf16, bf16 prompt ([model] quantize)": (
+            lambda: per_token(torch.bfloat16),
+            bf16,
         ),
     }
     report: dict[str, Any] = {"adapter": args.adapter, "examples": len(texts), "variants": {}}
-    for name, build in variants.items():
+    for name, (build, prompt_model) in variants.items():
         model = build()
         start = time.perf_counter()
         lp = log_probs(model)
         seconds = time.perf_counter() - start
         seq = completion_logp(lp)
+        step_lp = step_log_probs(model, prompt_model)
+        step_kl = (step_ref.exp() * (step_ref - step_lp)).sum(-1)[step_valid].mean().item()
         row = {
             "kl_per_token": round((ref.exp() * (ref - lp)).sum(-1)[valid].mean().item(), 5),
             "mean_abs_seq_logp_change": round((ref_seq - seq).abs().mean().item(), 3),
             "top1_agreement": round(
                 (ref.argmax(-1) == lp.argmax(-1))[valid].float().mean().item(), 4
             ),
+            "steps_kl_per_token": round(step_kl, 5),
             "scoring_s": round(seconds, 1),
         }
         report["variants"][name] = row

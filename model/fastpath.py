@@ -4,9 +4,10 @@ The decoder runs near the compute ceiling of the CPU, so a step gets faster only
 cheaper FLOPs. :class:`FastPath` serves every batch that runs the default weights alone (the
 merged default adapter, or a base model without adapters):
 
-* ``quantize``: a plain copy of the merged model whose ``Linear`` layers are int8 with dynamic
-  activation quantisation (``torch.ao.quantization.quantize_dynamic``; CPU only). The
-  full-precision model stays for the batches of other adapters.
+* ``quantize``: a plain copy of the merged model whose decoder's ``Linear`` layers are int8,
+  each token of their input scaled on its own (:class:`~model.int8.Int8Linear`; CPU only). It
+  runs the decoding steps; the prompts (one prefill per distinct prompt) and the output head
+  stay in full precision, and so does the model that serves the batches of other adapters.
 * ``keep``: the output head restricted to the token ids genre names use (the adapter's
   ``head_tokens.json``, see :func:`head_tokens`): a (k x hidden) slice of the tied head taken
   once, instead of the 49,152-token head that is about a fifth of each step's FLOPs. Sampling,
@@ -38,8 +39,7 @@ class FastSettings:
     settings (docs/benchmarks.md has the measurements).
     """
 
-    # int8 dynamic quantisation of the linear layers (CPU only; ignored on a GPU). Opt-in: it
-    # shifts what the adapter samples (more names without a genre word; docs/benchmarks.md).
+    # int8 linear layers in the decoding steps (CPU only; ignored on a GPU); docs/benchmarks.md.
     quantize: bool = False
     # The output head restricted to the adapter's head_tokens.json (when it has one).
     restrict_head: bool = True
@@ -81,7 +81,8 @@ def write_head_tokens(adapter: str | Path, tokens: Iterable[int], meta: dict[str
 
 
 def plain_copy(model: Any) -> Any:
-    """A plain copy of ``model`` (a causal LM) with the current weights, LoRA wrappers removed.
+    """A plain copy of ``model`` (a causal LM) with the current weights, LoRA wrappers removed,
+    in the model's dtype.
 
     PEFT wraps each adapted layer (``q_proj.base_layer.weight``, ``q_proj.lora_A...``); with the
     adapter merged, the base layers hold the merged weights, which are all the copy needs.
@@ -93,7 +94,8 @@ def plain_copy(model: Any) -> Any:
     }
     copy = type(model)(model.config)
     copy.load_state_dict(state, strict=False)
-    copy.to(next(model.parameters()).device)
+    weight = model.get_input_embeddings().weight
+    copy.to(device=weight.device, dtype=weight.dtype)
     return copy.eval()
 
 
@@ -112,16 +114,13 @@ class FastPath:
             weight = weight[self.keep]
         linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=device)
         linear.weight = torch.nn.Parameter(weight.clone(), requires_grad=False)
+        self.prompt_decoder = model.get_decoder()
         if self.quantized:
-            decoder = plain_copy(model).get_decoder()
-            torch.ao.quantization.quantize_dynamic(
-                decoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-            )
-            linear = torch.ao.quantization.quantize_dynamic(
-                torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8
-            )
+            from model.int8 import quantise_linears
+
+            decoder = quantise_linears(plain_copy(model).get_decoder())
         else:
-            decoder = model.get_decoder()
+            decoder = self.prompt_decoder
         self.decoder = decoder
         self.head = linear
 
@@ -145,8 +144,13 @@ class FastPath:
         return [where[i] for i in ids if i in where]
 
     def logits(self, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-        """Float logits over the head's tokens of the last position, and the output."""
-        out = self.decoder(**kwargs)
+        """Float logits over the head's tokens of the last position, and the output.
+
+        A call without a cache runs prompts: on the full-precision decoder, so a prompt's cache
+        is exact and only the steps after it run in int8 (when quantised).
+        """
+        decoder = self.decoder if "cache" in kwargs else self.prompt_decoder
+        out = decoder(**kwargs)
         hidden = out.last_hidden_state[:, -1, :].contiguous()
         return self.head(hidden).float(), out
 
