@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/bench_generate.py --compare [--n 200] [--runs 3] [--levels 2,0]
 
 ``--compare`` loads the adapter twice, without the fast path (old: no int8, full head, samples
-may end on known genres, each row runs its own prompt) and with the configured levers (new, or
-those ``--quantize``, ``--restrict-head``, ``--avoid-known`` and ``--share-prefill`` pick), and
+may end on known genres, each row runs its own prompt unless ``--old-share-prefill``) and with
+the configured levers (new, or those ``--quantize``, ``--restrict-head``, ``--avoid-known`` and
+``--share-prefill`` pick), and
 times ``generate -n N`` after load for each weirdness level (0: unranked), old and new
 alternated (A/B/A/B) with seeds 1..runs.
 ``--old-adapter`` gives old its own adapter: with ``--no-quantize --no-restrict-head
@@ -168,8 +169,9 @@ def compare(args: argparse.Namespace, data_dir: Path) -> dict[str, object]:
     pipelines = {}
     for name, fast in variants.items():
         sampler = Sampler.load(spec, paths[name], data_dir=data_dir, fast=fast)
-        # Old runs each row's prompt through the model; new shares it when --share-prefill.
-        sampler.share_prefill = name == "new" and args.share_prefill
+        # Old runs each row's prompt through the model (unless --old-share-prefill); new shares
+        # it when --share-prefill.
+        sampler.share_prefill = args.share_prefill if name == "new" else args.old_share_prefill
         pipelines[name] = GenrePipeline(
             LocalBackend(sampler), fingerprints[name], moderator, avoid_known=avoid[name]
         )
@@ -234,6 +236,11 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="new runs each distinct prompt once per batch (old once per row)",
+    )
+    parser.add_argument(
+        "--old-share-prefill",
+        action="store_true",
+        help="old shares each prompt's prefill too (to time another lever alone)",
     )
     parser.add_argument(
         "--avoid-known",

@@ -25,6 +25,10 @@ _TINY = 1e-8
 class Int8Linear(torch.nn.Module):
     """A frozen ``Linear`` whose products run in int8 (weights per channel, inputs per token)."""
 
+    weight_q: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         weight = linear.weight.detach().float()

@@ -434,23 +434,31 @@ class Sampler:
             guard = _EndGuard(self.tokenizer, avoid, stop_ids, fast)
         with torch.inference_mode():
             logits, cache = self._last_logits(input_ids, attention_mask, position_ids, None, fast)
-            if rows is not None:  # each prompt's cache and logits, copied to its rows
+            # The first step's logits are each prompt's, ranked once (`shared` maps rows to
+            # them); the rows of a prompt then sample apart.
+            shared = None
+            if rows is not None:  # each prompt's cache, copied to its rows
                 cache.batch_select_indices(rows)
-                logits, attention_mask, position_ids = (
-                    logits[rows],
-                    attention_mask[rows],
-                    position_ids[rows],
-                )
+                attention_mask, position_ids = attention_mask[rows], position_ids[rows]
+                if guard is None:
+                    shared = rows
+                else:
+                    logits = logits[rows]
                 self._select_rows(row_adapters)
             for step in range(max_new_tokens):
                 pickable = logits if guard is None else guard.mask(logits, active, tokens)
-                picked_at = _pick(pickable, temperature, top_p)  # in the head's index space
+                picked_at = _pick(pickable, temperature, top_p, shared)  # in the head's ids
                 chosen = picked_at if fast is None else fast.to_vocab(picked_at)
                 for row, token in zip(active.tolist(), chosen.tolist(), strict=True):
                     tokens[row].append(token)
                 if logprobs is not None:
-                    picked = logits.gather(-1, picked_at[:, None]).squeeze(-1)
-                    step_lp = (picked - torch.logsumexp(logits, dim=-1)).tolist()
+                    of = (
+                        torch.arange(len(picked_at), device=logits.device)
+                        if shared is None
+                        else shared
+                    )
+                    norm = torch.logsumexp(logits, dim=-1)[of]
+                    step_lp = (logits[of, picked_at] - norm).tolist()
                     for row, value in zip(active.tolist(), step_lp, strict=True):
                         logprobs[row].append(value)
                 done = torch.isin(chosen, stop)
@@ -472,6 +480,7 @@ class Sampler:
                 logits, cache = self._last_logits(
                     chosen[:, None], attention_mask, position_ids, cache, fast
                 )
+                shared = None
         return tokens
 
     def adapter_of_default(self) -> str:
@@ -652,13 +661,20 @@ def _cache_of(output: Any) -> Any:
     return cache if cache is not None else output.past_key_values
 
 
-def _pick(logits: Any, temperature: float, top_p: float) -> Any:
-    """One token per row: greedy at temperature 0, else nucleus sampling within the top-k."""
+def _pick(logits: Any, temperature: float, top_p: float, rows: Any = None) -> Any:
+    """One token per row: greedy at temperature 0, else nucleus sampling within the top-k.
+
+    With ``rows``, ``logits`` holds each prompt's logits once and ``rows`` maps each row to
+    its prompt: the ranking runs once per prompt, and each row draws its own token.
+    """
     import torch
 
     if temperature <= 0:
-        return logits.argmax(dim=-1)
+        best = logits.argmax(dim=-1)
+        return best if rows is None else best[rows]
     values, indices = torch.topk(logits / temperature, min(TOP_K, logits.shape[-1]), dim=-1)
+    if rows is not None:
+        values, indices = values[rows], indices[rows]
     probs = torch.softmax(values, dim=-1)
     if top_p < 1.0:
         # Values are sorted: drop every token after the cumulative mass passed top_p.

@@ -112,9 +112,7 @@ def _step_logits(sampler: Sampler, fast: Any) -> Any:
         if fast is not None:
             chosen = fast.to_vocab(chosen)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-        step, _ = sampler._last_logits(
-            chosen[:, None], mask, position_ids[:, -1:] + 1, cache, fast
-        )
+        step, _ = sampler._last_logits(chosen[:, None], mask, position_ids[:, -1:] + 1, cache, fast)
     return logits, step
 
 

@@ -84,6 +84,36 @@ def test_the_rows_of_a_prompt_share_one_prefill(
     assert shapes[0][0] == 10, shapes
 
 
+def test_the_first_pick_ranks_each_prompts_logits_once(
+    sampler: Sampler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows of a prompt share its first logits, so the first step's top-k (a partial sort
+    of the vocabulary for every row, the costliest part of picking a token) runs once per
+    prompt; sampled rows still differ, and the same seed gives the same texts and scores."""
+    import torch
+
+    rows_ranked: list[int] = []
+    original = torch.topk
+
+    def recording(values: Any, *args: Any, **kwargs: Any) -> Any:
+        rows_ranked.append(int(values.shape[0]))
+        return original(values, *args, **kwargs)
+
+    requests = [
+        GenerationRequest(prompt="like: midwest shoegaze\ngenre:", n=12, temperature=1.0, seed=4),
+        GenerationRequest(prompt="genre:", n=20, temperature=1.0, seed=4),
+    ]
+    monkeypatch.setattr(sampler, "share_prefill", False)
+    unshared = sampler.complete_batch(requests)
+    monkeypatch.setattr(sampler, "share_prefill", True)
+    monkeypatch.setattr(torch, "topk", recording)
+    shared = sampler.complete_batch(requests)
+    assert rows_ranked[0] == 2, rows_ranked  # one batch of 32 rows: one row per prompt
+    assert [r.texts for r in shared] == [r.texts for r in unshared]
+    assert [r.scores for r in shared] == [r.scores for r in unshared]
+    assert len(set(shared[1].texts)) > 1  # the rows sample apart after the shared ranking
+
+
 def test_left_padding_gives_the_same_greedy_text_alone_or_batched(sampler: Sampler) -> None:
     short = GenerationRequest(prompt="genre:", n=1, temperature=0.0, max_tokens=6)
     long = GenerationRequest(
