@@ -94,8 +94,8 @@ class ModelConfig:
     dtype: str = "auto"
     # CPU threads for torch; 0 = half the logical cores (the physical ones), at least one.
     threads: int = 0
-    # int8 linear layers for the default adapter's batches (CPU only; opt-in: it shifts what
-    # the adapter samples, docs/benchmarks.md).
+    # int8 linear layers for the default adapter's decoding steps (CPU only; opt-in: faster on
+    # 1 thread, and it re-invented a little less on the dev split, docs/benchmarks.md).
     quantize: bool = False
     # Output head cut to the tokens genre names use (the adapter's head_tokens.json; opt-in:
     # its speed gain is not shown yet and it never samples a token outside the head).
